@@ -1,0 +1,34 @@
+# Two entry points on a fresh clone: `make run` (the whole workflow on the embedded default)
+# and `make test` (the test suite). Both create .venv and install the pinned packages first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= 8
+# torch first, pinned alone: here it resolves to the CPU build on local disk; a GPU user
+# installs the CUDA build of the same version before `make` (see README).
+TORCH := torch==2.13.0
+
+.PHONY: run test lint dry-run clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) all
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests workflow/scripts benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+dry-run: $(STAMP)
+	$(BIN)/snakemake -n --cores $(CORES) all
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,52 @@
+"""stylemerge: per-domain GRPO style adapters, Karcher merge, think tokens, evaluation.
+
+`snakemake --cores 8 all` runs the embedded default (config/config.yaml); a --configfile
+replaces that file instead of being merged into it (so a config with fewer domains means
+fewer domains).  The config is validated against workflow/schemas/config.schema.yaml before
+any rule is defined.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("9.27")
+
+# The library lives in src/; make it importable here and in every job (also inside the
+# per-rule conda environments, which install only third-party packages).
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (SRC, os.environ.get("PYTHONPATH")) if p
+)
+
+from stylemerge.config import ConfigError, stage_settings, validate_config
+
+
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+try:
+    config.update(
+        validate_config(
+            config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+        )
+    )
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        expand("results/shards/{domain}/manifest.json", domain=DOMAINS),
+        [f"results/models/{name}" for name in BUILT_MODELS],

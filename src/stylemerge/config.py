@@ -1,0 +1,143 @@
+"""Config validation against the JSON schema, defaults, and per-domain stage settings.
+
+The Snakefile calls :func:`validate_config` before any rule is defined, so a typo or a wrong
+type stops the run with one message naming the key.  The library itself never reads the
+config file: rules hand each function the plain settings it needs (:func:`stage_settings`).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SOURCE_KEY = "source"
+# Schema annotation: a user-given object is merged over the default object, not instead of it.
+MERGE_DEFAULT = "x-merge-default"
+
+
+class ConfigError(ValueError):
+    """The config does not match the schema; the message names every offending key."""
+
+
+def load_schema(path: str | Path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _with_defaults(base: type) -> type:
+    """A validator class that fills ``default`` values in while it validates (jsonschema FAQ)."""
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if validator.is_type(instance, "object"):
+            for name, sub in properties.items():
+                if not isinstance(sub, dict) or "default" not in sub:
+                    continue
+                if name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+                elif sub.get(MERGE_DEFAULT) and isinstance(instance[name], Mapping):
+                    # the default object is the base that the user's keys override
+                    instance[name] = deep_merge(sub["default"], instance[name])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def _key(path: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _allowed_names(schema: Mapping, instance: Mapping) -> list[str]:
+    """Keys the schema allows here, including those of the if/then branches that apply."""
+    names = list(schema.get("properties", {}))
+    for branch in schema.get("allOf", []):
+        if jsonschema.Draft202012Validator(branch.get("if", {})).is_valid(instance):
+            names += list(branch.get("then", {}).get("properties", {}))
+    return sorted(set(names))
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = _key(error.absolute_path)
+    if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(
+        error.instance, Mapping
+    ):
+        allowed = _allowed_names(error.schema, error.instance)
+        lines = []
+        for name in sorted(set(error.instance) - set(allowed)):
+            full = f"{key}.{name}" if error.absolute_path else name
+            hint = difflib.get_close_matches(name, allowed, n=1)
+            why = f"did you mean '{hint[0]}'?" if hint else f"allowed: {', '.join(allowed)}"
+            lines.append(f"config key '{full}': unknown key ({why})")
+        if lines:
+            return "\n".join(lines)
+    return f"config key '{key}': {error.message}"
+
+
+def _errors(schema: dict, instance: Any) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = list(validator.iter_errors(instance))
+    # An unknown source `type` makes every other key of that source "unevaluated": report the
+    # type, which is the real mistake, and not the keys that follow from it.
+    bad_type_objects = {
+        tuple(e.absolute_path)[:-1]
+        for e in errors
+        if e.validator == "enum" and list(e.absolute_path)[-1:] == ["type"]
+    }
+    errors = [
+        e
+        for e in errors
+        if not (
+            e.validator == "unevaluatedProperties" and tuple(e.absolute_path) in bad_type_objects
+        )
+    ]
+    return sorted({_describe(e) for e in errors})
+
+
+def validate_config(config: Mapping, schema: dict | str | Path) -> dict:
+    """Validate ``config`` and return a copy with the schema's defaults filled in.
+
+    Per-domain stage overrides stay sparse (no defaults are filled into them), so that an
+    override changes only the keys it names and the rest come from the top-level stage.
+    Raises :class:`ConfigError` listing every offending key.
+    """
+    if not isinstance(schema, dict):
+        schema = load_schema(schema)
+    config = copy.deepcopy(dict(config))
+    problems = _errors(schema, config)
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+    overrides = {}
+    for name, domain in (config.get("domains") or {}).items():
+        overrides[name] = {k: domain.pop(k) for k in list(domain) if k != SOURCE_KEY}
+    filler = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    for error in filler.iter_errors(config):  # defaults themselves must be valid
+        raise ConfigError(f"schema default is invalid: {_describe(error)}")
+    for name, stage_overrides in overrides.items():
+        config["domains"][name].update(stage_overrides)
+    return config
+
+
+def deep_merge(base: Mapping, override: Mapping) -> dict:
+    """``base`` updated recursively with ``override`` (neither is modified)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def stage_settings(config: Mapping, stage: str, domain: str | None = None) -> dict:
+    """A stage's settings: the top-level section merged with the domain's overrides."""
+    settings = dict(config[stage])
+    if domain is not None:
+        settings = deep_merge(settings, config["domains"][domain].get(stage, {}))
+    return settings

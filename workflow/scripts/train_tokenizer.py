@@ -1,0 +1,19 @@
+# Translation only: snakemake.* -> stylemerge.tokenizer.train_tokenizer
+from stylemerge.logging import to_file
+from stylemerge.provenance import provenance
+from stylemerge.runtime import use_threads
+from stylemerge.tokenizer import train_tokenizer
+
+with to_file(snakemake.log[0]):
+    use_threads(snakemake.threads)
+    settings = snakemake.params.settings
+    train_tokenizer(
+        train_shards=snakemake.input.train,
+        heldout_shards=snakemake.input.heldout,
+        out_dir=snakemake.output[0],
+        vocab_size=settings["vocab_size"],
+        min_frequency=settings["min_frequency"],
+        think_tokens=settings["think_tokens"],
+        model_max_length=snakemake.params.max_length,
+        provenance=provenance(snakemake.config, snakemake.config["seed"]),
+    )
