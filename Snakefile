@@ -18,12 +18,11 @@ min_version("9.27")
 # per-rule conda environments, which install only third-party packages).
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (SRC, os.environ.get("PYTHONPATH")) if p
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 )
 
 from stylemerge.config import ConfigError, stage_settings, validate_config
-
 
 if not workflow.overwrite_configfiles:
 

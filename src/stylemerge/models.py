@@ -45,6 +45,7 @@ def load_model(
     dtype: str | None = None,
 ):
     """Load a causal LM from safetensors (never from pickle files)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     check_model_dir(ref)
@@ -56,7 +57,7 @@ def load_model(
             use_safetensors=True,
             dtype=dtype or "auto",
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         raise ModelError(f"{ref}: cannot load model ({err})") from err
 
 

@@ -100,8 +100,9 @@ def pretrain_tiny_model(
             dataloader_num_workers=0,
             disable_tqdm=True,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=Blocks(train),
-                          eval_dataset=Blocks(heldout))
+        trainer = Trainer(
+            model=model, args=args, train_dataset=Blocks(train), eval_dataset=Blocks(heldout)
+        )
         loss_before = _finite(trainer.evaluate()["eval_loss"], "held-out loss before training")
         result = trainer.train()
         _finite(result.training_loss, "training loss")
@@ -124,8 +125,12 @@ def pretrain_tiny_model(
         "tiny": dict(tiny),
         "provenance": dict(provenance or {}),
     }
-    log.info("held-out loss %.3f -> %.3f (uniform %.3f)", loss_before, loss_after,
-             metrics["uniform_loss"])
+    log.info(
+        "held-out loss %.3f -> %.3f (uniform %.3f)",
+        loss_before,
+        loss_after,
+        metrics["uniform_loss"],
+    )
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     with atomic_path(out_dir) as tmp:

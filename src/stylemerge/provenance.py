@@ -17,8 +17,17 @@ from importlib import metadata
 from typing import Any
 
 PACKAGES = (
-    "stylemerge", "torch", "transformers", "tokenizers", "peft", "trl", "lm_eval",
-    "mergekit", "datasets", "pandas", "snakemake",
+    "stylemerge",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "peft",
+    "trl",
+    "lm_eval",
+    "mergekit",
+    "datasets",
+    "pandas",
+    "snakemake",
 )
 
 

@@ -73,8 +73,13 @@ def build_shards(
     for doc, truncated in filter_documents(read_source(source, domain), settings, counts):
         split = "heldout" if is_heldout(doc.id, settings["heldout_fraction"]) else "train"
         splits[split].append(
-            {"id": doc.id, "domain": domain, "text": doc.text, "origin": doc.origin,
-             "truncated": truncated}
+            {
+                "id": doc.id,
+                "domain": domain,
+                "text": doc.text,
+                "origin": doc.origin,
+                "truncated": truncated,
+            }
         )
     kept = sum(len(docs) for docs in splits.values())
     filters = {k: settings[k] for k in ("min_chars", "max_chars", "max_documents", "dedupe")}

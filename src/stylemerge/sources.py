@@ -143,10 +143,20 @@ def source_files(spec: Mapping, domain: str) -> list[str]:
     """The files a source reads (for Snakemake to track); none for a hub data set."""
     if spec["type"] == "builtin":
         root = resources.files("stylemerge") / "corpus" / (spec.get("corpus") or domain)
-        return sorted(str(p) for p in root.iterdir() if p.name.endswith(".txt")) if root.is_dir() else []
+        return (
+            sorted(str(p) for p in root.iterdir() if p.name.endswith(".txt"))
+            if root.is_dir()
+            else []
+        )
     if spec["type"] == "local":
-        return sorted({m for pattern in spec["paths"] for m in glob.glob(pattern, recursive=True)
-                       if Path(m).is_file()})
+        return sorted(
+            {
+                m
+                for pattern in spec["paths"]
+                for m in glob.glob(pattern, recursive=True)
+                if Path(m).is_file()
+            }
+        )
     return []
 
 

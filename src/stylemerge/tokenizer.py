@@ -47,9 +47,7 @@ def train_tokenizer(
         tokenizer_object=bpe, eos_token=EOS, pad_token=EOS, model_max_length=model_max_length
     )
     if think_tokens:
-        tokenizer.add_tokens(
-            [AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS]
-        )
+        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     groups = {f"{p.parent.name}/{p.stem}": [p] for p in [*train_shards, *map(Path, heldout_shards)]}
     metrics = {
         "vocab_size": len(tokenizer),
@@ -73,7 +71,9 @@ def count_tokens(tokenizer, shards: Mapping[str, Iterable[str | Path]]) -> dict:
         tokens = chars = 0
         for path in paths:
             for record in read_shard(path):
-                tokens += len(tokenizer(record["text"], add_special_tokens=False, verbose=False)["input_ids"])
+                tokens += len(
+                    tokenizer(record["text"], add_special_tokens=False, verbose=False)["input_ids"]
+                )
                 chars += len(record["text"])
         counts[name] = {
             "tokens": tokens,

@@ -4,7 +4,9 @@ import re
 DOMAINS = list(config["domains"])
 # Models with no `ref` are built and pretrained here (the embedded default); the others are
 # hub ids or local directories that rules reference directly.
-BUILT_MODELS = [name for name, model in config["models"].items() if model["ref"] is None]
+BUILT_MODELS = [
+    name for name, model in config["models"].items() if model["ref"] is None
+]
 
 
 def _one_of(names):

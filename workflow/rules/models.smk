@@ -8,16 +8,18 @@ rule train_tokenizer:
         heldout=shard_paths("heldout"),
     output:
         directory("results/tokenizers/{model}"),
-    params:
-        settings=lambda wc: config["models"][wc.model]["tokenizer"],
-        max_length=lambda wc: config["models"][wc.model]["tiny"]["max_position_embeddings"],
     log:
         "logs/train_tokenizer/{model}.log",
     benchmark:
         "results/benchmarks/train_tokenizer/{model}.tsv"
-    threads: lambda wc: config["models"][wc.model]["tokenizer"]["threads"]
     conda:
         "../../envs/train.yaml"
+    threads: lambda wc: config["models"][wc.model]["tokenizer"]["threads"]
+    params:
+        settings=lambda wc: config["models"][wc.model]["tokenizer"],
+        max_length=lambda wc: config["models"][wc.model]["tiny"][
+            "max_position_embeddings"
+        ],
     script:
         "../scripts/train_tokenizer.py"
 
@@ -29,20 +31,20 @@ rule pretrain_model:
         heldout=shard_paths("heldout"),
     output:
         directory("results/models/{model}"),
+    log:
+        "logs/pretrain_model/{model}.log",
+    benchmark:
+        "results/benchmarks/pretrain_model/{model}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: lambda wc: config["models"][wc.model]["pretrain"]["threads"]
+    resources:
+        mem_mb=lambda wc: config["models"][wc.model]["pretrain"]["mem_mb"],
+        runtime=lambda wc: config["models"][wc.model]["pretrain"]["runtime_min"],
     params:
         tiny=lambda wc: config["models"][wc.model]["tiny"],
         settings=lambda wc: config["models"][wc.model]["pretrain"],
         seed=config["seed"],
         device=config["device"],
-    log:
-        "logs/pretrain_model/{model}.log",
-    benchmark:
-        "results/benchmarks/pretrain_model/{model}.tsv"
-    threads: lambda wc: config["models"][wc.model]["pretrain"]["threads"]
-    resources:
-        mem_mb=lambda wc: config["models"][wc.model]["pretrain"]["mem_mb"],
-        runtime=lambda wc: config["models"][wc.model]["pretrain"]["runtime_min"],
-    conda:
-        "../../envs/train.yaml"
     script:
         "../scripts/pretrain_model.py"

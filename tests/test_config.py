@@ -1,0 +1,144 @@
+import pytest
+import yaml
+
+from conftest import ROOT
+from stylemerge.config import ConfigError, stage_settings, validate_config
+
+
+def load(name):
+    return yaml.safe_load((ROOT / "config" / name).read_text())
+
+
+def rejected(config, schema_path) -> str:
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, schema_path)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_shipped_configs_are_valid(name, schema_path):
+    config = validate_config(load(name), schema_path)
+    assert len(config["domains"]) == 9
+    assert config["trust_remote_code"] is False
+
+
+def test_paper_config_references_hub_models_and_data(schema_path):
+    config = validate_config(load("paper.yaml"), schema_path)
+    assert config["models"]["base"]["ref"] == "Qwen/Qwen3-4B-Base"
+    assert config["models"]["general_proxy"]["ref"] == "HuggingFaceTB/SmolLM2-360M"
+    assert {d["source"]["type"] for d in config["domains"].values()} == {"hf"}
+    categories = {d["source"]["where"]["category"] for d in config["domains"].values()}
+    assert categories == set(config["domains"])
+
+
+def test_defaults_are_filled(schema_path):
+    config = validate_config({}, schema_path)
+    assert config["seed"] == 1234
+    assert config["shards"]["heldout_fraction"] == 0.2
+    assert len(config["domains"]) == 9
+    assert config["domains"]["bbc_news"]["source"] == {"type": "builtin", "corpus": None}
+
+
+def test_unknown_key_is_named_with_a_suggestion(schema_path):
+    message = rejected({"shards": {"min_char": 5}}, schema_path)
+    assert "shards.min_char" in message and "did you mean 'min_chars'" in message
+
+
+def test_unknown_top_level_key(schema_path):
+    assert "config key 'sedd'" in rejected({"sedd": 3}, schema_path)
+
+
+def test_wrong_type_names_the_key(schema_path):
+    message = rejected({"models": {"base": {"pretrain": {"steps": "many"}}}}, schema_path)
+    assert "models.base.pretrain.steps" in message and "not of type 'integer'" in message
+
+
+def test_unknown_source_type_names_only_the_type(schema_path):
+    config = {"domains": {"news": {"source": {"type": "hff", "path": "x/y"}}}}
+    message = rejected(config, schema_path)
+    assert "domains.news.source.type" in message and "'hff' is not one of" in message
+    assert "path" not in message.replace("'hff'", "")  # no follow-on noise about 'path'
+
+
+def test_source_keys_depend_on_the_type(schema_path):
+    message = rejected(
+        {"domains": {"a": {"source": {"type": "local", "pathz": ["x"]}}}}, schema_path
+    )
+    assert "'paths' is a required property" in message
+    assert "domains.a.source.pathz" in message and "did you mean 'paths'" in message
+    message = rejected(
+        {"domains": {"a": {"source": {"type": "builtin", "text_field": "t"}}}}, schema_path
+    )
+    assert "domains.a.source.text_field" in message
+
+
+def test_domain_names_must_be_safe_path_parts(schema_path):
+    message = rejected({"domains": {"../evil": {"source": {"type": "builtin"}}}}, schema_path)
+    assert "domains" in message and "does not match" in message
+
+
+def test_out_of_range_value(schema_path):
+    message = rejected({"shards": {"heldout_fraction": 1.5}}, schema_path)
+    assert "shards.heldout_fraction" in message
+
+
+def test_domain_overrides_stay_sparse_and_merge_over_the_stage(schema_path):
+    config = validate_config(
+        {
+            "shards": {"min_chars": 50},
+            "domains": {
+                "a": {"source": {"type": "builtin"}, "shards": {"heldout_fraction": 0.5}},
+                "b": {"source": {"type": "builtin"}},
+            },
+        },
+        schema_path,
+    )
+    assert config["domains"]["a"]["shards"] == {"heldout_fraction": 0.5}
+    a = stage_settings(config, "shards", "a")
+    assert a["heldout_fraction"] == 0.5 and a["min_chars"] == 50
+    assert stage_settings(config, "shards", "b")["heldout_fraction"] == 0.2
+
+
+def test_bad_domain_override_is_named(schema_path):
+    config = {"domains": {"a": {"source": {"type": "builtin"}, "shards": {"dedup": False}}}}
+    assert "domains.a.shards.dedup" in rejected(config, schema_path)
+
+
+def test_partial_model_settings_keep_the_role_defaults(schema_path):
+    config = validate_config(
+        {"models": {"general_proxy": {"tiny": {"hidden_size": 64}}}}, schema_path
+    )
+    proxy = config["models"]["general_proxy"]
+    assert proxy["tiny"]["architecture"] == "llama"  # the proxy's default, not the base's
+    assert proxy["tiny"]["hidden_size"] == 64
+    assert proxy["tokenizer"]["think_tokens"] is False
+    assert config["models"]["base"]["tiny"]["architecture"] == "qwen3"
+
+
+def test_input_is_not_modified(schema_path):
+    raw = {"domains": {"a": {"source": {"type": "builtin"}}}}
+    validate_config(raw, schema_path)
+    assert raw == {"domains": {"a": {"source": {"type": "builtin"}}}}
+
+
+def schema_keys(node, schema):
+    """Every property name the schema defines, following $ref and if/then branches."""
+    if "$ref" in node:
+        node = schema["$defs"][node["$ref"].split("/")[-1]]
+    names = set()
+    for name, sub in node.get("properties", {}).items():
+        names.add(name)
+        names |= schema_keys(sub, schema)
+    for branch in node.get("allOf", []):
+        names |= schema_keys(branch.get("then", {}), schema)
+    if isinstance(node.get("additionalProperties"), dict):
+        names |= schema_keys(node["additionalProperties"], schema)
+    return names
+
+
+def test_every_config_key_is_documented(schema_path):
+    schema = yaml.safe_load(schema_path.read_text())
+    documented = (ROOT / "config" / "README.md").read_text()
+    missing = sorted(k for k in schema_keys(schema, schema) if f"`{k}`" not in documented)
+    assert not missing, f"keys missing from config/README.md: {missing}"
+    assert len(schema_keys(schema, schema)) > 40

@@ -1,0 +1,208 @@
+import json
+import math
+
+import pytest
+import torch
+
+from stylemerge.models import ModelError, build_tiny_model, check_model_dir, load_model
+from stylemerge.pretrain import pack, pretrain_tiny_model
+from stylemerge.shards import build_shards
+from stylemerge.tokenizer import EOS, THINK_TOKENS, train_tokenizer
+
+TINY = {
+    "architecture": "qwen3",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 128,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": True,
+}
+PRETRAIN = {
+    "steps": 40,
+    "batch_size": 8,
+    "seq_len": 32,
+    "learning_rate": 0.01,
+    "warmup_steps": 0.05,
+    "weight_decay": 0.0,
+    "eval_blocks": 16,
+}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    settings = {
+        "heldout_fraction": 0.2,
+        "min_chars": 10,
+        "max_chars": 4000,
+        "max_documents": None,
+        "dedupe": True,
+    }
+    paths = {"train": [], "heldout": []}
+    for domain in ("github_python", "bbc_news"):
+        out = root / domain
+        build_shards(
+            {"type": "builtin"},
+            domain,
+            settings,
+            out / "train.jsonl",
+            out / "heldout.jsonl",
+            out / "manifest.json",
+        )
+        paths["train"].append(out / "train.jsonl")
+        paths["heldout"].append(out / "heldout.jsonl")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok") / "tokenizer"
+    train_tokenizer(shards["train"], out, vocab_size=512, heldout_shards=shards["heldout"])
+    return out
+
+
+def test_think_tags_are_single_non_special_tokens_that_survive_decoding(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    text = "<think>add 2 and 3</think> The answer is 5."
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    think_ids = [tok.convert_tokens_to_ids(t) for t in THINK_TOKENS]
+    assert all(ids.count(i) == 1 for i in think_ids)
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    assert tok.eos_token == EOS and tok.pad_token == EOS
+    assert tok.decode([tok.eos_token_id, *ids], skip_special_tokens=True) == text  # EOS is special
+
+
+def test_tokenizer_metrics_count_tokens_per_shard(tokenizer_dir):
+    metrics = json.loads((tokenizer_dir / "metrics.json").read_text())
+    assert metrics["vocab_size"] == 512 + len(THINK_TOKENS)
+    assert set(metrics["shards"]) == {
+        "github_python/train",
+        "github_python/heldout",
+        "bbc_news/train",
+        "bbc_news/heldout",
+    }
+    assert all(v["tokens"] > 0 and v["chars_per_token"] > 1 for v in metrics["shards"].values())
+
+
+def test_tokenizer_without_think_tokens(shards, tmp_path):
+    from transformers import AutoTokenizer
+
+    train_tokenizer(shards["train"], tmp_path / "t", vocab_size=400, think_tokens=False)
+    tok = AutoTokenizer.from_pretrained(tmp_path / "t")
+    assert len(tok("<think>", add_special_tokens=False)["input_ids"]) > 1
+
+
+@pytest.mark.parametrize(
+    "architecture, cls", [("qwen3", "Qwen3ForCausalLM"), ("llama", "LlamaForCausalLM")]
+)
+def test_build_tiny_model(tokenizer_dir, architecture, cls):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = build_tiny_model(tok, {**TINY, "architecture": architecture})
+    assert type(model).__name__ == cls
+    assert model.config.vocab_size == len(tok)
+    assert model.get_input_embeddings().weight is model.get_output_embeddings().weight
+
+
+def test_bad_tiny_shape_is_rejected(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    with pytest.raises(ModelError, match="not divisible by num_attention_heads"):
+        build_tiny_model(tok, {**TINY, "hidden_size": 30})
+
+
+def test_pack_appends_eos_and_cuts_blocks(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    blocks = pack(tok, ["one two three", "four five six"], seq_len=4)
+    assert blocks.shape[1] == 4 and blocks.dtype == torch.long
+    assert (blocks == tok.eos_token_id).sum() >= 1
+    with pytest.raises(ValueError, match="fewer than one block"):
+        pack(tok, ["x"], seq_len=1000)
+
+
+def test_pretraining_lowers_heldout_loss_and_saves_safetensors(shards, tokenizer_dir, tmp_path):
+    out = tmp_path / "model"
+    metrics = pretrain_tiny_model(
+        tokenizer_dir, shards["train"], shards["heldout"], out, TINY, PRETRAIN, seed=3, threads=1
+    )
+    assert math.isclose(metrics["heldout_loss_untrained"], metrics["uniform_loss"], rel_tol=0.05)
+    assert metrics["heldout_loss"] < metrics["heldout_loss_untrained"] - 0.5
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    assert json.loads((out / "metrics.json").read_text())["heldout_loss"] == metrics["heldout_loss"]
+
+    model = load_model(out)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out)
+    generated = model.generate(
+        **tok("The council", return_tensors="pt"), max_new_tokens=5, do_sample=False
+    )
+    assert generated.shape[1] > 2
+
+
+def test_pretraining_is_deterministic_for_a_seed(shards, tokenizer_dir, tmp_path):
+    settings = {**PRETRAIN, "steps": 5}
+    a = pretrain_tiny_model(
+        tokenizer_dir,
+        shards["train"],
+        shards["heldout"],
+        tmp_path / "a",
+        TINY,
+        settings,
+        seed=7,
+        threads=1,
+    )
+    b = pretrain_tiny_model(
+        tokenizer_dir,
+        shards["train"],
+        shards["heldout"],
+        tmp_path / "b",
+        TINY,
+        settings,
+        seed=7,
+        threads=1,
+    )
+    assert a["heldout_loss"] == b["heldout_loss"]
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
+        tmp_path / "b" / "model.safetensors"
+    ).read_bytes()
+
+
+def test_model_dir_checks(tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        check_model_dir(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(
+        ModelError,
+        match=r"no safetensors weights \(only pickle weights: "
+        r"pytorch_model.bin\)",
+    ):
+        load_model(tmp_path)
+    check_model_dir("Some/hub-id")  # not a path here: left to transformers
+
+
+def test_corrupt_model_dir_is_named(tmp_path, shards, tokenizer_dir):
+    out = tmp_path / "model"
+    pretrain_tiny_model(
+        tokenizer_dir,
+        shards["train"],
+        shards["heldout"],
+        out,
+        TINY,
+        {**PRETRAIN, "steps": 1},
+        seed=1,
+        threads=1,
+    )
+    (out / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError, match=str(out)):
+        load_model(out)

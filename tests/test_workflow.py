@@ -1,0 +1,185 @@
+"""Snakemake itself, run on a temporary copy of the workflow with a reduced config."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.workflow
+
+TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 128,
+}
+PRETRAIN = {
+    "steps": 30,
+    "batch_size": 8,
+    "seq_len": 32,
+    "learning_rate": 0.01,
+    "eval_blocks": 16,
+    "threads": 1,
+}
+REDUCED = {
+    "seed": 7,
+    "domains": {
+        "bbc_news": {"source": {"type": "builtin"}},
+        "notes": {
+            "source": {"type": "local", "paths": ["data/notes/*.txt"]},
+            "shards": {"min_chars": 20},
+        },
+    },
+    "models": {
+        "base": {
+            "tokenizer": {"vocab_size": 400},
+            "tiny": {"architecture": "qwen3", **TINY},
+            "pretrain": PRETRAIN,
+        },
+        "general_proxy": {
+            "tokenizer": {"vocab_size": 350, "think_tokens": False},
+            "tiny": {"architecture": "llama", **TINY},
+            "pretrain": PRETRAIN,
+        },
+    },
+}
+
+
+def snakemake(workdir, *args, check=True):
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def copy_workflow(dest, config):
+    for part in ("Snakefile", "workflow", "config", "profiles", "envs", "src"):
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(
+                src, dest / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
+        else:
+            shutil.copy(src, dest / part)
+    (dest / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    notes = dest / "data" / "notes"
+    notes.mkdir(parents=True)
+    for i in range(12):
+        (notes / f"note{i:02d}.txt").write_text(
+            f"Lab note {i}: the sample was stirred for {i + 3} minutes at room temperature, "
+            f"then left to settle overnight before weighing.\n"
+        )
+    return dest
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("wf"), REDUCED)
+    snakemake(workdir, "--cores", "2", "all")
+    return workdir
+
+
+def test_builds_shards_tokenizers_and_models(workflow_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    results = workflow_run / "results"
+    for domain in ("bbc_news", "notes"):
+        manifest = json.loads((results / "shards" / domain / "manifest.json").read_text())
+        assert manifest["counts"]["kept"] == sum(
+            s["documents"] for s in manifest["splits"].values()
+        )
+        assert manifest["provenance"]["seed"] == 7
+        assert manifest["provenance"]["packages"]["snakemake"] == "9.27.1"
+    assert (
+        json.loads((results / "shards" / "notes" / "manifest.json").read_text())["filters"][
+            "min_chars"
+        ]
+        == 20
+    )
+
+    for name, arch in (("base", "Qwen3ForCausalLM"), ("general_proxy", "LlamaForCausalLM")):
+        model_dir = results / "models" / name
+        metrics = json.loads((model_dir / "metrics.json").read_text())
+        assert metrics["heldout_loss"] < metrics["heldout_loss_untrained"]
+        assert (results / "benchmarks" / "pretrain_model" / f"{name}.tsv").is_file()
+        model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
+        assert type(model).__name__ == arch
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        out = model.generate(
+            **tok("Lab note", return_tensors="pt"), max_new_tokens=4, do_sample=False
+        )
+        assert out.shape[1] > 2
+    base_tok = AutoTokenizer.from_pretrained(results / "models" / "base")
+    assert (
+        base_tok.decode(base_tok("<think>x</think>")["input_ids"], skip_special_tokens=True)
+        == "<think>x</think>"
+    )
+    for log in ("build_shards/notes", "train_tokenizer/base", "pretrain_model/general_proxy"):
+        assert (workflow_run / "logs" / f"{log}.log").is_file()
+
+
+def test_rerun_has_nothing_to_do(workflow_run):
+    assert "Nothing to be done" in snakemake(workflow_run, "-n", "--cores", "2", "all").stdout
+
+
+def planned(stdout: str) -> dict[str, int]:
+    """Rule -> job count from a dry run's "Job stats" table."""
+    if "Job stats:" not in stdout:
+        return {}
+    counts = {}
+    for line in stdout.split("Job stats:")[1].splitlines()[3:]:  # after "job count" and "---"
+        row = line.split()
+        if len(row) != 2 or not row[1].isdigit():
+            break
+        counts[row[0]] = int(row[1])
+    return counts
+
+
+def test_changing_one_domain_reruns_only_that_domain(workflow_run, tmp_path):
+    config = yaml.safe_load((workflow_run / "config" / "config.yaml").read_text())
+    config["domains"]["notes"]["shards"]["min_chars"] = 25
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    plan = snakemake(workflow_run, "all", "-n", "--cores", "2", "--configfile", str(changed))
+    assert planned(plan.stdout)["build_shards"] == 1
+    assert "wildcards: domain=notes" in plan.stdout
+    assert "wildcards: domain=bbc_news" not in plan.stdout
+
+
+def test_editing_a_local_source_file_reruns_its_domain(workflow_run):
+    note = workflow_run / "data" / "notes" / "note03.txt"
+    note.write_text(note.read_text() + "Added a line.\n")
+    plan = snakemake(workflow_run, "all", "-n", "--cores", "2").stdout
+    assert planned(plan)["build_shards"] == 1 and "wildcards: domain=notes" in plan
+    assert "wildcards: domain=bbc_news" not in plan
+
+
+def test_invalid_config_stops_before_any_job(tmp_path):
+    bad = {**REDUCED, "shards": {"min_char": 5}}
+    workdir = copy_workflow(tmp_path, bad)
+    result = snakemake(workdir, "-n", "--cores", "1", "all", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "config key 'shards.min_char': unknown key (did you mean 'min_chars'?)" in output
+    assert not (workdir / "results").exists()
+
+
+def test_paper_config_plans_hub_models_without_building_any(tmp_path):
+    workdir = copy_workflow(tmp_path, REDUCED)
+    plan = snakemake(workdir, "all", "-n", "--cores", "8", "--configfile", "config/paper.yaml")
+    assert planned(plan.stdout) == {"build_shards": 9, "all": 1, "total": 10}
