@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from conftest import TINY_SHAPE
 from stylemerge.models import ModelError, build_tiny_model, check_model_dir, load_model
 from stylemerge.pretrain import pack, pretrain_tiny_model
 from stylemerge.shards import build_shards
@@ -11,12 +12,7 @@ from stylemerge.tokenizer import EOS, THINK_TOKENS, train_tokenizer
 
 TINY = {
     "architecture": "qwen3",
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 128,
+    **TINY_SHAPE,
     "rope_theta": 10000.0,
     "tie_word_embeddings": True,
 }

@@ -8,18 +8,10 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, TINY_SHAPE
 
 pytestmark = pytest.mark.workflow
 
-TINY = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 128,
-}
 PRETRAIN = {
     "steps": 30,
     "batch_size": 8,
@@ -40,12 +32,12 @@ REDUCED = {
     "models": {
         "base": {
             "tokenizer": {"vocab_size": 400},
-            "tiny": {"architecture": "qwen3", **TINY},
+            "tiny": {"architecture": "qwen3", **TINY_SHAPE},
             "pretrain": PRETRAIN,
         },
         "general_proxy": {
             "tokenizer": {"vocab_size": 350, "think_tokens": False},
-            "tiny": {"architecture": "llama", **TINY},
+            "tiny": {"architecture": "llama", **TINY_SHAPE},
             "pretrain": PRETRAIN,
         },
     },
