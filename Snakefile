@@ -42,6 +42,8 @@ except ConfigError as err:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/proxy.smk"
+include: "workflow/rules/grpo.smk"
 
 
 rule all:
@@ -49,3 +51,5 @@ rule all:
     input:
         expand("results/shards/{domain}/manifest.json", domain=DOMAINS),
         [f"results/models/{name}" for name in BUILT_MODELS],
+        expand("results/proxies/{domain}", domain=DOMAINS),
+        expand("results/adapters/{domain}", domain=DOMAINS),

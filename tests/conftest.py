@@ -46,3 +46,110 @@ def write_jsonl(path: Path, records) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+# --- tiny models built once per test session (seconds on one core) ---------------------------
+
+TINY = {"architecture": "qwen3", **TINY_SHAPE, "rope_theta": 10000.0, "tie_word_embeddings": True}
+PRETRAIN = {
+    "steps": 40,
+    "batch_size": 8,
+    "seq_len": 32,
+    "learning_rate": 0.01,
+    "warmup_steps": 0.05,
+    "weight_decay": 0.0,
+    "eval_blocks": 16,
+}
+TEST_DOMAINS = ("github_python", "bbc_news")
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory) -> dict:
+    """Builtin shards of two domains: {"train": [paths], "heldout": [paths], domain: {...}}."""
+    from stylemerge.shards import build_shards
+
+    root = tmp_path_factory.mktemp("shards")
+    settings = {
+        "heldout_fraction": 0.2,
+        "min_chars": 10,
+        "max_chars": 4000,
+        "max_documents": None,
+        "dedupe": True,
+    }
+    paths: dict = {"train": [], "heldout": []}
+    for domain in TEST_DOMAINS:
+        out = root / domain
+        build_shards(
+            {"type": "builtin"},
+            domain,
+            settings,
+            out / "train.jsonl",
+            out / "heldout.jsonl",
+            out / "manifest.json",
+        )
+        paths["train"].append(out / "train.jsonl")
+        paths["heldout"].append(out / "heldout.jsonl")
+        paths[domain] = {"train": out / "train.jsonl", "heldout": out / "heldout.jsonl"}
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(shards, tmp_path_factory) -> Path:
+    from stylemerge.tokenizer import train_tokenizer
+
+    out = tmp_path_factory.mktemp("tok") / "tokenizer"
+    train_tokenizer(shards["train"], out, vocab_size=512, heldout_shards=shards["heldout"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_base(shards, tokenizer_dir, tmp_path_factory) -> Path:
+    """A pretrained tiny Qwen3 base with think tokens."""
+    from stylemerge.pretrain import pretrain_tiny_model
+
+    out = tmp_path_factory.mktemp("base") / "base"
+    pretrain_tiny_model(
+        tokenizer_dir, shards["train"], shards["heldout"], out, TINY, PRETRAIN, seed=3, threads=1
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_general_proxy(shards, tmp_path_factory) -> Path:
+    """A pretrained tiny Llama proxy with its own, different tokenizer (no think tokens)."""
+    from stylemerge.pretrain import pretrain_tiny_model
+    from stylemerge.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("proxy")
+    train_tokenizer(shards["train"], root / "tok", vocab_size=400, think_tokens=False)
+    pretrain_tiny_model(
+        root / "tok",
+        shards["train"],
+        shards["heldout"],
+        root / "general",
+        {**TINY, "architecture": "llama"},
+        PRETRAIN,
+        seed=4,
+        threads=1,
+    )
+    return root / "general"
+
+
+@pytest.fixture(scope="session")
+def bbc_proxy(shards, tiny_general_proxy, tmp_path_factory) -> Path:
+    """The general proxy fine-tuned on bbc_news."""
+    from stylemerge.proxies import train_proxy
+
+    out = tmp_path_factory.mktemp("bbc") / "proxy"
+    settings = {**PRETRAIN, "steps": 30, "learning_rate": 0.003}
+    train_proxy(
+        tiny_general_proxy,
+        "bbc_news",
+        shards["bbc_news"]["train"],
+        {d: shards[d]["heldout"] for d in TEST_DOMAINS},
+        out,
+        settings,
+        seed=5,
+        threads=1,
+    )
+    return out

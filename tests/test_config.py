@@ -142,3 +142,38 @@ def test_every_config_key_is_documented(schema_path):
     missing = sorted(k for k in schema_keys(schema, schema) if f"`{k}`" not in documented)
     assert not missing, f"keys missing from config/README.md: {missing}"
     assert len(schema_keys(schema, schema)) > 40
+
+
+def test_unknown_grpo_trainer_field_is_named_at_startup(schema_path):
+    message = rejected({"grpo": {"trainer": {"lerning_rate": 1e-3}}}, schema_path)
+    assert (
+        "config key 'grpo.trainer.lerning_rate': unknown key (did you mean 'learning_rate'?)"
+        in message
+    )
+
+
+def test_workflow_managed_trainer_fields_are_refused(schema_path):
+    message = rejected({"grpo": {"trainer": {"output_dir": "/tmp/x"}}}, schema_path)
+    assert "grpo.trainer.output_dir" in message and "the workflow sets it" in message
+
+
+def test_unknown_reward_is_named(schema_path):
+    message = rejected({"grpo": {"rewards": {"style_contrat": {"weight": 1}}}}, schema_path)
+    assert "grpo.rewards.style_contrat" in message and "did you mean 'style_contrast'" in message
+
+
+def test_grpo_trainer_settings_merge_and_domain_overrides(schema_path):
+    config = validate_config(
+        {
+            "grpo": {"trainer": {"max_steps": 7}},
+            "domains": {
+                "a": {"source": {"type": "builtin"}, "grpo": {"trainer": {"beta": 0.1}}},
+                "b": {"source": {"type": "builtin"}},
+            },
+        },
+        schema_path,
+    )
+    a, b = stage_settings(config, "grpo", "a"), stage_settings(config, "grpo", "b")
+    assert a["trainer"]["max_steps"] == b["trainer"]["max_steps"] == 7
+    assert a["trainer"]["beta"] == 0.1 and b["trainer"]["beta"] == 0.04
+    assert b["trainer"]["num_generations"] == 4  # a default kept beside the user's key

@@ -4,60 +4,11 @@ import math
 import pytest
 import torch
 
-from conftest import TINY_SHAPE
+from conftest import PRETRAIN, TINY
 from stylemerge.models import ModelError, build_tiny_model, check_model_dir, load_model
-from stylemerge.pretrain import pack, pretrain_tiny_model
-from stylemerge.shards import build_shards
+from stylemerge.pretrain import pretrain_tiny_model
 from stylemerge.tokenizer import EOS, THINK_TOKENS, train_tokenizer
-
-TINY = {
-    "architecture": "qwen3",
-    **TINY_SHAPE,
-    "rope_theta": 10000.0,
-    "tie_word_embeddings": True,
-}
-PRETRAIN = {
-    "steps": 40,
-    "batch_size": 8,
-    "seq_len": 32,
-    "learning_rate": 0.01,
-    "warmup_steps": 0.05,
-    "weight_decay": 0.0,
-    "eval_blocks": 16,
-}
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shards")
-    settings = {
-        "heldout_fraction": 0.2,
-        "min_chars": 10,
-        "max_chars": 4000,
-        "max_documents": None,
-        "dedupe": True,
-    }
-    paths = {"train": [], "heldout": []}
-    for domain in ("github_python", "bbc_news"):
-        out = root / domain
-        build_shards(
-            {"type": "builtin"},
-            domain,
-            settings,
-            out / "train.jsonl",
-            out / "heldout.jsonl",
-            out / "manifest.json",
-        )
-        paths["train"].append(out / "train.jsonl")
-        paths["heldout"].append(out / "heldout.jsonl")
-    return paths
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(shards, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tok") / "tokenizer"
-    train_tokenizer(shards["train"], out, vocab_size=512, heldout_shards=shards["heldout"])
-    return out
+from stylemerge.training import pack
 
 
 def test_think_tags_are_single_non_special_tokens_that_survive_decoding(tokenizer_dir):

@@ -22,6 +22,23 @@ PRETRAIN = {
 }
 REDUCED = {
     "seed": 7,
+    "proxy": {"steps": 10, "batch_size": 8, "seq_len": 32, "eval_blocks": 8, "threads": 1},
+    "grpo": {
+        "prompt_tokens": 12,
+        "prompts_per_document": 2,
+        "max_prompts": 16,
+        "eval_prompts": 4,
+        "eval_samples": 2,
+        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "trainer": {
+            "max_steps": 3,
+            "per_device_train_batch_size": 4,
+            "num_generations": 2,
+            "max_completion_length": 8,
+            "save_steps": 2,
+        },
+        "threads": 1,
+    },
     "domains": {
         "bbc_news": {"source": {"type": "builtin"}},
         "notes": {
@@ -149,16 +166,43 @@ def test_changing_one_domain_reruns_only_that_domain(workflow_run, tmp_path):
     changed.write_text(yaml.safe_dump(config))
     plan = snakemake(workflow_run, "all", "-n", "--cores", "2", "--configfile", str(changed))
     assert planned(plan.stdout)["build_shards"] == 1
-    assert "wildcards: domain=notes" in plan.stdout
-    assert "wildcards: domain=bbc_news" not in plan.stdout
+    assert "output: results/shards/notes/train.jsonl" in plan.stdout
+    assert "output: results/shards/bbc_news/train.jsonl" not in plan.stdout
+
+
+def test_changing_one_domains_grpo_settings_reruns_only_its_adapter(workflow_run, tmp_path):
+    config = yaml.safe_load((workflow_run / "config" / "config.yaml").read_text())
+    config["domains"]["bbc_news"]["grpo"] = {"trainer": {"beta": 0.1}}
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    plan = snakemake(workflow_run, "all", "-n", "--cores", "2", "--configfile", str(changed))
+    assert planned(plan.stdout) == {"train_adapter": 1, "all": 1, "total": 2}
+    assert "wildcards: domain=bbc_news" in plan.stdout
+
+
+def test_proxies_and_adapters(workflow_run):
+    from peft import PeftConfig
+
+    results = workflow_run / "results"
+    for domain in ("bbc_news", "notes"):
+        proxy = json.loads((results / "proxies" / domain / "metrics.json").read_text())
+        assert set(proxy["heldout_loss_after"]) == {"bbc_news", "notes"}
+        assert proxy["heldout_loss_after"][domain] < proxy["heldout_loss_before"][domain]
+        adapter = results / "adapters" / domain
+        assert PeftConfig.from_pretrained(adapter).r == 4
+        metrics = json.loads((adapter / "metrics.json").read_text())
+        assert metrics["steps"] == 3 and "style_contrast" in metrics["heldout"]
+        assert (adapter / "log_history.csv").is_file()
+        assert not (results / "checkpoints" / domain).exists()
 
 
 def test_editing_a_local_source_file_reruns_its_domain(workflow_run):
     note = workflow_run / "data" / "notes" / "note03.txt"
     note.write_text(note.read_text() + "Added a line.\n")
     plan = snakemake(workflow_run, "all", "-n", "--cores", "2").stdout
-    assert planned(plan)["build_shards"] == 1 and "wildcards: domain=notes" in plan
-    assert "wildcards: domain=bbc_news" not in plan
+    assert planned(plan)["build_shards"] == 1
+    assert "output: results/shards/notes/train.jsonl" in plan
+    assert "output: results/shards/bbc_news/train.jsonl" not in plan
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):
@@ -174,4 +218,9 @@ def test_invalid_config_stops_before_any_job(tmp_path):
 def test_paper_config_plans_hub_models_without_building_any(tmp_path):
     workdir = copy_workflow(tmp_path, REDUCED)
     plan = snakemake(workdir, "all", "-n", "--cores", "8", "--configfile", "config/paper.yaml")
-    assert planned(plan.stdout) == {"build_shards": 9, "all": 1, "total": 10}
+    assert planned(plan.stdout) == {
+        "build_shards": 9, "train_proxy": 9, "train_adapter": 9, "all": 1, "total": 28
+    }
+    # GPU jobs ask for a GPU (the Slurm profile maps the resource to the cluster's form)
+    adapter_job = plan.stdout.split("rule train_adapter:")[1].split("\n\n")[0]
+    assert "gpu=1" in adapter_job

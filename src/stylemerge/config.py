@@ -25,9 +25,39 @@ class ConfigError(ValueError):
     """The config does not match the schema; the message names every offending key."""
 
 
+# Schema annotation: the object's keys must be names from one of these sets, kept in the
+# library (e.g. trl's GRPOConfig fields, listed without importing trl).
+KEYS_OF = "x-keys-of"
+
+
+def _key_sets() -> dict[str, frozenset]:
+    from stylemerge.trl_fields import GRPO_CONFIG_FIELDS
+
+    return {"GRPOConfig": GRPO_CONFIG_FIELDS}
+
+
+def _managed_keys() -> tuple[str, ...]:
+    from stylemerge.trl_fields import MANAGED
+
+    return MANAGED
+
+
+def _resolve_keys_of(node: Any, sets: Mapping[str, frozenset]) -> None:
+    if isinstance(node, dict):
+        if KEYS_OF in node:
+            node["propertyNames"] = {"enum": sorted(sets[node[KEYS_OF]])}
+        for value in node.values():
+            _resolve_keys_of(value, sets)
+    elif isinstance(node, list):
+        for value in node:
+            _resolve_keys_of(value, sets)
+
+
 def load_schema(path: str | Path) -> dict:
     with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    _resolve_keys_of(schema, _key_sets())
+    return schema
 
 
 def _with_defaults(base: type) -> type:
@@ -64,6 +94,14 @@ def _allowed_names(schema: Mapping, instance: Mapping) -> list[str]:
 
 def _describe(error: jsonschema.ValidationError) -> str:
     key = _key(error.absolute_path)
+    if error.validator == "enum" and "propertyNames" in error.schema_path:
+        # a key outside an x-keys-of set (the error's path is the object, not the key)
+        full = f"{key}.{error.instance}" if error.absolute_path else str(error.instance)
+        hint = difflib.get_close_matches(str(error.instance), error.validator_value, n=1)
+        why = f"did you mean '{hint[0]}'?" if hint else "not a known field"
+        if str(error.instance) in _managed_keys():
+            why = "the workflow sets it (from results/checkpoints, seed and grpo.rewards)"
+        return f"config key '{full}': unknown key ({why})"
     if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(
         error.instance, Mapping
     ):

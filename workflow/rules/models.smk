@@ -41,6 +41,7 @@ rule pretrain_model:
     resources:
         mem_mb=lambda wc: config["models"][wc.model]["pretrain"]["mem_mb"],
         runtime=lambda wc: config["models"][wc.model]["pretrain"]["runtime_min"],
+        gpu=lambda wc: config["models"][wc.model]["pretrain"]["gpus"],
     params:
         tiny=lambda wc: config["models"][wc.model]["tiny"],
         settings=lambda wc: config["models"][wc.model]["pretrain"],

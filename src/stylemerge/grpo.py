@@ -1,0 +1,343 @@
+"""GRPO style adapters: trl's GRPOTrainer with a peft LoRA on the base model, rewarded by
+the domain proxy against the general proxy (see :mod:`stylemerge.rewards`).
+
+Checkpoints go to a directory that is not a Snakemake output, so a killed job resumes from
+the last one when rerun; a fingerprint of the settings and inputs keeps a checkpoint from
+another configuration from being resumed by mistake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from stylemerge.io import atomic_path, write_json
+from stylemerge.models import load_model, load_tokenizer
+from stylemerge.rewards import ProxyScorer, build_rewards
+from stylemerge.runtime import resolve_device, use_threads
+from stylemerge.shards import shard_texts
+from stylemerge.training import StopOnNonFinite
+from stylemerge.trl_fields import MANAGED
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT = "fingerprint.json"
+
+
+def make_prompts(
+    tokenizer, texts, prompt_tokens: int, per_document: int, limit: int, min_continuation: int = 8
+) -> list[str]:
+    """Prompts cut from documents: up to ``per_document`` windows of ``prompt_tokens``
+    tokens each, spread over the document, each followed by at least ``min_continuation``
+    tokens of real text (so the prompt is a prefix of something the domain wrote)."""
+    prompts: list[str] = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        room = len(ids) - prompt_tokens - min_continuation
+        if room < 0:
+            continue
+        starts = sorted({round(room * k / max(per_document - 1, 1)) for k in range(per_document)})
+        for start in starts[:per_document]:
+            prompt = tokenizer.decode(ids[start : start + prompt_tokens])
+            if prompt.strip():
+                prompts.append(prompt)
+            if len(prompts) >= limit:
+                return prompts
+    return prompts
+
+
+def mean_se(values: Sequence[float]) -> dict[str, float]:
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return {"mean": mean, "se": se, "n": len(values)}
+
+
+@torch.no_grad()
+def sample_completions(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    samples: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    batch_size: int = 16,
+) -> list[list[str]]:
+    """``samples`` completions per prompt, batched (left padding, num_return_sequences)."""
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    out: list[list[str]] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = list(prompts[start : start + batch_size])
+            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+            generated = model.generate(
+                **enc.to(device),
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=samples,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            texts = tokenizer.batch_decode(
+                generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+            out.extend(texts[i * samples : (i + 1) * samples] for i in range(len(batch)))
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+def evaluate_policy(
+    model,
+    tokenizer,
+    prompts,
+    reward_funcs,
+    weights,
+    general: ProxyScorer,
+    settings: Mapping,
+    seed: int,
+) -> dict:
+    """Held-out reward components and fluency, averaged per prompt over its samples."""
+    trainer = settings["trainer"]
+    completions = sample_completions(
+        model,
+        tokenizer,
+        prompts,
+        settings["eval_samples"],
+        trainer.get("max_completion_length", 256),
+        trainer.get("temperature", 1.0),
+        trainer.get("top_p", 1.0),
+        seed,
+    )
+    flat_prompts = [p for p, group in zip(prompts, completions, strict=True) for _ in group]
+    flat = [c for group in completions for c in group]
+    k = settings["eval_samples"]
+
+    def per_prompt(values):
+        return [statistics.fmean(values[i * k : (i + 1) * k]) for i in range(len(prompts))]
+
+    components = {}
+    total = [0.0] * len(flat)
+    for func, weight in zip(reward_funcs, weights, strict=True):
+        values = func(prompts=flat_prompts, completions=flat, completion_ids=None)
+        components[func.__name__] = per_prompt(values)
+        total = [t + weight * v for t, v in zip(total, values, strict=True)]
+    components["total"] = per_prompt(total)
+    fluency = [v for v in general.mean_logprobs(flat_prompts, flat)]
+    finite = [v if math.isfinite(v) else math.nan for v in fluency]
+    components["fluency_logprob"] = per_prompt(finite)
+    return {
+        "per_prompt": components,
+        "examples": [[p, c[0]] for p, c in zip(prompts[:3], completions[:3], strict=True)],
+    }
+
+
+def summarise(before: Mapping, after: Mapping) -> dict:
+    """mean ± se before and after, and the paired change, per component."""
+    summary = {}
+    for name, b in before["per_prompt"].items():
+        a = after["per_prompt"][name]
+        pairs = [(x, y) for x, y in zip(b, a, strict=True) if math.isfinite(x) and math.isfinite(y)]
+        if len(pairs) < 2:
+            summary[name] = {"before": None, "after": None, "change": None}
+            continue
+        summary[name] = {
+            "before": mean_se([x for x, _ in pairs]),
+            "after": mean_se([y for _, y in pairs]),
+            "change": mean_se([y - x for x, y in pairs]),
+        }
+    return summary
+
+
+def fingerprint(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest checkpoint that was written to the end; newer partial ones (a job killed
+    while saving) are removed.  Trainer writes trainer_state.json last."""
+    steps = []
+    for path in checkpoint_dir.glob("checkpoint-*"):
+        suffix = path.name.split("-", 1)[1]
+        if path.is_dir() and suffix.isdigit():
+            steps.append((int(suffix), path))
+    for _, path in sorted(steps, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return path
+        except (OSError, ValueError):
+            log.warning("%s: incomplete checkpoint (killed while saving?); removing it", path)
+            shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def prepare_checkpoints(checkpoint_dir: Path, expected: str) -> str | None:
+    """The checkpoint to resume from, if any; a checkpoint of other settings is removed."""
+    marker = checkpoint_dir / FINGERPRINT
+    if checkpoint_dir.exists():
+        previous = json.loads(marker.read_text())["fingerprint"] if marker.exists() else None
+        if previous != expected:
+            log.warning(
+                "%s: checkpoints from other settings or inputs; starting over", checkpoint_dir
+            )
+            shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"fingerprint": expected}))
+    last = last_complete_checkpoint(checkpoint_dir)
+    if last:
+        log.info("resuming from %s", last)
+    return str(last) if last else None
+
+
+def train_adapter(
+    base: str | Path,
+    domain: str,
+    prompts_shard: str | Path,
+    heldout_shard: str | Path,
+    proxy: str | Path,
+    general_proxy: str | Path,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    settings: Mapping,
+    seed: int,
+    device: str = "cpu",
+    threads: int = 1,
+    trust_remote_code: bool = False,
+    base_revision: str | None = None,
+    general_proxy_revision: str | None = None,
+    provenance: Mapping | None = None,
+) -> dict:
+    """Train one domain's LoRA adapter with GRPO; save adapter, log history and metrics."""
+    import pandas as pd
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import set_seed
+    from trl import GRPOConfig, GRPOTrainer
+
+    threads = use_threads(threads)
+    device = resolve_device(device)
+    trainer_settings = dict(settings["trainer"])
+    managed = sorted(set(trainer_settings) & set(MANAGED))
+    if managed:
+        raise ValueError(f"grpo.trainer may not set {managed}: the workflow sets them")
+
+    tokenizer = load_tokenizer(base, trust_remote_code, base_revision)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    texts = list(shard_texts([prompts_shard]))
+    train_prompts = make_prompts(
+        tokenizer,
+        texts,
+        settings["prompt_tokens"],
+        settings["prompts_per_document"],
+        settings["max_prompts"],
+    )
+    heldout_texts = list(shard_texts([heldout_shard]))
+    # few held-out documents (small corpora): take more windows from each
+    per_document = max(
+        settings["prompts_per_document"], math.ceil(settings["eval_prompts"] / len(heldout_texts))
+    )
+    eval_prompts = make_prompts(
+        tokenizer, heldout_texts, settings["prompt_tokens"], per_document, settings["eval_prompts"]
+    )
+    if not train_prompts or len(eval_prompts) < 2:
+        raise ValueError(
+            f"domain {domain!r}: too few prompts ({len(train_prompts)} train, "
+            f"{len(eval_prompts)} held-out) of {settings['prompt_tokens']} tokens: documents "
+            f"are too short for grpo.prompt_tokens"
+        )
+    log.info("%d train prompts, %d held-out prompts", len(train_prompts), len(eval_prompts))
+
+    def scorer(ref, revision=None):
+        return ProxyScorer(
+            load_model(ref, trust_remote_code, revision).to(device),
+            load_tokenizer(ref, trust_remote_code, revision),
+            batch_size=settings["scorer_batch_size"],
+        )
+
+    general = scorer(general_proxy, general_proxy_revision)
+    reward_funcs, weights = build_rewards(settings["rewards"], scorer(proxy), general)
+
+    set_seed(seed)
+    policy = load_model(base, trust_remote_code, base_revision).to(device)
+    before = evaluate_policy(
+        policy, tokenizer, eval_prompts, reward_funcs, weights, general, settings, seed
+    )
+
+    checkpoint_dir = Path(checkpoint_dir)
+    resume = prepare_checkpoints(
+        checkpoint_dir,
+        fingerprint(
+            settings=settings,
+            seed=seed,
+            base=str(base),
+            proxy=str(proxy),
+            general_proxy=str(general_proxy),
+            prompts=train_prompts,
+        ),
+    )
+    trainer_settings.setdefault("report_to", [])
+    args = GRPOConfig(
+        output_dir=str(checkpoint_dir), seed=seed, reward_weights=weights, **trainer_settings
+    )
+    lora = settings["lora"]
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": train_prompts}),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(
+            r=lora["r"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=lora["dropout"],
+            target_modules=list(lora["target_modules"]),
+            task_type="CAUSAL_LM",
+        ),
+        callbacks=[StopOnNonFinite()],
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    after = evaluate_policy(
+        trainer.model, tokenizer, eval_prompts, reward_funcs, weights, general, settings, seed
+    )
+
+    history = trainer.state.log_history
+    metrics = {
+        "domain": domain,
+        "heldout": summarise(before, after),
+        "examples": {"before": before["examples"], "after": after["examples"]},
+        "train_prompts": len(train_prompts),
+        "heldout_prompts": len(eval_prompts),
+        "steps": trainer.state.global_step,
+        "resumed_from": Path(resume).name if resume else None,
+        "reward_weights": dict(zip([f.__name__ for f in reward_funcs], weights, strict=True)),
+        "threads": threads,
+        "settings": dict(settings),
+        "provenance": dict(provenance or {}),
+    }
+    with atomic_path(out_dir) as tmp:
+        trainer.model.save_pretrained(tmp)
+        pd.DataFrame(history).to_csv(tmp / "log_history.csv", index=False)
+        write_json(tmp / "metrics.json", metrics)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: a later rerun starts afresh
+    change = (
+        metrics["heldout"]["style_contrast"]["change"]
+        if "style_contrast" in metrics["heldout"]
+        else None
+    )
+    log.info("%s: held-out style change %s", domain, change)
+    return metrics

@@ -1,0 +1,114 @@
+"""Causal-LM training shared by the tiny-model pretraining and the style proxies.
+
+Texts are joined with EOS and cut into fixed blocks; transformers' Trainer does the
+training; held-out losses are measured before and after so that a model which learned
+nothing is visible in its metrics, and a NaN loss stops the run with its step and value.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Iterable, Mapping
+
+import torch
+from transformers import TrainerCallback
+
+log = logging.getLogger(__name__)
+
+
+class Blocks(torch.utils.data.Dataset):
+    """Fixed-length token blocks for causal-LM training (labels = inputs)."""
+
+    def __init__(self, blocks: torch.Tensor):
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __getitem__(self, index: int) -> dict:
+        ids = self.blocks[index]
+        return {"input_ids": ids, "labels": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def pack(tokenizer, texts: Iterable[str], seq_len: int) -> torch.Tensor:
+    """Token ids of all texts, each followed by EOS, cut into ``seq_len`` blocks (the
+    remainder is dropped)."""
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        ids.append(tokenizer.eos_token_id)
+    n = len(ids) // seq_len
+    if n == 0:
+        raise ValueError(f"only {len(ids)} tokens: fewer than one block of seq_len={seq_len}")
+    return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
+
+
+class StopOnNonFinite(TrainerCallback):
+    """Stop training with the step and the value when a logged loss or reward is NaN/inf."""
+
+    KEYS = ("loss", "eval_loss", "reward", "grad_norm")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key, value in (logs or {}).items():
+            if (key in self.KEYS or key.endswith("_loss")) and isinstance(value, float):
+                if not math.isfinite(value):
+                    raise FloatingPointError(
+                        f"{key} is {value} at step {state.global_step}: training diverged"
+                    )
+
+
+def fit_causal_lm(
+    model,
+    train: torch.Tensor,
+    eval_sets: Mapping[str, torch.Tensor],
+    settings: Mapping,
+    seed: int,
+    device: str,
+) -> dict:
+    """Train ``model`` on ``train`` blocks; held-out loss per eval set before and after."""
+    from transformers import Trainer, TrainingArguments
+
+    with tempfile.TemporaryDirectory(prefix="fit-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch,
+            max_steps=settings["steps"],
+            per_device_train_batch_size=settings["batch_size"],
+            per_device_eval_batch_size=settings["batch_size"],
+            learning_rate=settings["learning_rate"],
+            lr_scheduler_type="cosine",
+            warmup_steps=settings["warmup_steps"],
+            weight_decay=settings["weight_decay"],
+            logging_steps=max(1, settings["steps"] // 20),
+            save_strategy="no",
+            report_to=[],
+            seed=seed,
+            data_seed=seed,
+            use_cpu=device == "cpu",
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model, args=args, train_dataset=Blocks(train), callbacks=[StopOnNonFinite()]
+        )
+        datasets = {name: Blocks(blocks) for name, blocks in eval_sets.items()}
+
+        def evaluate() -> dict[str, float]:
+            metrics = trainer.evaluate(eval_dataset=datasets)
+            losses = {name: metrics[f"eval_{name}_loss"] for name in datasets}
+            for name, value in losses.items():
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"held-out loss on {name} is {value}")
+            return losses
+
+        before = evaluate()
+        result = trainer.train()
+        after = evaluate()
+    return {
+        "heldout_loss_before": before,
+        "heldout_loss_after": after,
+        "train_loss": result.training_loss,
+        "tokens_seen": settings["steps"] * settings["batch_size"] * train.shape[1],
+        "log_history": trainer.state.log_history,
+    }

@@ -1,0 +1,194 @@
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from stylemerge.grpo import make_prompts, mean_se, train_adapter
+from stylemerge.models import load_model, load_tokenizer
+from stylemerge.trl_fields import GRPO_CONFIG_FIELDS, current_fields
+
+SETTINGS = {
+    "prompt_tokens": 12,
+    "prompts_per_document": 2,
+    "max_prompts": 32,
+    "eval_prompts": 4,
+    "eval_samples": 2,
+    "scorer_batch_size": 16,
+    "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+    "rewards": {
+        "style_contrast": {"weight": 1.0},
+        "fluency_floor": {"weight": 1.0, "floor": -8.0},
+        "repetition": {"weight": 0.5},
+    },
+    "trainer": {
+        "max_steps": 4,
+        "per_device_train_batch_size": 4,
+        "num_generations": 2,
+        "max_completion_length": 8,
+        "learning_rate": 0.01,
+        "beta": 0.04,
+        "logging_steps": 1,
+        "save_steps": 2,
+        "use_cpu": True,
+        "bf16": False,
+        "disable_tqdm": True,
+    },
+}
+
+
+def run(tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy, name="adapter", **extra):
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["trainer"].update(extra)
+    return train_adapter(
+        base=tiny_base,
+        domain="bbc_news",
+        prompts_shard=shards["bbc_news"]["train"],
+        heldout_shard=shards["bbc_news"]["heldout"],
+        proxy=bbc_proxy,
+        general_proxy=tiny_general_proxy,
+        out_dir=tmp_path / name,
+        checkpoint_dir=tmp_path / f"{name}-checkpoints",
+        settings=settings,
+        seed=11,
+        threads=1,
+    )
+
+
+def test_grpo_trains_an_adapter_that_loads_with_peft_and_changes_logits(
+    tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy
+):
+    from peft import PeftModel
+
+    metrics = run(tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy)
+    out = tmp_path / "adapter"
+    assert (out / "adapter_model.safetensors").is_file()
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+    assert not (tmp_path / "adapter-checkpoints").exists()  # removed once the adapter is saved
+    assert metrics["steps"] == 4 and metrics["resumed_from"] is None
+    for name in ("style_contrast", "fluency_floor", "repetition", "total", "fluency_logprob"):
+        summary = metrics["heldout"][name]
+        assert set(summary) == {"before", "after", "change"}
+        assert summary["change"]["n"] == 4
+    history = (out / "log_history.csv").read_text()
+    assert "rewards/style_contrast/mean" in history.splitlines()[0]
+
+    base = load_model(tiny_base)
+    ids = load_tokenizer(tiny_base)("The council said", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+        tuned = PeftModel.from_pretrained(base, out)
+        after = tuned(input_ids=ids).logits
+    assert not torch.allclose(before, after)
+
+
+def test_managed_trainer_keys_are_refused(
+    tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy
+):
+    with pytest.raises(ValueError, match=r"may not set \['output_dir'\]"):
+        run(tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy, output_dir="x")
+
+
+RESUME_SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from test_grpo import SETTINGS
+from stylemerge.grpo import train_adapter
+settings = json.loads(json.dumps(SETTINGS))
+settings["trainer"].update(max_steps=40, save_steps=2)
+train_adapter(base={base!r}, domain="bbc_news", prompts_shard={train!r}, heldout_shard={heldout!r},
+              proxy={proxy!r}, general_proxy={general!r}, out_dir={out!r},
+              checkpoint_dir={ckpt!r}, settings=settings, seed=11, threads=1)
+"""
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(
+    tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy
+):
+    ckpt = tmp_path / "killed-checkpoints"
+    script = RESUME_SCRIPT.format(
+        tests=os.path.dirname(__file__),
+        base=str(tiny_base),
+        train=str(shards["bbc_news"]["train"]),
+        heldout=str(shards["bbc_news"]["heldout"]),
+        proxy=str(bbc_proxy),
+        general=str(tiny_general_proxy),
+        out=str(tmp_path / "killed"),
+        ckpt=str(ckpt),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while not (ckpt / "checkpoint-4" / "trainer_state.json").exists():
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed").exists()  # no partial output
+
+    resumed = run(
+        tmp_path,
+        shards,
+        tiny_base,
+        bbc_proxy,
+        tiny_general_proxy,
+        name="killed",
+        max_steps=40,
+        save_steps=2,
+    )
+    assert resumed["resumed_from"] is not None
+    assert int(resumed["resumed_from"].split("-")[1]) >= 4
+    assert resumed["steps"] == 40
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(
+    tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy
+):
+    stale = tmp_path / "adapter-checkpoints" / "checkpoint-2"
+    stale.mkdir(parents=True)
+    (stale / "trainer_state.json").write_text("{}")
+    metrics = run(tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy)
+    assert metrics["resumed_from"] is None
+
+
+def test_prompts_are_windows_of_documents(tiny_base):
+    tok = load_tokenizer(tiny_base)
+    text = " ".join(f"word{i}" for i in range(200))
+    prompts = make_prompts(tok, [text, "too short"], prompt_tokens=10, per_document=3, limit=10)
+    assert len(prompts) == 3
+    assert all(p in text for p in prompts)
+    assert all(len(tok(p, add_special_tokens=False)["input_ids"]) <= 11 for p in prompts)
+    assert prompts[0] == tok.decode(tok(text, add_special_tokens=False)["input_ids"][:10])
+
+
+def test_mean_se():
+    summary = mean_se([1.0, 2.0, 3.0, 4.0])
+    assert summary["mean"] == 2.5 and summary["n"] == 4
+    assert summary["se"] == pytest.approx(1.2909944 / 2)
+
+
+def test_trainer_field_list_matches_installed_trl():
+    assert sorted(GRPO_CONFIG_FIELDS) == current_fields()
+    from trl import GRPOConfig
+
+    assert {"beta", "num_generations", "use_vllm"} <= {
+        f.name for f in dataclasses.fields(GRPOConfig)
+    }
+
+
+def test_a_checkpoint_killed_while_saving_is_skipped(tmp_path):
+    from stylemerge.grpo import last_complete_checkpoint
+
+    for step, state in ((2, "{}"), (4, '{"trunc')):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-6").mkdir()  # killed before trainer_state.json
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]

@@ -1,0 +1,37 @@
+# GRPO LoRA adapters on the base model, one per domain, rewarded by the domain's proxy.
+# Checkpoints live in results/checkpoints/{domain}: not an output, so Snakemake keeps them
+# when a job fails or is killed, and the rerun resumes from the last one.
+
+
+rule train_adapter:
+    input:
+        base=model_input("base"),
+        general_proxy=model_input("general_proxy"),
+        proxy="results/proxies/{domain}",
+        prompts="results/shards/{domain}/train.jsonl",
+        heldout="results/shards/{domain}/heldout.jsonl",
+    output:
+        directory("results/adapters/{domain}"),
+    params:
+        base=model_ref("base"),
+        base_revision=config["models"]["base"]["revision"],
+        general_proxy=model_ref("general_proxy"),
+        general_proxy_revision=config["models"]["general_proxy"]["revision"],
+        checkpoints="results/checkpoints/{domain}",
+        settings=lambda wc: stage_settings(config, "grpo", wc.domain),
+        seed=config["seed"],
+        device=config["device"],
+        trust_remote_code=config["trust_remote_code"],
+    log:
+        "logs/train_adapter/{domain}.log",
+    benchmark:
+        "results/benchmarks/train_adapter/{domain}.tsv"
+    threads: lambda wc: stage_settings(config, "grpo", wc.domain)["threads"]
+    resources:
+        mem_mb=lambda wc: stage_settings(config, "grpo", wc.domain)["mem_mb"],
+        runtime=lambda wc: stage_settings(config, "grpo", wc.domain)["runtime_min"],
+        gpu=lambda wc: stage_settings(config, "grpo", wc.domain)["gpus"],
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/train_adapter.py"

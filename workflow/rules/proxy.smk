@@ -1,0 +1,30 @@
+# Style proxies: the general proxy fine-tuned on each domain.
+
+
+rule train_proxy:
+    input:
+        general_proxy=model_input("general_proxy"),
+        train="results/shards/{domain}/train.jsonl",
+        heldout=shard_paths("heldout"),
+    output:
+        directory("results/proxies/{domain}"),
+    params:
+        general_proxy=model_ref("general_proxy"),
+        revision=config["models"]["general_proxy"]["revision"],
+        settings=lambda wc: stage_settings(config, "proxy", wc.domain),
+        seed=config["seed"],
+        device=config["device"],
+        trust_remote_code=config["trust_remote_code"],
+    log:
+        "logs/train_proxy/{domain}.log",
+    benchmark:
+        "results/benchmarks/train_proxy/{domain}.tsv"
+    threads: lambda wc: stage_settings(config, "proxy", wc.domain)["threads"]
+    resources:
+        mem_mb=lambda wc: stage_settings(config, "proxy", wc.domain)["mem_mb"],
+        runtime=lambda wc: stage_settings(config, "proxy", wc.domain)["runtime_min"],
+        gpu=lambda wc: stage_settings(config, "proxy", wc.domain)["gpus"],
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/train_proxy.py"
