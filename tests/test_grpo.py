@@ -100,7 +100,7 @@ sys.path.insert(0, {tests!r})
 from test_grpo import SETTINGS
 from stylemerge.grpo import train_adapter
 settings = json.loads(json.dumps(SETTINGS))
-settings["trainer"].update(max_steps=40, save_steps=2)
+settings["trainer"].update(max_steps=16, save_steps=2)
 train_adapter(base={base!r}, domain="bbc_news", prompts_shard={train!r}, heldout_shard={heldout!r},
               proxy={proxy!r}, general_proxy={general!r}, out_dir={out!r},
               checkpoint_dir={ckpt!r}, settings=settings, seed=11, threads=1)
@@ -140,12 +140,32 @@ def test_killed_training_resumes_from_its_last_checkpoint(
         bbc_proxy,
         tiny_general_proxy,
         name="killed",
-        max_steps=40,
+        max_steps=16,
         save_steps=2,
     )
     assert resumed["resumed_from"] is not None
     assert int(resumed["resumed_from"].split("-")[1]) >= 4
-    assert resumed["steps"] == 40
+    assert resumed["steps"] == 16
+
+    # the same run without the kill ends with the same adapter (RNG states are checkpointed)
+    whole = run(
+        tmp_path,
+        shards,
+        tiny_base,
+        bbc_proxy,
+        tiny_general_proxy,
+        name="whole",
+        max_steps=16,
+        save_steps=2,
+    )
+    assert whole["resumed_from"] is None
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "killed" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "whole" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
 def test_checkpoints_of_other_settings_are_not_resumed(

@@ -234,6 +234,12 @@ def train_adapter(
     managed = sorted(set(trainer_settings) & set(MANAGED))
     if managed:
         raise ValueError(f"grpo.trainer may not set {managed}: the workflow sets them")
+    # the trainer runs where the rest of the job runs: config `device` decides
+    use_cpu = device == "cpu"
+    if trainer_settings.setdefault("use_cpu", use_cpu) != use_cpu:
+        raise ValueError(
+            f"grpo.trainer.use_cpu={trainer_settings['use_cpu']} contradicts device={device!r}"
+        )
 
     tokenizer = load_tokenizer(base, trust_remote_code, base_revision)
     if tokenizer.pad_token is None:
