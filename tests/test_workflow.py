@@ -219,7 +219,11 @@ def test_paper_config_plans_hub_models_without_building_any(tmp_path):
     workdir = copy_workflow(tmp_path, REDUCED)
     plan = snakemake(workdir, "all", "-n", "--cores", "8", "--configfile", "config/paper.yaml")
     assert planned(plan.stdout) == {
-        "build_shards": 9, "train_proxy": 9, "train_adapter": 9, "all": 1, "total": 28
+        "build_shards": 9,
+        "train_proxy": 9,
+        "train_adapter": 9,
+        "all": 1,
+        "total": 28,
     }
     # GPU jobs ask for a GPU (the Slurm profile maps the resource to the cluster's form)
     adapter_job = plan.stdout.split("rule train_adapter:")[1].split("\n\n")[0]

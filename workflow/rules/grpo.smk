@@ -12,6 +12,17 @@ rule train_adapter:
         heldout="results/shards/{domain}/heldout.jsonl",
     output:
         directory("results/adapters/{domain}"),
+    log:
+        "logs/train_adapter/{domain}.log",
+    benchmark:
+        "results/benchmarks/train_adapter/{domain}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: lambda wc: stage_settings(config, "grpo", wc.domain)["threads"]
+    resources:
+        mem_mb=lambda wc: stage_settings(config, "grpo", wc.domain)["mem_mb"],
+        runtime=lambda wc: stage_settings(config, "grpo", wc.domain)["runtime_min"],
+        gpu=lambda wc: stage_settings(config, "grpo", wc.domain)["gpus"],
     params:
         base=model_ref("base"),
         base_revision=config["models"]["base"]["revision"],
@@ -22,16 +33,5 @@ rule train_adapter:
         seed=config["seed"],
         device=config["device"],
         trust_remote_code=config["trust_remote_code"],
-    log:
-        "logs/train_adapter/{domain}.log",
-    benchmark:
-        "results/benchmarks/train_adapter/{domain}.tsv"
-    threads: lambda wc: stage_settings(config, "grpo", wc.domain)["threads"]
-    resources:
-        mem_mb=lambda wc: stage_settings(config, "grpo", wc.domain)["mem_mb"],
-        runtime=lambda wc: stage_settings(config, "grpo", wc.domain)["runtime_min"],
-        gpu=lambda wc: stage_settings(config, "grpo", wc.domain)["gpus"],
-    conda:
-        "../../envs/train.yaml"
     script:
         "../scripts/train_adapter.py"

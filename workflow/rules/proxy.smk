@@ -8,6 +8,17 @@ rule train_proxy:
         heldout=shard_paths("heldout"),
     output:
         directory("results/proxies/{domain}"),
+    log:
+        "logs/train_proxy/{domain}.log",
+    benchmark:
+        "results/benchmarks/train_proxy/{domain}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: lambda wc: stage_settings(config, "proxy", wc.domain)["threads"]
+    resources:
+        mem_mb=lambda wc: stage_settings(config, "proxy", wc.domain)["mem_mb"],
+        runtime=lambda wc: stage_settings(config, "proxy", wc.domain)["runtime_min"],
+        gpu=lambda wc: stage_settings(config, "proxy", wc.domain)["gpus"],
     params:
         general_proxy=model_ref("general_proxy"),
         revision=config["models"]["general_proxy"]["revision"],
@@ -15,16 +26,5 @@ rule train_proxy:
         seed=config["seed"],
         device=config["device"],
         trust_remote_code=config["trust_remote_code"],
-    log:
-        "logs/train_proxy/{domain}.log",
-    benchmark:
-        "results/benchmarks/train_proxy/{domain}.tsv"
-    threads: lambda wc: stage_settings(config, "proxy", wc.domain)["threads"]
-    resources:
-        mem_mb=lambda wc: stage_settings(config, "proxy", wc.domain)["mem_mb"],
-        runtime=lambda wc: stage_settings(config, "proxy", wc.domain)["runtime_min"],
-        gpu=lambda wc: stage_settings(config, "proxy", wc.domain)["gpus"],
-    conda:
-        "../../envs/train.yaml"
     script:
         "../scripts/train_proxy.py"
