@@ -44,6 +44,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/proxy.smk"
 include: "workflow/rules/grpo.smk"
+include: "workflow/rules/merge.smk"
 
 
 rule all:
@@ -53,3 +54,4 @@ rule all:
         [f"results/models/{name}" for name in BUILT_MODELS],
         expand("results/proxies/{domain}", domain=DOMAINS),
         expand("results/adapters/{domain}", domain=DOMAINS),
+        expand("results/merges/{method}", method=config["merge"]["variants"]),

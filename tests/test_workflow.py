@@ -222,8 +222,10 @@ def test_paper_config_plans_hub_models_without_building_any(tmp_path):
         "build_shards": 9,
         "train_proxy": 9,
         "train_adapter": 9,
+        "apply_adapter": 9,
+        "merge_models": 5,
         "all": 1,
-        "total": 28,
+        "total": 42,
     }
     # GPU jobs ask for a GPU (the Slurm profile maps the resource to the cluster's form)
     adapter_job = plan.stdout.split("rule train_adapter:")[1].split("\n\n")[0]

@@ -9,6 +9,13 @@ BUILT_MODELS = [
 ]
 
 
+if config["merge"]["chosen"] not in config["merge"]["variants"]:
+    raise WorkflowError(
+        f"config key 'merge.chosen': {config['merge']['chosen']!r} is not one of "
+        f"merge.variants ({', '.join(config['merge']['variants'])})"
+    )
+
+
 def _one_of(names):
     return "|".join(map(re.escape, names)) or "(?!)"  # (?!) matches nothing
 
@@ -16,22 +23,32 @@ def _one_of(names):
 wildcard_constraints:
     domain=_one_of(DOMAINS),
     model=_one_of(BUILT_MODELS),
+    method=_one_of(config["merge"]["variants"]),
 
 
 def shard_paths(split):
     return expand("results/shards/{domain}/{split}.jsonl", domain=DOMAINS, split=split)
 
 
-def model_ref(name):
-    """What a script loads: the directory built here, a local directory or a hub id."""
-    ref = config["models"][name]["ref"]
-    return f"results/models/{name}" if ref is None else ref
-
-
 def model_input(name):
-    """What Snakemake tracks as input: a directory (built here or local); nothing for a hub id."""
-    ref = model_ref(name)
-    return ref if config["models"][name]["ref"] is None or Path(ref).is_dir() else []
+    """What Snakemake tracks: the model's directory (built here, or a local `ref`); nothing
+    for a hub id."""
+    ref = config["models"][name]["ref"]
+    if ref is None:
+        return f"results/models/{name}"
+    return ref if Path(ref).is_dir() else []
+
+
+def hub_ref(name):
+    """The hub id a script loads when the model is no local input (else None): scripts take
+    `snakemake.input.<name> or snakemake.params.<name>`."""
+    return None if model_input(name) else config["models"][name]["ref"]
+
+
+def domain_model(path):
+    """Domain models are kept unless merge.keep_domain_models is false (paper scale: nine
+    full copies of the base)."""
+    return path if config["merge"]["keep_domain_models"] else temp(path)
 
 
 def source_files(wildcards):

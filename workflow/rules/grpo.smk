@@ -24,9 +24,9 @@ rule train_adapter:
         runtime=lambda wc: stage_settings(config, "grpo", wc.domain)["runtime_min"],
         gpu=lambda wc: stage_settings(config, "grpo", wc.domain)["gpus"],
     params:
-        base=model_ref("base"),
+        base=hub_ref("base"),
         base_revision=config["models"]["base"]["revision"],
-        general_proxy=model_ref("general_proxy"),
+        general_proxy=hub_ref("general_proxy"),
         general_proxy_revision=config["models"]["general_proxy"]["revision"],
         checkpoints="results/checkpoints/{domain}",
         settings=lambda wc: stage_settings(config, "grpo", wc.domain),

@@ -1,5 +1,5 @@
 # Tokenizer and tiny models for the embedded default; with hub references (paper.yaml)
-# nothing here runs and rules use the references directly (see common.smk: model_ref).
+# nothing here runs and rules use the references directly (see common.smk: hub_ref).
 
 
 rule train_tokenizer:

@@ -20,7 +20,7 @@ rule train_proxy:
         runtime=lambda wc: stage_settings(config, "proxy", wc.domain)["runtime_min"],
         gpu=lambda wc: stage_settings(config, "proxy", wc.domain)["gpus"],
     params:
-        general_proxy=model_ref("general_proxy"),
+        general_proxy=hub_ref("general_proxy"),
         revision=config["models"]["general_proxy"]["revision"],
         settings=lambda wc: stage_settings(config, "proxy", wc.domain),
         seed=config["seed"],

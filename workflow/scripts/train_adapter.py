@@ -5,12 +5,12 @@ from stylemerge.provenance import provenance
 
 with to_file(snakemake.log[0]):
     train_adapter(
-        base=snakemake.params.base,
+        base=snakemake.input.base or snakemake.params.base,
         domain=snakemake.wildcards.domain,
         prompts_shard=snakemake.input.prompts,
         heldout_shard=snakemake.input.heldout,
         proxy=snakemake.input.proxy,
-        general_proxy=snakemake.params.general_proxy,
+        general_proxy=snakemake.input.general_proxy or snakemake.params.general_proxy,
         out_dir=snakemake.output[0],
         checkpoint_dir=snakemake.params.checkpoints,
         settings=snakemake.params.settings,

@@ -7,7 +7,7 @@ from stylemerge.proxies import train_proxy
 
 with to_file(snakemake.log[0]):
     train_proxy(
-        general_proxy=snakemake.params.general_proxy,
+        general_proxy=snakemake.input.general_proxy or snakemake.params.general_proxy,
         domain=snakemake.wildcards.domain,
         train_shard=snakemake.input.train,
         heldout_shards={Path(p).parent.name: p for p in snakemake.input.heldout},

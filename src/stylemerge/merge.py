@@ -1,0 +1,304 @@
+"""Merges of the domain models with mergekit, and the entropy check around them.
+
+mergekit is the engine: a merge is a mergekit YAML config, written next to the merged model,
+from which ``mergekit-yaml`` (for mergekit's own methods) or ``stylemerge-mergekit-yaml``
+(the same command with :mod:`stylemerge.mergekit_methods` registered) reproduces it.
+With models this close to their common base, a Karcher mean of full weights is almost a
+linear average; ``space: deltas`` (Karcher mean of the task vectors) is where the geometry
+matters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+import yaml
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "mergekit_config.yml"
+METHODS = ("karcher", "karcher_weighted", "linear", "ties")
+SPACES = ("weights", "deltas")
+
+
+def register_methods() -> None:
+    """Register ``karcher_weighted`` and ``karcher_deltas`` with mergekit (once)."""
+    from stylemerge import mergekit_methods
+
+    mergekit_methods.register()
+
+
+def mergekit_config(
+    method: str,
+    space: str,
+    models: Mapping[str, str],
+    base: str,
+    weights: Mapping[str, float],
+    parameters: Mapping | None = None,
+    dtype: str = "float32",
+) -> dict:
+    """The mergekit YAML config (as a dict) for one merge of ``models`` (name -> path).
+
+    The base model is named as ``base_model`` only where the method treats it as the base
+    (``ties``, and Karcher in ``deltas`` space); mergekit's ``karcher`` would otherwise
+    average it in as one more input.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown merge method {method!r} (known: {', '.join(METHODS)})")
+    if space not in SPACES:
+        raise ValueError(f"unknown merge space {space!r} (known: {', '.join(SPACES)})")
+    names = list(models)
+    uses_weights = method in ("karcher_weighted", "linear", "ties")
+    if space == "deltas" and method in ("karcher", "karcher_weighted"):
+        merge_method, with_base = "karcher_deltas", True
+        if method == "karcher":  # equal weights, as mergekit's karcher
+            weights = dict.fromkeys(names, 1.0)
+        uses_weights = True
+    elif space == "deltas" and method == "linear":
+        raise ValueError("linear in deltas space equals linear in weights space: use weights")
+    else:
+        merge_method, with_base = method, method == "ties"
+        if method == "ties" and space != "deltas":
+            raise ValueError("ties merges task vectors: use space 'deltas'")
+    entries = []
+    for name in names:
+        entry: dict = {"model": str(models[name])}
+        if uses_weights:
+            entry["parameters"] = {"weight": float(weights.get(name, 1.0))}
+        entries.append(entry)
+    config: dict = {"merge_method": merge_method, "models": entries, "dtype": dtype}
+    if with_base:
+        config["base_model"] = str(base)
+    if parameters:
+        config["parameters"] = dict(parameters)
+    return config
+
+
+def run_mergekit(
+    config: Mapping, out_dir: str | Path, threads: int = 1, trust_remote_code: bool = False
+) -> None:
+    """Run mergekit on ``config`` into ``out_dir`` and keep the YAML there."""
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    register_methods()
+    torch.set_num_threads(threads)  # run_merge ignores MergeOptions.num_threads
+    source = yaml.safe_dump(dict(config), sort_keys=False)
+    options = MergeOptions(
+        copy_tokenizer=True,
+        trust_remote_code=trust_remote_code,
+        safe_serialization=True,
+        quiet=True,
+        write_model_card=False,
+        lazy_unpickle=False,
+    )
+    run_merge(
+        MergeConfiguration.model_validate(yaml.safe_load(source)),
+        str(out_dir),
+        options=options,
+        config_source=source,
+    )
+    (Path(out_dir) / CONFIG_NAME).write_text(source)
+
+
+def mergekit_yaml() -> None:
+    """``stylemerge-mergekit-yaml CONFIG OUT``: mergekit's CLI with our methods registered."""
+    from mergekit.scripts.run_yaml import main
+
+    register_methods()
+    main()
+
+
+# --- entropy -------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def entropy_and_loss(model, blocks: torch.Tensor, batch_size: int = 8) -> dict[str, float]:
+    """Mean next-token entropy (nats) of the model's predictions and mean held-out loss."""
+    model.eval()
+    device = next(model.parameters()).device
+    entropy = loss = 0.0
+    count = 0
+    for start in range(0, len(blocks), batch_size):
+        ids = blocks[start : start + batch_size].to(device)
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        entropy += -(logp.exp() * logp).sum(-1).sum().item()
+        loss += -logp.gather(-1, ids[:, 1:, None]).sum().item()
+        count += logits.shape[0] * logits.shape[1]
+    return {"entropy": entropy / count, "loss": loss / count}
+
+
+def logit_scale_parameter(model) -> torch.nn.Parameter:
+    """The final norm's weight: in these models logits = norm(h) @ W_out, so scaling it by s
+    scales every logit by s (an inverse temperature) and leaves the rest untouched."""
+    norm = getattr(getattr(model, "model", None), "norm", None)
+    if norm is None or not hasattr(norm, "weight"):
+        raise ValueError(f"{type(model).__name__}: no final norm weight to calibrate entropy")
+    return norm.weight
+
+
+def calibrate_entropy(
+    model,
+    blocks: torch.Tensor,
+    target: float,
+    iterations: int = 20,
+    low: float = 0.25,
+    high: float = 4.0,
+) -> float:
+    """Scale the logits (final norm weight) so mean entropy on ``blocks`` matches
+    ``target``; entropy falls as the scale grows, so bisect on the log scale."""
+    weight = logit_scale_parameter(model)
+    original = weight.detach().clone()
+
+    def entropy_at(scale: float) -> float:
+        with torch.no_grad():
+            weight.copy_(original * scale)
+        return entropy_and_loss(model, blocks)["entropy"]
+
+    lo, hi = math.log(low), math.log(high)
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        if entropy_at(math.exp(mid)) > target:
+            lo = mid
+        else:
+            hi = mid
+    scale = math.exp((lo + hi) / 2)
+    entropy_at(scale)
+    return scale
+
+
+def merge_models(
+    method: str,
+    space: str,
+    domain_models: Mapping[str, str | Path],
+    base: str | Path,
+    weights: Mapping[str, float],
+    heldout_shards: Sequence[str | Path],
+    out_dir: str | Path,
+    settings: Mapping,
+    threads: int = 1,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    provenance: Mapping | None = None,
+) -> dict:
+    """Merge the domain models with mergekit; measure (and optionally calibrate) entropy."""
+    from stylemerge.io import atomic_path, read_json, write_json
+    from stylemerge.models import load_model, load_tokenizer
+    from stylemerge.runtime import resolve_device, use_threads
+
+    threads = use_threads(threads)
+    device = resolve_device(device)
+    config = mergekit_config(
+        method,
+        space,
+        {k: str(v) for k, v in domain_models.items()},
+        str(base),
+        weights,
+        settings.get("parameters"),
+        settings["dtype"],
+    )
+    tokenizer = load_tokenizer(base, trust_remote_code)
+    blocks = heldout_blocks(tokenizer, heldout_shards, settings)
+
+    inputs = {}
+    for name, path in domain_models.items():
+        metrics_file = Path(path) / "metrics.json"
+        recorded = read_json(metrics_file) if metrics_file.exists() else {}
+        same_blocks = (recorded.get("blocks"), recorded.get("seq_len")) == (
+            len(blocks),
+            settings["entropy_seq_len"],
+        )
+        inputs[name] = (
+            recorded["heldout"]
+            if same_blocks
+            else entropy_and_loss(load_model(path, trust_remote_code).to(device), blocks)
+        )
+    base_measure = entropy_and_loss(load_model(base, trust_remote_code).to(device), blocks)
+    target = sum(v["entropy"] for v in inputs.values()) / len(inputs)
+
+    with atomic_path(out_dir) as tmp:
+        run_mergekit(config, tmp, threads=threads, trust_remote_code=trust_remote_code)
+        merged = load_model(tmp, trust_remote_code).to(device)
+        measured = entropy_and_loss(merged, blocks)
+        metrics = {
+            "method": method,
+            "space": space,
+            "mergekit_method": config["merge_method"],
+            "weights": {k: float(weights.get(k, 1.0)) for k in domain_models},
+            "entropy": {
+                "inputs": inputs,
+                "inputs_mean": target,
+                "base": base_measure,
+                "merged": measured,
+                "blocks": len(blocks),
+            },
+            "calibration": None,
+            "provenance": dict(provenance or {}),
+        }
+        if settings["calibrate_entropy"]:
+            scale = calibrate_entropy(merged, blocks, target)
+            after = entropy_and_loss(merged, blocks)
+            metrics["calibration"] = {"logit_scale": scale, "before": measured, "after": after}
+            merged.save_pretrained(tmp)
+        write_json(tmp / "metrics.json", metrics)
+    log.info("%s/%s: entropy inputs %.3f, merged %.3f", method, space, target, measured["entropy"])
+    return metrics
+
+
+def apply_adapter(
+    base: str | Path,
+    adapter: str | Path,
+    heldout_shards: Sequence[str | Path],
+    out_dir: str | Path,
+    settings: Mapping,
+    threads: int = 1,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    provenance: Mapping | None = None,
+) -> dict:
+    """The domain model: the adapter merged into the base (peft ``merge_and_unload``), saved
+    as safetensors with its held-out entropy and loss (the merge's inputs)."""
+    from peft import PeftModel
+
+    from stylemerge.io import atomic_path, write_json
+    from stylemerge.models import load_model, load_tokenizer
+    from stylemerge.runtime import resolve_device, use_threads
+
+    threads = use_threads(threads)
+    device = resolve_device(device)
+    tokenizer = load_tokenizer(base, trust_remote_code, revision)
+    model = load_model(base, trust_remote_code, revision, dtype=settings["dtype"])
+    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    blocks = heldout_blocks(tokenizer, heldout_shards, settings)
+    metrics = {
+        "adapter": str(adapter),
+        "heldout": entropy_and_loss(model.to(device), blocks),
+        "blocks": len(blocks),
+        "seq_len": settings["entropy_seq_len"],
+        "provenance": dict(provenance or {}),
+    }
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "metrics.json", metrics)
+    return metrics
+
+
+def heldout_blocks(tokenizer, heldout_shards: Sequence[str | Path], settings: Mapping):
+    """The held-out text of all domains, as the blocks every entropy is measured on."""
+    from stylemerge.shards import shard_texts
+    from stylemerge.training import pack
+
+    blocks = pack(tokenizer, shard_texts(heldout_shards), settings["entropy_seq_len"])
+    return blocks[: settings["entropy_blocks"]]
+
+
+if __name__ == "__main__":  # python -m stylemerge.merge CONFIG OUT [mergekit options]
+    mergekit_yaml()

@@ -1,0 +1,199 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from stylemerge.merge import (
+    CONFIG_NAME,
+    entropy_and_loss,
+    heldout_blocks,
+    merge_models,
+    mergekit_config,
+    run_mergekit,
+)
+from stylemerge.models import load_model, load_tokenizer
+
+DOMAINS = ("alpha", "beta", "gamma")
+SETTINGS = {
+    "dtype": "float32",
+    "entropy_blocks": 8,
+    "entropy_seq_len": 32,
+    "calibrate_entropy": False,
+}
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def domain_models(tiny_base, tmp_path_factory):
+    """Three 'domain models': the tiny base moved along different random directions."""
+    root = tmp_path_factory.mktemp("domains")
+    tokenizer = load_tokenizer(tiny_base)
+    paths = {}
+    for i, name in enumerate(DOMAINS):
+        model = load_model(tiny_base)
+        generator = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            for param in model.parameters():
+                noise = torch.randn(param.shape, generator=generator)
+                param.add_(0.05 * param.std().clamp_min(1e-3) * noise * (i + 1))
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        paths[name] = root / name
+    return paths
+
+
+def karcher_reference(tensors, weights, iterations=200):
+    """Weighted Karcher (spherical) mean, float64, written independently of mergekit: the
+    fixed point of the weighted log-map average on the unit sphere, scaled by the weighted
+    mean norm."""
+    x = [t.double().flatten() for t in tensors]
+    w = torch.tensor(weights, dtype=torch.float64)
+    w = w / w.sum()
+    norms = torch.stack([v.norm() for v in x])
+    units = [v / v.norm() for v in x]
+    mean = sum(wi * u for wi, u in zip(w, units, strict=True))
+    mean = mean / mean.norm()
+    for _ in range(iterations):
+        step = torch.zeros_like(mean)
+        for wi, u in zip(w, units, strict=True):
+            cos = torch.clamp(mean @ u, -1.0, 1.0)
+            theta = torch.arccos(cos)
+            if theta > 1e-12:
+                step += wi * theta / torch.sin(theta) * (u - cos * mean)
+        length = step.norm()
+        if length < 1e-14:
+            break
+        mean = torch.cos(length) * mean + torch.sin(length) * step / length
+        mean = mean / mean.norm()
+    return ((w * norms).sum() * mean).reshape(tensors[0].shape)
+
+
+def merged_tensors(config, out):
+    run_mergekit(config, out, threads=1)
+    return load_file(out / "model.safetensors")
+
+
+def inputs(domain_models, key):
+    return [load_file(domain_models[d] / "model.safetensors")[key] for d in DOMAINS]
+
+
+def test_weighted_karcher_matches_an_independent_float64_implementation(
+    domain_models, tiny_base, tmp_path
+):
+    weights = {"alpha": 3.0, "beta": 1.0, "gamma": 0.5}  # not normalised: the method must
+    config = mergekit_config("karcher_weighted", "weights", domain_models, tiny_base, weights)
+    merged = merged_tensors(config, tmp_path / "m")
+    for key in (
+        "model.layers.0.self_attn.q_proj.weight",
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+    ):
+        expected = karcher_reference(inputs(domain_models, key), list(weights.values()))
+        torch.testing.assert_close(merged[key].double(), expected, rtol=0, atol=1e-5)
+
+
+def test_equal_weights_equal_mergekits_karcher_exactly(domain_models, tiny_base, tmp_path):
+    ours = merged_tensors(
+        mergekit_config(
+            "karcher_weighted", "weights", domain_models, tiny_base, dict.fromkeys(DOMAINS, 1.0)
+        ),
+        tmp_path / "ours",
+    )
+    config = mergekit_config("karcher", "weights", domain_models, tiny_base, {})
+    assert "base_model" not in config  # karcher would average the base in as an input
+    assert all("parameters" not in m for m in config["models"])  # karcher ignores weights
+    theirs = merged_tensors(config, tmp_path / "theirs")
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key
+
+
+def test_karcher_of_deltas_is_added_back_to_the_base(domain_models, tiny_base, tmp_path):
+    weights = {"alpha": 1.0, "beta": 2.0, "gamma": 1.0}
+    config = mergekit_config("karcher", "deltas", domain_models, tiny_base, weights)
+    assert config["merge_method"] == "karcher_deltas" and config["base_model"] == str(tiny_base)
+    merged = merged_tensors(config, tmp_path / "d")
+    key = "model.layers.1.mlp.up_proj.weight"
+    base = load_file(tiny_base / "model.safetensors")[key].double()
+    deltas = [t.double() - base for t in inputs(domain_models, key)]
+    expected = base + karcher_reference(deltas, [1.0, 1.0, 1.0])  # `karcher`: equal weights
+    torch.testing.assert_close(merged[key].double(), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "method, command",
+    [("karcher", "mergekit-yaml"), ("karcher_weighted", "stylemerge-mergekit-yaml")],
+)
+def test_the_yaml_next_to_a_merge_reproduces_it(
+    domain_models, tiny_base, tmp_path, method, command
+):
+    config = mergekit_config(
+        method, "weights", domain_models, tiny_base, {"alpha": 2.0, "beta": 1.0, "gamma": 1.0}
+    )
+    first = merged_tensors(config, tmp_path / "first")
+    yaml_file = tmp_path / "first" / CONFIG_NAME
+    assert yaml.safe_load(yaml_file.read_text()) == config
+    # same thread count as the merge above: float reductions then sum in the same order
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [str(BIN / command), str(yaml_file), str(tmp_path / "again")],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    again = load_file(tmp_path / "again" / "model.safetensors")
+    for key in first:
+        assert torch.equal(first[key], again[key]), key
+
+
+def test_invalid_combinations_are_refused(domain_models, tiny_base):
+    with pytest.raises(ValueError, match="ties merges task vectors"):
+        mergekit_config("ties", "weights", domain_models, tiny_base, {})
+    with pytest.raises(ValueError, match="unknown merge method"):
+        mergekit_config("slerp9", "weights", domain_models, tiny_base, {})
+
+
+@pytest.mark.parametrize("calibrate", [False, True])
+def test_merge_models_records_entropies_and_loads(
+    domain_models, tiny_base, shards, tmp_path, calibrate
+):
+    out = tmp_path / "merge"
+    metrics = merge_models(
+        "karcher",
+        "weights",
+        domain_models,
+        tiny_base,
+        {},
+        shards["heldout"],
+        out,
+        {**SETTINGS, "calibrate_entropy": calibrate},
+    )
+    entropy = metrics["entropy"]
+    assert set(entropy["inputs"]) == set(DOMAINS)
+    assert all(v["entropy"] > 0 for v in entropy["inputs"].values())
+    assert entropy["merged"]["entropy"] > 0 and entropy["base"]["entropy"] > 0
+    assert json.loads((out / "metrics.json").read_text())["entropy"] == entropy
+    assert yaml.safe_load((out / CONFIG_NAME).read_text())["merge_method"] == "karcher"
+
+    model = load_model(out)
+    tok = load_tokenizer(out)
+    blocks = heldout_blocks(tok, shards["heldout"], SETTINGS)
+    measured = entropy_and_loss(model, blocks)["entropy"]
+    if calibrate:
+        assert metrics["calibration"]["after"]["entropy"] == pytest.approx(
+            entropy["inputs_mean"], abs=1e-3
+        )
+        assert measured == pytest.approx(entropy["inputs_mean"], abs=1e-3)  # saved calibrated
+    else:
+        assert metrics["calibration"] is None
+        assert measured == pytest.approx(entropy["merged"]["entropy"], abs=1e-5)
+    generated = model.generate(
+        **tok("The council", return_tensors="pt"), max_new_tokens=4, do_sample=False
+    )
+    assert generated.shape[1] > 2

@@ -1,0 +1,55 @@
+# Domain models (adapter merged into the base) and their merges with mergekit.
+
+
+rule apply_adapter:
+    input:
+        base=model_input("base"),
+        adapter="results/adapters/{domain}",
+        heldout=shard_paths("heldout"),
+    output:
+        domain_model(directory("results/domain_models/{domain}")),
+    log:
+        "logs/apply_adapter/{domain}.log",
+    conda:
+        "../../envs/merge.yaml"
+    threads: config["merge"]["threads"]
+    resources:
+        mem_mb=config["merge"]["mem_mb"],
+        runtime=config["merge"]["runtime_min"],
+    params:
+        base=hub_ref("base"),
+        revision=config["models"]["base"]["revision"],
+        settings=config["merge"],
+        device=config["device"],
+        trust_remote_code=config["trust_remote_code"],
+    script:
+        "../scripts/apply_adapter.py"
+
+
+rule merge_models:
+    input:
+        base=model_input("base"),
+        domain_models=expand("results/domain_models/{domain}", domain=DOMAINS),
+        heldout=shard_paths("heldout"),
+    output:
+        directory("results/merges/{method}"),
+    log:
+        "logs/merge_models/{method}.log",
+    benchmark:
+        "results/benchmarks/merge_models/{method}.tsv"
+    conda:
+        "../../envs/merge.yaml"
+    threads: config["merge"]["threads"]
+    resources:
+        mem_mb=config["merge"]["mem_mb"],
+        runtime=config["merge"]["runtime_min"],
+        gpu=config["merge"]["gpus"],
+    params:
+        base=hub_ref("base"),
+        variant=lambda wc: config["merge"]["variants"][wc.method],
+        weights={d: stage_settings(config, "merge", d)["weight"] for d in DOMAINS},
+        settings=config["merge"],
+        device=config["device"],
+        trust_remote_code=config["trust_remote_code"],
+    script:
+        "../scripts/merge_models.py"

@@ -1,0 +1,18 @@
+# Translation only: snakemake.* -> stylemerge.merge.apply_adapter
+from stylemerge.logging import to_file
+from stylemerge.merge import apply_adapter
+from stylemerge.provenance import provenance
+
+with to_file(snakemake.log[0]):
+    apply_adapter(
+        base=snakemake.input.base or snakemake.params.base,
+        adapter=snakemake.input.adapter,
+        heldout_shards=snakemake.input.heldout,
+        out_dir=snakemake.output[0],
+        settings=snakemake.params.settings,
+        threads=snakemake.threads,
+        device=snakemake.params.device,
+        trust_remote_code=snakemake.params.trust_remote_code,
+        revision=snakemake.params.revision,
+        provenance=provenance(snakemake.config, snakemake.config["seed"]),
+    )

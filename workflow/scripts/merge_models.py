@@ -1,0 +1,23 @@
+# Translation only: snakemake.* -> stylemerge.merge.merge_models
+from pathlib import Path
+
+from stylemerge.logging import to_file
+from stylemerge.merge import merge_models
+from stylemerge.provenance import provenance
+
+with to_file(snakemake.log[0]):
+    variant = snakemake.params.variant
+    merge_models(
+        method=variant["method"],
+        space=variant["space"],
+        domain_models={Path(p).name: p for p in snakemake.input.domain_models},
+        base=snakemake.input.base or snakemake.params.base,
+        weights=snakemake.params.weights,
+        heldout_shards=snakemake.input.heldout,
+        out_dir=snakemake.output[0],
+        settings={**snakemake.params.settings, "parameters": variant["parameters"]},
+        threads=snakemake.threads,
+        device=snakemake.params.device,
+        trust_remote_code=snakemake.params.trust_remote_code,
+        provenance=provenance(snakemake.config, snakemake.config["seed"]),
+    )
