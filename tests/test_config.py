@@ -176,4 +176,4 @@ def test_grpo_trainer_settings_merge_and_domain_overrides(schema_path):
     a, b = stage_settings(config, "grpo", "a"), stage_settings(config, "grpo", "b")
     assert a["trainer"]["max_steps"] == b["trainer"]["max_steps"] == 7
     assert a["trainer"]["beta"] == 0.1 and b["trainer"]["beta"] == 0.04
-    assert b["trainer"]["num_generations"] == 4  # a default kept beside the user's key
+    assert b["trainer"]["num_generations"] == 8  # a default kept beside the user's key
