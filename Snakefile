@@ -45,6 +45,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/proxy.smk"
 include: "workflow/rules/grpo.smk"
 include: "workflow/rules/merge.smk"
+include: "workflow/rules/think.smk"
 
 
 rule all:
@@ -55,3 +56,4 @@ rule all:
         expand("results/proxies/{domain}", domain=DOMAINS),
         expand("results/adapters/{domain}", domain=DOMAINS),
         expand("results/merges/{method}", method=config["merge"]["variants"]),
+        expand("results/think/{think_model}", think_model=THINK_MODELS),

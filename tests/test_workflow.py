@@ -22,6 +22,22 @@ PRETRAIN = {
 }
 REDUCED = {
     "seed": 7,
+    "think": {
+        "steps": 3,
+        "batch_size": 4,
+        "max_length": 256,
+        "data": {"train": 12, "heldout": 6, "shots": 1},
+        "threads": 1,
+    },
+    "merge": {
+        "variants": {
+            "karcher": {"method": "karcher"},
+            "karcher_deltas": {"method": "karcher", "space": "deltas"},
+        },
+        "entropy_blocks": 4,
+        "entropy_seq_len": 32,
+        "threads": 1,
+    },
     "proxy": {"steps": 10, "batch_size": 8, "seq_len": 32, "eval_blocks": 8, "threads": 1},
     "grpo": {
         "prompt_tokens": 12,
@@ -176,7 +192,14 @@ def test_changing_one_domains_grpo_settings_reruns_only_its_adapter(workflow_run
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(config))
     plan = snakemake(workflow_run, "all", "-n", "--cores", "2", "--configfile", str(changed))
-    assert planned(plan.stdout) == {"train_adapter": 1, "all": 1, "total": 2}
+    assert planned(plan.stdout) == {
+        "train_adapter": 1,
+        "apply_adapter": 1,
+        "merge_models": 2,
+        "optimize_think_tokens": 1,
+        "all": 1,
+        "total": 6,
+    }
     assert "wildcards: domain=bbc_news" in plan.stdout
 
 
@@ -194,6 +217,32 @@ def test_proxies_and_adapters(workflow_run):
         assert metrics["steps"] == 3 and "style_contrast" in metrics["heldout"]
         assert (adapter / "log_history.csv").is_file()
         assert not (results / "checkpoints" / domain).exists()
+
+
+def test_merges(workflow_run):
+    from transformers import AutoModelForCausalLM
+
+    results = workflow_run / "results"
+    for name in ("karcher", "karcher_deltas"):
+        merged = results / "merges" / name
+        metrics = json.loads((merged / "metrics.json").read_text())
+        assert set(metrics["entropy"]["inputs"]) == {"bbc_news", "notes"}
+        assert metrics["entropy"]["merged"]["entropy"] > 0
+        assert (merged / "mergekit_config.yml").is_file()
+        assert AutoModelForCausalLM.from_pretrained(merged, use_safetensors=True) is not None
+    for domain in ("bbc_news", "notes"):
+        assert (results / "domain_models" / domain / "model.safetensors").is_file()
+
+
+def test_think_tokens_of_the_chosen_merge_and_the_base(workflow_run):
+    from transformers import AutoModelForCausalLM
+
+    for name in ("karcher", "base"):
+        out = workflow_run / "results" / "think" / name
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["frozen_max_abs_change_overall"] == 0.0
+        assert metrics["steps"] == 3
+        assert AutoModelForCausalLM.from_pretrained(out, use_safetensors=True) is not None
 
 
 def test_editing_a_local_source_file_reruns_its_domain(workflow_run):
@@ -224,8 +273,9 @@ def test_paper_config_plans_hub_models_without_building_any(tmp_path):
         "train_adapter": 9,
         "apply_adapter": 9,
         "merge_models": 5,
+        "optimize_think_tokens": 2,
         "all": 1,
-        "total": 42,
+        "total": 44,
     }
     # GPU jobs ask for a GPU (the Slurm profile maps the resource to the cluster's form)
     adapter_job = plan.stdout.split("rule train_adapter:")[1].split("\n\n")[0]

@@ -16,14 +16,28 @@ if config["merge"]["chosen"] not in config["merge"]["variants"]:
     )
 
 
+if config["think"]["compare_base"] and "base" in config["merge"]["variants"]:
+    raise WorkflowError(
+        "config key 'merge.variants.base': the name 'base' is taken by the base model's "
+        "think-token comparison (results/think/base); rename the merge"
+    )
+
+
 def _one_of(names):
     return "|".join(map(re.escape, names)) or "(?!)"  # (?!) matches nothing
+
+
+# the chosen merge and, for comparison, the base get optimised think tokens
+THINK_MODELS = [config["merge"]["chosen"]] + (
+    ["base"] if config["think"]["compare_base"] else []
+)
 
 
 wildcard_constraints:
     domain=_one_of(DOMAINS),
     model=_one_of(BUILT_MODELS),
     method=_one_of(config["merge"]["variants"]),
+    think_model=_one_of(THINK_MODELS),
 
 
 def shard_paths(split):
@@ -56,3 +70,9 @@ def source_files(wildcards):
     from stylemerge.sources import source_files as files
 
     return files(config["domains"][wildcards.domain]["source"], wildcards.domain)
+
+
+def think_input(wildcards):
+    if wildcards.think_model == "base":
+        return model_input("base")
+    return f"results/merges/{wildcards.think_model}"

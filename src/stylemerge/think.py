@@ -1,0 +1,260 @@
+"""Think-token optimisation: train only the ``<think>`` and ``</think>`` vectors on k-shot
+reasoning traces, every other parameter bit-identical.
+
+How only two rows train: every parameter is frozen except the input embedding matrix, and a
+gradient hook on it zeroes every row of its gradient but the two think rows.  Plain Adam
+(``weight_decay=0``) then leaves all other rows exactly as they were: their gradient is zero,
+so Adam's moments and its update are zero too.  AdamW would not do: its decoupled weight decay
+shrinks every row, gradient or not.  After training the stage checks that every other
+parameter is bit-identical and records the largest absolute change of each (all 0.0).
+
+Tied embeddings (Qwen3-4B, the tiny models): the embedding matrix is also the output
+projection (one tensor), so the two rows train in both roles at once: as input vectors (what
+the model reads after a tag) and as output vectors (the logits of emitting a tag, which enter
+every position's softmax).  Untied models get the same treatment explicitly: the two rows of
+the output projection train too, with the same mask, so the stage means the same thing
+whichever way a checkpoint stores its vectors.  ``metrics.json`` names the tensors trained.
+
+Measured on the held-out traces, before and after (cross-entropy in nats per token):
+
+- ``overall``: every token of every trace;
+- ``think_tags``: the tokens that are ``<think>`` or ``</think>`` (predicting a tag: the
+  output-vector role);
+- ``after_think_tags``: the token right after a tag (predicting what follows: the
+  input-vector role).
+
+Training and measurement run in float32; the two trained rows are rounded to the checkpoint's
+own dtype (e.g. bfloat16) before the "after" measurement, so it measures the saved model, and
+the model is saved in that dtype (every other parameter round-trips exactly).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from stylemerge.io import atomic_path, write_json
+from stylemerge.models import ModelError, load_model, load_tokenizer
+from stylemerge.runtime import resolve_device, use_threads
+from stylemerge.tokenizer import THINK_TOKENS
+
+log = logging.getLogger(__name__)
+
+
+def think_token_ids(tokenizer, ref: str | Path) -> list[int]:
+    """The ids of ``<think>`` and ``</think>``; an error naming ``ref`` unless each is one
+    token, alone and inside text."""
+    ids = []
+    for token in THINK_TOKENS:
+        alone = tokenizer(token, add_special_tokens=False)["input_ids"]
+        in_text = tokenizer(f"x {token} y", add_special_tokens=False)["input_ids"]
+        if len(alone) != 1 or alone[0] not in in_text:
+            raise ModelError(
+                f"{ref}: its tokenizer encodes {token!r} as {len(alone)} tokens {alone}; "
+                "think-token optimisation needs <think> and </think> as single tokens (a Qwen3 "
+                "tokenizer, or a tiny model built with tokenizer.think_tokens: true)"
+            )
+        ids.append(alone[0])
+    return ids
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Token ids of each text, cut to ``max_length``; also how many were cut."""
+    rows = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+    truncated = sum(len(row) > max_length for row in rows)
+    return [row[:max_length] for row in rows], truncated
+
+
+def collate(rows: Sequence[Sequence[int]], pad_id: int, device: str):
+    """Right-padded ids and attention mask."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def heldout_ce(model, rows, think_ids, pad_id: int, batch_size: int, device: str) -> dict:
+    """Mean cross-entropy per token: overall, at the tags, and right after them."""
+    think = torch.tensor(think_ids, device=device)
+    sums = dict.fromkeys(("overall", "think_tags", "after_think_tags"), 0.0)
+    counts = dict.fromkeys(sums, 0)
+    for start in range(0, len(rows), batch_size):
+        ids, mask = collate(rows[start : start + batch_size], pad_id, device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        labels, inputs, valid = ids[:, 1:], ids[:, :-1], mask[:, 1:].bool()
+        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+        for key, where in (
+            ("overall", valid),
+            ("think_tags", valid & torch.isin(labels, think)),
+            ("after_think_tags", valid & torch.isin(inputs, think)),
+        ):
+            sums[key] += ce[where].double().sum().item()
+            counts[key] += int(where.sum())
+    result = {key: sums[key] / counts[key] if counts[key] else None for key in sums}
+    bad = {k: v for k, v in result.items() if v is not None and not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(f"held-out cross-entropy is not finite: {bad}")
+    return {**result, "tokens": counts}
+
+
+def optimize_think_tokens(
+    model_ref: str | Path,
+    out_dir: str | Path,
+    train_texts: Sequence[str],
+    heldout_texts: Sequence[str],
+    settings: Mapping,
+    seed: int,
+    device: str = "cpu",
+    threads: int = 1,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    data: Mapping | None = None,
+    provenance: Mapping | None = None,
+) -> dict:
+    """Train the think-token rows of ``model_ref`` on ``train_texts``; save the model
+    (safetensors), its tokenizer and ``metrics.json`` to ``out_dir``.
+
+    ``settings``: ``steps``, ``learning_rate``, ``batch_size``, ``max_length``.  ``data``
+    describes where the texts came from (recorded in the metrics)."""
+    from transformers import set_seed
+
+    if not train_texts or not heldout_texts:
+        raise ValueError(
+            f"think-token optimisation needs train and held-out traces, got "
+            f"{len(train_texts)} and {len(heldout_texts)}"
+        )
+    threads = use_threads(threads)
+    device = resolve_device(device)
+    tokenizer = load_tokenizer(model_ref, trust_remote_code, revision)
+    ids = think_token_ids(tokenizer, model_ref)
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    set_seed(seed)
+    model = load_model(model_ref, trust_remote_code, revision)
+    save_dtype = model.get_input_embeddings().weight.dtype
+    model.float().eval()  # no dropout: the rest of the network is fixed
+
+    embed = model.get_input_embeddings().weight
+    if max(ids) >= embed.shape[0]:
+        raise ModelError(f"{model_ref}: think token ids {ids} beyond {embed.shape[0]} embeddings")
+    # what must not change: a CPU copy of every parameter (a tied weight appears once)
+    before = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
+    model.to(device)  # moves the data of the same Parameter objects: tying survives
+    embed, output = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    tied = output is embed
+    trained = {name: p for name, p in model.named_parameters() if p is embed or p is output}
+
+    row_mask = torch.zeros(embed.shape[0], 1, device=device, dtype=embed.dtype)
+    row_mask[ids] = 1.0
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for param in trained.values():
+        param.requires_grad_(True)
+        param.register_hook(lambda grad: grad * row_mask)
+    optimizer = torch.optim.Adam(
+        list(trained.values()), lr=settings["learning_rate"], weight_decay=0.0
+    )
+
+    max_length = settings["max_length"]
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and max_length > positions:
+        log.warning("max_length %d exceeds the model's max_position_embeddings %d",
+                    max_length, positions)  # fmt: skip
+    train_rows, train_cut = encode(tokenizer, train_texts, max_length)
+    heldout_rows, heldout_cut = encode(tokenizer, heldout_texts, max_length)
+    if train_cut or heldout_cut:
+        log.warning("cut to max_length %d: %d train, %d held-out traces", max_length, train_cut,
+                    heldout_cut)  # fmt: skip
+    batch_size = settings["batch_size"]
+    ce_before = heldout_ce(model, heldout_rows, ids, pad_id, batch_size, device)
+    log.info("held-out CE before: %s", ce_before)
+
+    # A small explicit loop instead of transformers' Trainer: only two rows train, through a
+    # gradient mask and plain Adam, and the loop says exactly that.
+    steps, log_every = settings["steps"], max(1, settings["steps"] // 20)
+    order: list[int] = []
+    generator = torch.Generator().manual_seed(seed)
+    history, started = [], time.monotonic()
+    for step in range(1, steps + 1):
+        while len(order) < batch_size:
+            order += torch.randperm(len(train_rows), generator=generator).tolist()
+        batch, order = [train_rows[i] for i in order[:batch_size]], order[batch_size:]
+        input_ids, mask = collate(batch, pad_id, device)
+        labels = input_ids.masked_fill(mask == 0, -100)
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {step}: diverged")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % log_every == 0 or step == steps:
+            history.append({"step": step, "loss": loss.item()})
+            log.info("step %d/%d loss %.4f", step, steps, loss.item())
+    train_seconds = time.monotonic() - started
+
+    with torch.no_grad():  # the saved values: the two rows rounded to the checkpoint's dtype
+        for param in trained.values():
+            param[ids] = param[ids].to(save_dtype).to(param.dtype)
+            param.requires_grad_(False)
+    ce_after = heldout_ce(model, heldout_rows, ids, pad_id, batch_size, device)
+    log.info("held-out CE after: %s", ce_after)
+
+    frozen, think_change = {}, {}
+    for name, param in model.named_parameters():
+        diff = (param.detach().cpu() - before[name]).abs()
+        if name in trained:
+            think_change[name] = diff[ids].amax(dim=1).tolist()
+            diff[ids] = 0.0
+        frozen[name] = diff.max().item()
+    changed = {name: value for name, value in frozen.items() if value != 0.0}
+    if changed:
+        raise RuntimeError(f"parameters other than the think rows changed: {changed}")
+    if tied and model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+        raise RuntimeError("the tied input and output embeddings came apart during training")
+    metrics = {
+        "think_tokens": dict(zip(THINK_TOKENS, ids, strict=True)),
+        "think_tokens_special": [t in tokenizer.all_special_tokens for t in THINK_TOKENS],
+        "tied_embeddings": tied,
+        # tensor -> rows trained; tied: one tensor, the rows are input and output vectors
+        "trained": {name: ids for name in trained},
+        "think_rows_max_abs_change": think_change,
+        "frozen_max_abs_change": frozen,
+        "frozen_max_abs_change_overall": max(frozen.values()),
+        "heldout_ce_before": ce_before,
+        "heldout_ce_after": ce_after,
+        "steps": steps,
+        "train_traces": len(train_rows),
+        "heldout_traces": len(heldout_rows),
+        "truncated": {"train": train_cut, "heldout": heldout_cut},
+        "train_seconds": round(train_seconds, 2),
+        "saved_dtype": str(save_dtype).removeprefix("torch."),
+        "threads": threads,
+        "device": device,
+        "log_history": history,
+        "settings": dict(settings),
+        "data": dict(data or {}),
+        "provenance": dict(provenance or {}),
+    }
+    log.info(
+        "held-out CE %.4f -> %.4f; at think tags %s -> %s",
+        ce_before["overall"],
+        ce_after["overall"],
+        ce_before["think_tags"],
+        ce_after["think_tags"],
+    )
+    model.to("cpu", dtype=save_dtype)
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "metrics.json", metrics)
+    return metrics

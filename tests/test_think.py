@@ -1,0 +1,321 @@
+import json
+import math
+import operator
+import random
+import runpy
+import types
+from itertools import islice
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, write_jsonl
+from stylemerge import arithmetic
+from stylemerge.arithmetic import (
+    build_traces,
+    extract_answer,
+    fewshot_prompt,
+    format_example,
+    format_trace,
+    from_gsm8k,
+    generate_problems,
+    harness_doc,
+    load_gsm8k,
+    make_traces,
+    problem_split,
+    split_problems,
+)
+from stylemerge.models import ModelError
+from stylemerge.shards import is_heldout
+from stylemerge.think import optimize_think_tokens
+from stylemerge.tokenizer import train_tokenizer
+
+# 1-shot traces fit the test model without cutting (~330 of its tokens); 30 steps: seconds
+DATA = {"source": "builtin", "train": 48, "heldout": 16, "shots": 1, "heldout_fraction": 0.25}
+SETTINGS = {"steps": 30, "learning_rate": 0.02, "batch_size": 8, "max_length": 384}
+EMBED = "model.embed_tokens.weight"
+PROBLEM = {"question": "Ana buys 3 pens at $4 each. How much?", "reasoning": "3 * 4 = 12"}
+PROBLEM["answer"] = "12"
+
+
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(model_dir / "model.safetensors")
+
+
+def think(model_dir, out, settings=SETTINGS, data=DATA, seed=5):
+    traces = build_traces(data, seed)
+    return optimize_think_tokens(
+        model_dir, out, traces["train"], traces["heldout"], settings, seed=seed, threads=1
+    )
+
+
+@pytest.fixture(scope="module")
+def optimised(tiny_base, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("think") / "model"
+    return out, think(tiny_base, out)
+
+
+# --- problems and formats ---------------------------------------------------------------------
+
+
+def check_reasoning(problem):
+    """Every worked step is right ("... 3 * 4 = 12 ...") and the last ends in the answer."""
+    assert set(problem) == {"question", "reasoning", "answer"}
+    ops = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+    for line in problem["reasoning"].splitlines():
+        expr, result = line.split(" = ")
+        a, op, b = expr.split()[-3:]
+        assert ops[op](int(a), int(b)) == int(result.split()[0]), line
+    assert result.split()[0] == problem["answer"] and int(problem["answer"]) >= 0
+
+
+def test_generator_is_deterministic_varied_and_correct():
+    first = list(islice(generate_problems(7), 300))
+    assert first == list(islice(generate_problems(7), 300))
+    assert first != list(islice(generate_problems(8), 300))
+    assert len({p["question"] for p in first}) == 300
+    for problem in first:
+        check_reasoning(problem)
+    for template in arithmetic.TEMPLATES.values():
+        for seed in range(20):
+            check_reasoning(template(random.Random(seed)))
+
+
+def test_split_is_a_stable_hash_of_the_question():
+    small = split_problems(generate_problems(3), 20, 5, 0.25)
+    large = split_problems(generate_problems(3), 60, 15, 0.25)
+    for split in ("train", "heldout"):
+        assert large[split][: len(small[split])] == small[split]  # more problems: none move
+        assert all(problem_split(p, 0.25) == split for p in large[split])
+        assert all(is_heldout(p["question"], 0.25) == (split == "heldout") for p in large[split])
+    assert not {p["question"] for p in large["train"]} & {p["question"] for p in large["heldout"]}
+    with pytest.raises(ValueError, match="ran out of problems"):
+        split_problems(islice(generate_problems(3), 10), 20, 5, 0.25)
+
+
+def test_trace_format_is_the_harness_gsm8k_format_with_think_tags():
+    other = {"question": "Ben has 5 cats and gets 2. How many?", "reasoning": "5 + 2 = 7"}
+    other["answer"] = "7"
+    assert format_example(PROBLEM) == (
+        "Question: Ana buys 3 pens at $4 each. How much?\n"
+        "Answer: <think> 3 * 4 = 12 </think> #### 12"
+    )
+    assert format_example(PROBLEM, think=False).endswith("Answer: 3 * 4 = 12 #### 12")
+    prompt = fewshot_prompt([PROBLEM], other)
+    assert prompt == format_example(PROBLEM) + "\n\nQuestion: " + other["question"] + "\nAnswer:"
+    assert format_trace([PROBLEM], other) == prompt + " <think> 5 + 2 = 7 </think> #### 7"
+    assert extract_answer(format_trace([PROBLEM], other)[len(prompt) :]) == "7"
+    assert harness_doc(other) == {
+        "question": other["question"],
+        "answer": "<think> 5 + 2 = 7 </think> #### 7",
+        "number": "7",
+    }
+    problems = list(islice(generate_problems(1), 10))
+    traces = make_traces(problems, shots=3, seed=0)
+    assert traces == make_traces(problems, shots=3, seed=0) and len(traces) == 10
+    for target, trace in zip(problems, traces, strict=True):
+        assert trace.count("Question:") == 4 and trace.count("<think>") == 4
+        assert trace.endswith(format_example(target).split("\nAnswer: ")[1])
+        assert trace.count(target["question"]) == 1  # the target is never its own example
+    with pytest.raises(ValueError, match="too few"):
+        make_traces(problems[:3], shots=3, seed=0)
+
+
+GSM8K = [
+    {
+        "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as "
+        "many clips in May. How many clips did Natalia sell altogether in April and May?",
+        "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = "
+        "<<48+24=72>>72 clips altogether in April and May.\n#### 72",
+    },
+    *(
+        {"question": f"What is {n} times 1,000?", "answer": f"{n} * 1000 = {n},000\n#### {n},000"}
+        for n in range(2, 40)
+    ),
+]
+
+
+def test_gsm8k_records_become_problems_and_traces(tmp_path, monkeypatch):
+    natalia = next(from_gsm8k(GSM8K))
+    assert natalia["answer"] == "72"
+    assert natalia["reasoning"] == (
+        "Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in "
+        "April and May."
+    )
+    assert "<<48/2=24>>" in next(from_gsm8k(GSM8K, strip_calculator=False))["reasoning"]
+    assert next(from_gsm8k(GSM8K[1:]))["answer"] == "2000"
+    with pytest.raises(ValueError, match="record 1: expected"):
+        list(from_gsm8k([GSM8K[0], {"question": "q", "answer": "no mark"}]))
+
+    # the hub loader, pointed at a local data set directory (no network)
+    write_jsonl(tmp_path / "gsm8k" / "train.jsonl", GSM8K)
+    records = load_gsm8k(str(tmp_path / "gsm8k"), name=None, split="train")
+    assert [dict(r) for r in records] == GSM8K
+
+    calls = []
+    monkeypatch.setattr(arithmetic, "load_gsm8k", lambda *a: calls.append(a) or GSM8K)
+    data = {
+        **DATA,
+        "source": "gsm8k",
+        "train": 8,
+        "heldout": 3,
+        "path": "openai/gsm8k",
+        "name": "main",
+        "split": "train",
+        "revision": None,
+        "strip_calculator": True,
+    }
+    traces = build_traces(data, seed=0)
+    assert calls == [("openai/gsm8k", "main", "train", None)]
+    assert len(traces["train"]) == 8 and len(traces["heldout"]) == 3
+    assert traces["info"]["source"] == "gsm8k" and traces["info"]["problems"]["heldout"] == 3
+    assert all(t.count("<think>") == 2 and "<<" not in t for t in traces["train"])
+    with pytest.raises(ValueError, match="think data source 'web'"):
+        build_traces({**data, "source": "web"}, seed=0)
+
+
+# --- the optimisation ---------------------------------------------------------------------------
+
+
+def test_only_the_two_think_rows_change_and_heldout_ce_falls(tiny_base, optimised):
+    out, metrics = optimised
+    ids = list(metrics["think_tokens"].values())
+    assert metrics["tied_embeddings"] is True  # the tiny base ties input and output vectors
+    assert metrics["trained"] == {EMBED: ids}
+    assert metrics["frozen_max_abs_change_overall"] == 0.0
+    assert set(metrics["frozen_max_abs_change"].values()) == {0.0}
+    assert all(v > 0 for v in metrics["think_rows_max_abs_change"][EMBED])
+
+    old, new = weights(tiny_base), weights(out)
+    assert set(old) == set(new)
+    for name, tensor in old.items():
+        if name == EMBED:
+            others = torch.ones(len(tensor), dtype=torch.bool)
+            others[ids] = False
+            assert torch.equal(new[name][others], tensor[others])
+            assert (new[name][ids] != tensor[ids]).any(dim=1).all()
+        else:
+            assert torch.equal(new[name], tensor), name
+
+    before, after = metrics["heldout_ce_before"], metrics["heldout_ce_after"]
+    assert before["tokens"]["think_tags"] == 2 * 2 * DATA["heldout"]  # 1 shot + target, 2 tags
+    assert after["overall"] < before["overall"]
+    assert after["think_tags"] < before["think_tags"] - 1.0
+    assert metrics["truncated"] == {"train": 0, "heldout": 0}
+    assert metrics["steps"] == 30 and metrics["log_history"][-1]["step"] == 30
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["heldout_ce_after"] == after and saved["saved_dtype"] == "float32"
+
+
+def test_optimised_model_loads_with_transformers_and_generates(optimised):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, metrics = optimised
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    problem, target = list(islice(generate_problems(2), 2))
+    enc = tok(fewshot_prompt([problem], target), return_tensors="pt")
+    generated = model.generate(**enc, max_new_tokens=6, do_sample=False)
+    assert generated.shape[1] == enc["input_ids"].shape[1] + 6
+
+    trace = format_trace([problem], target)
+    ids = tok(trace, add_special_tokens=False)["input_ids"]
+    assert ids.count(metrics["think_tokens"]["<think>"]) == 2
+    decoded = tok.decode(ids, skip_special_tokens=True)
+    assert decoded.count("<think>") == 2 and decoded.count("</think>") == 2
+    assert metrics["think_tokens_special"] == [False, False]
+
+
+@pytest.mark.parametrize("variant", ["untied", "bfloat16"])
+def test_untied_and_bfloat16_models_change_only_the_think_rows(tiny_base, tmp_path, variant):
+    """Untied: the output projection's two rows train too.  bfloat16: trained in float32,
+    saved in bfloat16, every other parameter bit-identical to the checkpoint."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = AutoModelForCausalLM.from_pretrained(tiny_base)
+    if variant == "untied":
+        source.config.tie_word_embeddings = False
+        model = AutoModelForCausalLM.from_config(source.config)
+        model.load_state_dict(source.state_dict(), strict=False)
+        model.lm_head.weight.data.copy_(source.lm_head.weight.data)
+        assert model.lm_head.weight is not model.model.embed_tokens.weight
+    else:
+        model = source.to(torch.bfloat16)
+    model.save_pretrained(tmp_path / "in")
+    AutoTokenizer.from_pretrained(tiny_base).save_pretrained(tmp_path / "in")
+
+    metrics = think(tmp_path / "in", tmp_path / "out", settings={**SETTINGS, "steps": 4})
+    ids = list(metrics["think_tokens"].values())
+    old, new = weights(tmp_path / "in"), weights(tmp_path / "out")
+    trained = {EMBED} | ({"lm_head.weight"} if variant == "untied" else set())
+    assert set(metrics["trained"]) == trained and metrics["tied_embeddings"] is (
+        variant != "untied"
+    )
+    assert set(old) == set(new)
+    for name, tensor in old.items():
+        assert new[name].dtype == tensor.dtype
+        if name in trained:
+            others = torch.ones(len(tensor), dtype=torch.bool)
+            others[ids] = False
+            assert torch.equal(new[name][others], tensor[others]), name
+            assert not torch.equal(new[name][ids], tensor[ids]), name
+        else:
+            assert torch.equal(new[name], tensor), name
+    assert metrics["saved_dtype"] == ("bfloat16" if variant == "bfloat16" else "float32")
+    assert math.isfinite(metrics["heldout_ce_after"]["overall"])
+
+
+def test_the_optimisation_is_deterministic_for_a_seed(tiny_base, tmp_path):
+    settings = {**SETTINGS, "steps": 3}
+    a = think(tiny_base, tmp_path / "a", settings=settings, seed=9)
+    b = think(tiny_base, tmp_path / "b", settings=settings, seed=9)
+    assert a["heldout_ce_after"] == b["heldout_ce_after"]
+    assert torch.equal(weights(tmp_path / "a")[EMBED], weights(tmp_path / "b")[EMBED])
+    with pytest.raises(ValueError, match="needs train and held-out traces, got 0 and 1"):
+        optimize_think_tokens(tiny_base, tmp_path / "c", [], ["x"], settings, seed=0)
+
+
+def test_a_tokenizer_without_think_tokens_is_refused(shards, tmp_path):
+    model_dir = tmp_path / "no-think"
+    train_tokenizer(shards["train"], model_dir, vocab_size=300, think_tokens=False)
+    with pytest.raises(ModelError, match=r"no-think: its tokenizer encodes '<think>' as \d+ tok"):
+        optimize_think_tokens(model_dir, tmp_path / "out", ["a"], ["b"], SETTINGS, seed=0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_nan_loss_stops_with_its_step(tiny_base, tmp_path):
+    # an infinite learning rate turns the think rows into NaN at the first update
+    settings = {**SETTINGS, "steps": 5, "learning_rate": math.inf}
+    with pytest.raises(FloatingPointError, match="training loss is nan at step 2"):
+        think(tiny_base, tmp_path / "out", settings=settings)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_snakemake_script_translates_to_one_library_call(tiny_base, tmp_path):
+    settings = {**SETTINGS, "steps": 2, "data": {**DATA, "train": 8, "heldout": 4}}
+    snakemake = types.SimpleNamespace(
+        input=types.SimpleNamespace(model=str(tiny_base)),
+        params=types.SimpleNamespace(
+            model=None,
+            settings=settings,
+            seed=3,
+            device="cpu",
+            trust_remote_code=False,
+            revision=None,
+        ),
+        output=[str(tmp_path / "think" / "base")],
+        log=[str(tmp_path / "logs" / "base.log")],
+        threads=1,
+        config={"think": settings},
+    )
+    script = ROOT / "workflow" / "scripts" / "optimize_think_tokens.py"
+    runpy.run_path(str(script), init_globals={"snakemake": snakemake})
+    metrics = json.loads((tmp_path / "think" / "base" / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["data"]["problems"] == {"train": 8, "heldout": 4}
+    assert metrics["provenance"]["seed"] == 3
+    assert "held-out CE" in (tmp_path / "logs" / "base.log").read_text()

@@ -1,0 +1,31 @@
+# Think-token optimisation: only the <think>/</think> rows of the chosen merge (and of the
+# base, for comparison) train.
+
+
+rule optimize_think_tokens:
+    input:
+        model=think_input,
+    output:
+        directory("results/think/{think_model}"),
+    log:
+        "logs/optimize_think_tokens/{think_model}.log",
+    benchmark:
+        "results/benchmarks/optimize_think_tokens/{think_model}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: config["think"]["threads"]
+    resources:
+        mem_mb=config["think"]["mem_mb"],
+        runtime=config["think"]["runtime_min"],
+        gpu=config["think"]["gpus"],
+    params:
+        model=lambda wc: hub_ref("base") if wc.think_model == "base" else None,
+        revision=lambda wc: (
+            config["models"]["base"]["revision"] if wc.think_model == "base" else None
+        ),
+        settings=config["think"],
+        seed=config["seed"],
+        device=config["device"],
+        trust_remote_code=config["trust_remote_code"],
+    script:
+        "../scripts/optimize_think_tokens.py"
