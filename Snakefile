@@ -46,6 +46,7 @@ include: "workflow/rules/proxy.smk"
 include: "workflow/rules/grpo.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/think.smk"
+include: "workflow/rules/tables.smk"
 
 
 rule all:
@@ -57,3 +58,4 @@ rule all:
         expand("results/adapters/{domain}", domain=DOMAINS),
         expand("results/merges/{method}", method=config["merge"]["variants"]),
         expand("results/think/{think_model}", think_model=THINK_MODELS),
+        "results/tables",

@@ -197,8 +197,9 @@ def test_changing_one_domains_grpo_settings_reruns_only_its_adapter(workflow_run
         "apply_adapter": 1,
         "merge_models": 2,
         "optimize_think_tokens": 1,
+        "make_tables": 1,
         "all": 1,
-        "total": 6,
+        "total": 7,
     }
     assert "wildcards: domain=bbc_news" in plan.stdout
 
@@ -245,6 +246,17 @@ def test_think_tokens_of_the_chosen_merge_and_the_base(workflow_run):
         assert AutoModelForCausalLM.from_pretrained(out, use_safetensors=True) is not None
 
 
+def test_tables(workflow_run):
+    import pandas as pd
+
+    tables = workflow_run / "results" / "tables"
+    adapters = pd.read_csv(tables / "adapters.csv")
+    assert sorted(adapters["domain"]) == ["bbc_news", "notes"]
+    assert sorted(pd.read_csv(tables / "merges.csv")["merge"]) == ["karcher", "karcher_deltas"]
+    cost = pd.read_csv(tables / "cost.csv")
+    assert {"pretrain_model", "train_adapter", "merge_models"} <= set(cost["rule"])
+
+
 def test_editing_a_local_source_file_reruns_its_domain(workflow_run):
     note = workflow_run / "data" / "notes" / "note03.txt"
     note.write_text(note.read_text() + "Added a line.\n")
@@ -274,8 +286,9 @@ def test_paper_config_plans_hub_models_without_building_any(tmp_path):
         "apply_adapter": 9,
         "merge_models": 5,
         "optimize_think_tokens": 2,
+        "make_tables": 1,
         "all": 1,
-        "total": 44,
+        "total": 45,
     }
     # GPU jobs ask for a GPU (the Slurm profile maps the resource to the cluster's form)
     adapter_job = plan.stdout.split("rule train_adapter:")[1].split("\n\n")[0]

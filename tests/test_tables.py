@@ -1,0 +1,139 @@
+import json
+
+import pandas as pd
+import pytest
+
+from stylemerge.tables import (
+    adapters_table,
+    cost_table,
+    make_tables,
+    merges_table,
+    pct_change,
+    reported,
+    think_table,
+)
+
+
+def summary(before, after, change, se, n=8):
+    return {
+        "before": {"mean": before, "se": 0.1, "n": n},
+        "after": {"mean": after, "se": 0.1, "n": n},
+        "change": {"mean": change, "se": se, "n": n},
+    }
+
+
+def adapter(change, se):
+    return {
+        "heldout": {
+            "style_contrast": summary(-0.2, -0.2 + change, change, se),
+            "fluency_logprob": summary(-4.5, -4.4, 0.1, 0.05),
+        },
+        "steps": 60,
+    }
+
+
+def merge(entropies, merged, base, calibration=None):
+    inputs = {f"d{i}": {"entropy": e, "loss": 5.0 + i} for i, e in enumerate(entropies)}
+    return {
+        "method": "karcher",
+        "space": "weights",
+        "entropy": {
+            "inputs": inputs,
+            "inputs_mean": sum(entropies) / len(entropies),
+            "base": {"entropy": base, "loss": 5.5},
+            "merged": {"entropy": merged, "loss": 5.2},
+        },
+        "calibration": calibration,
+    }
+
+
+def think(before, after):
+    return {
+        "heldout_ce_before": {"overall": before, "think_tags": 9.0},
+        "heldout_ce_after": {"overall": after, "think_tags": 1.0},
+        "steps": 30,
+        "frozen_max_abs_change_overall": 0.0,
+    }
+
+
+def test_pct_change():
+    assert pct_change(90.37, 100.0) == pytest.approx(-9.63)
+    assert pct_change(1.0, 0.0) is None and pct_change(None, 1.0) is None
+
+
+def test_reported_figures_are_the_cards():
+    card = reported()
+    assert card["lambada_perplexity_change_vs_base"] == -9.63
+    assert card["distinct_1_change_vs_base"] == {"ao3_english": 10.5, "bbc_news": 3.6}
+    assert card["gsm8k_3shot_accuracy"] == {"original": 90.0, "optimised": 96.7}
+
+
+def test_adapters_table_marks_changes_beyond_two_se():
+    frame = adapters_table({"b": adapter(0.1, 0.02), "a": adapter(0.03, 0.02)})
+    assert list(frame["domain"]) == ["a", "b"]
+    assert list(frame["style_change_z"]) == pytest.approx([1.5, 5.0])
+    assert list(frame["improved_2se"]) == [False, True]
+    assert frame.loc[1, "style_after"] == pytest.approx(-0.1)
+
+
+def test_merges_table_entropy_change_and_calibration():
+    plain = merge([4.0, 5.0], merged=4.05, base=4.8)
+    calibrated = merge(
+        [4.0, 5.0],
+        merged=4.05,
+        base=4.8,
+        calibration={
+            "logit_scale": 0.9,
+            "before": {"entropy": 4.05, "loss": 5.2},
+            "after": {"entropy": 4.5, "loss": 5.1},
+        },
+    )
+    frame = merges_table({"karcher": plain, "karcher_cal": calibrated})
+    assert frame.loc[0, "entropy_change_vs_inputs_pct"] == pytest.approx((4.05 - 4.5) / 4.5 * 100)
+    assert frame.loc[0, "loss_inputs_mean"] == pytest.approx(5.5)
+    assert pd.isna(frame.loc[0, "entropy_calibrated"])
+    assert frame.loc[1, "entropy_calibrated"] == 4.5 and frame.loc[1, "logit_scale"] == 0.9
+
+
+def test_think_table_percent_change_beside_the_card():
+    frame = think_table({"karcher": think(2.0, 1.844)})
+    assert frame.loc[0, "ce_change_pct"] == pytest.approx(-7.8)
+    assert frame.loc[0, "ce_change_pct_reported"] == -7.8
+
+
+def test_cost_table_reads_snakemake_benchmarks(tmp_path):
+    (tmp_path / "train_adapter").mkdir()
+    (tmp_path / "train_adapter" / "bbc_news.tsv").write_text(
+        "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+        "61.5\t0:01:01\t812.3\t2600\t700\t710\t1\t0\t90\t110.2\n"
+    )
+    frame = cost_table(tmp_path)
+    assert frame.to_dict("records") == [
+        {
+            "rule": "train_adapter",
+            "job": "bbc_news",
+            "wall_s": 61.5,
+            "max_rss_mb": 812.3,
+            "cpu_s": 110.2,
+        }
+    ]
+
+
+def test_make_tables_writes_csv_markdown_and_latex(tmp_path):
+    def result(kind, name, metrics):
+        path = tmp_path / kind / name
+        path.mkdir(parents=True)
+        (path / "metrics.json").write_text(json.dumps(metrics))
+        return path
+
+    adapters = [result("adapters", "bbc_news", adapter(0.1, 0.02))]
+    merges = [result("merges", "karcher", merge([4.0, 5.0], 4.4, 4.8))]
+    thinks = [result("think", "karcher", think(2.0, 1.9))]
+    frames = make_tables(adapters, merges, thinks, tmp_path / "none", tmp_path / "tables")
+    assert set(frames) == {"adapters", "merges", "think", "cost"}
+    for name in frames:
+        for suffix in (".csv", ".md", ".tex"):
+            assert (tmp_path / "tables" / f"{name}{suffix}").is_file()
+    again = pd.read_csv(tmp_path / "tables" / "adapters.csv")
+    assert again.loc[0, "domain"] == "bbc_news" and bool(again.loc[0, "improved_2se"])
+    assert "bbc_news" in (tmp_path / "tables" / "adapters.md").read_text()

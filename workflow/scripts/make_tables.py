@@ -1,0 +1,12 @@
+# Translation only: snakemake.* -> stylemerge.tables.make_tables
+from stylemerge.logging import to_file
+from stylemerge.tables import make_tables
+
+with to_file(snakemake.log[0]):
+    make_tables(
+        adapters=snakemake.input.adapters,
+        merges=snakemake.input.merges,
+        think=snakemake.input.think,
+        benchmark_dir=snakemake.params.benchmarks,
+        out_dir=snakemake.output[0],
+    )
