@@ -137,9 +137,8 @@ def evaluate_policy(
         components[func.__name__] = per_prompt(values)
         total = [t + weight * v for t, v in zip(total, values, strict=True)]
     components["total"] = per_prompt(total)
-    fluency = [v for v in general.mean_logprobs(flat_prompts, flat)]
-    finite = [v if math.isfinite(v) else math.nan for v in fluency]
-    components["fluency_logprob"] = per_prompt(finite)
+    # raw general-proxy log-prob (NaN for blank completions; summarise() skips those prompts)
+    components["fluency_logprob"] = per_prompt(general.mean_logprobs(flat_prompts, flat))
     return {
         "per_prompt": components,
         "examples": [[p, c[0]] for p, c in zip(prompts[:3], completions[:3], strict=True)],
