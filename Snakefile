@@ -46,6 +46,7 @@ include: "workflow/rules/proxy.smk"
 include: "workflow/rules/grpo.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/think.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 
 
@@ -58,4 +59,6 @@ rule all:
         expand("results/adapters/{domain}", domain=DOMAINS),
         expand("results/merges/{method}", method=config["merge"]["variants"]),
         expand("results/think/{think_model}", think_model=THINK_MODELS),
+        expand("results/eval/{eval_model}/lm_eval.json", eval_model=EVAL_MODELS),
+        expand("results/eval/{eval_model}/diversity", eval_model=EVAL_MODELS),
         "results/tables",

@@ -5,7 +5,11 @@ import pytest
 
 from stylemerge.tables import (
     adapters_table,
+    bpb_table,
     cost_table,
+    diversity_table,
+    gsm8k_table,
+    lambada_table,
     make_tables,
     merges_table,
     pct_change,
@@ -119,6 +123,56 @@ def test_cost_table_reads_snakemake_benchmarks(tmp_path):
     ]
 
 
+def lm_eval(ppl, acc, gsm8k=None, bpb=None, paper=False):
+    """An lm_eval.json as evaluate_lm writes it (embedded task names, or the harness's)."""
+    lambada = "lambada_openai" if paper else "stylemerge_lambada"
+    tasks = {lambada: {"metrics": {"perplexity": {"none": ppl}, "acc": {"none": acc}}}}
+    if gsm8k is not None:
+        tasks["stylemerge_gsm8k"] = {"metrics": {"exact_match": {"strict-match": gsm8k}}}
+    for domain, value in (bpb or {}).items():
+        tasks[f"stylemerge_bpb_{domain}"] = {"metrics": {"bits_per_byte": {"none": value}}}
+    return {"tasks": tasks}
+
+
+def test_lambada_change_vs_base_and_comparison():
+    evals = {
+        "base": lm_eval(20.0, 0.30),
+        "karcher": lm_eval(18.074, 0.35),
+        "wave": lm_eval(18.673, 0.33),
+    }
+    frame = lambada_table(evals, comparison="wave").set_index("model")
+    assert frame.loc["karcher", "ppl_change_vs_base_pct"] == pytest.approx(-9.63)
+    assert frame.loc["karcher", "ppl_change_vs_comparison_pct"] == pytest.approx(-3.2078, abs=1e-3)
+    assert frame.loc["base", "ppl_change_vs_base_pct"] == 0.0
+    assert frame.loc["karcher", "reported_vs_base_pct"] == -9.63
+    assert frame.loc["karcher", "acc"] == 0.35
+    paper = lambada_table(
+        {"base": lm_eval(10.0, 0.6, paper=True), "m": lm_eval(9.0, 0.6, paper=True)}
+    )
+    assert paper.set_index("model").loc["m", "ppl_change_vs_base_pct"] == pytest.approx(-10.0)
+    assert paper["ppl_change_vs_comparison_pct"].isna().all()
+
+
+def test_gsm8k_original_vs_optimised_think_tokens():
+    evals = {"karcher": lm_eval(1, 0, gsm8k=0.9), "think_karcher": lm_eval(1, 0, gsm8k=0.967)}
+    frame = gsm8k_table(evals, {"karcher": "think_karcher"})
+    row = frame.iloc[0]
+    assert (row["accuracy_original"], row["accuracy_optimised"]) == pytest.approx((90.0, 96.7))
+    assert row["change_points"] == pytest.approx(6.7)
+    assert (row["reported_original"], row["reported_optimised"]) == (90.0, 96.7)
+
+
+def test_bits_per_byte_per_model_and_domain():
+    evals = {"base": lm_eval(1, 0, bpb={"bbc_news": 1.2, "ao3_english": 1.4})}
+    frame = bpb_table(evals, ["bbc_news", "ao3_english", "missing"])
+    assert frame.iloc[0].to_dict() == {
+        "model": "base",
+        "bbc_news": 1.2,
+        "ao3_english": 1.4,
+        "missing": None,
+    }
+
+
 def test_make_tables_writes_csv_markdown_and_latex(tmp_path):
     def result(kind, name, metrics):
         path = tmp_path / kind / name
@@ -129,11 +183,78 @@ def test_make_tables_writes_csv_markdown_and_latex(tmp_path):
     adapters = [result("adapters", "bbc_news", adapter(0.1, 0.02))]
     merges = [result("merges", "karcher", merge([4.0, 5.0], 4.4, 4.8))]
     thinks = [result("think", "karcher", think(2.0, 1.9))]
-    frames = make_tables(adapters, merges, thinks, tmp_path / "none", tmp_path / "tables")
-    assert set(frames) == {"adapters", "merges", "think", "cost"}
+    evals = []
+    for model, metrics in (
+        ("base", lm_eval(20.0, 0.3, 0.5, {"bbc_news": 1.3})),
+        ("karcher", lm_eval(19.0, 0.3, 0.5, {"bbc_news": 1.2})),
+        ("think_karcher", lm_eval(19.0, 0.3, 0.6, {"bbc_news": 1.2})),
+    ):
+        (tmp_path / "eval" / model).mkdir(parents=True)
+        evals.append(tmp_path / "eval" / model / "lm_eval.json")
+        evals[-1].write_text(json.dumps(metrics))
+    frames = make_tables(
+        adapters,
+        merges,
+        thinks,
+        evals,
+        [],
+        tmp_path / "none",
+        tmp_path / "tables",
+        domains=["bbc_news"],
+    )
+    assert set(frames) == {
+        "diversity",
+        "adapters",
+        "merges",
+        "think",
+        "cost",
+        "lambada",
+        "gsm8k_think",
+        "bits_per_byte",
+    }
+    assert frames["gsm8k_think"].iloc[0]["change_points"] == pytest.approx(10.0)
+    assert frames["lambada"].set_index("model").loc[
+        "karcher", "ppl_change_vs_base_pct"
+    ] == pytest.approx(-5.0)
     for name in frames:
         for suffix in (".csv", ".md", ".tex"):
             assert (tmp_path / "tables" / f"{name}{suffix}").is_file()
     again = pd.read_csv(tmp_path / "tables" / "adapters.csv")
     assert again.loc[0, "domain"] == "bbc_news" and bool(again.loc[0, "improved_2se"])
     assert "bbc_news" in (tmp_path / "tables" / "adapters.md").read_text()
+
+
+def test_diversity_table_pairs_models_on_the_same_prompts(tmp_path):
+    def write(model, samples):
+        out = tmp_path / model / "diversity"
+        out.mkdir(parents=True)
+        lines = [
+            json.dumps(
+                {
+                    "domain": "bbc_news",
+                    "prompt_index": p,
+                    "prompt": f"prompt {p}",
+                    "sample_index": k,
+                    "text": text,
+                }
+            )
+            for p, group in enumerate(samples)
+            for k, text in enumerate(group)
+        ]
+        (out / "generations.jsonl").write_text("\n".join(lines) + "\n")
+        value = {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+        metrics = {
+            "domains": {"bbc_news": {"distinct_1": value, "ead_1": value, "self_diversity": value}}
+        }
+        (out / "metrics.json").write_text(json.dumps(metrics))
+        return out
+
+    base = write("base", [["a a b", "a b b"], ["c c d", "c d d"], ["e e f", "e f f"]])
+    merged = write("karcher", [["a b g", "a b h"], ["c d i", "c d j"], ["e f k", "e f l"]])
+    frame = diversity_table({"base": base, "karcher": merged}).set_index("model")
+    # base: 6 distinct of 18 tokens; merged: 12 distinct of 18 -> +100 %
+    assert frame.loc["karcher", "distinct_1_change_vs_base_pct"] == pytest.approx(100.0)
+    assert frame.loc["base", "distinct_1_change_vs_base_pct"] == pytest.approx(0.0)
+    assert frame.loc["karcher", "reported_change_pct"] == 3.6
+    low, high = frame.loc["karcher", ["change_ci_low_pct", "change_ci_high_pct"]]
+    assert low <= 100.0 <= high

@@ -22,6 +22,22 @@ PRETRAIN = {
 }
 REDUCED = {
     "seed": 7,
+    "evaluate": {
+        "lm_eval": {
+            "tasks": [
+                {"name": "stylemerge_lambada"},
+                {"name": "stylemerge_gsm8k", "num_fewshot": 1},
+                {"name": "stylemerge_bpb"},
+            ],
+            "max_length": 512,
+            "bootstrap_iters": 0,
+            "samples": 1,
+            "lambada": {"domains": ["bbc_news"], "max_passages": 8},
+            "gsm8k": {"train": 8, "heldout": 4, "max_gen_toks": 32},
+            "bpb": {"max_documents": 2},
+        },
+        "diversity": {"prompts": 4, "samples": 2, "max_new_tokens": 8, "bootstrap": 50},
+    },
     "think": {
         "steps": 3,
         "batch_size": 4,
@@ -197,9 +213,11 @@ def test_changing_one_domains_grpo_settings_reruns_only_its_adapter(workflow_run
         "apply_adapter": 1,
         "merge_models": 2,
         "optimize_think_tokens": 1,
+        "evaluate_lm": 4,
+        "measure_diversity": 4,
         "make_tables": 1,
         "all": 1,
-        "total": 7,
+        "total": 15,
     }
     assert "wildcards: domain=bbc_news" in plan.stdout
 
@@ -253,6 +271,19 @@ def test_tables(workflow_run):
     adapters = pd.read_csv(tables / "adapters.csv")
     assert sorted(adapters["domain"]) == ["bbc_news", "notes"]
     assert sorted(pd.read_csv(tables / "merges.csv")["merge"]) == ["karcher", "karcher_deltas"]
+    lambada = pd.read_csv(tables / "lambada.csv").set_index("model")
+    assert {"base", "karcher", "think_karcher", "domain_notes"} <= set(lambada.index)
+    assert lambada.loc["base", "ppl_change_vs_base_pct"] == 0.0
+    assert (lambada["perplexity"] > 1).all()
+    bpb = pd.read_csv(tables / "bits_per_byte.csv")
+    assert list(bpb.columns) == ["model", "bbc_news", "notes"] and (bpb["notes"] > 0).all()
+    diversity = pd.read_csv(tables / "diversity.csv")
+    assert set(diversity["domain"]) == {"bbc_news", "notes"}
+    assert (diversity["distinct_1"] > 0).all()
+    base = diversity[diversity["model"] == "base"]
+    assert (base["distinct_1_change_vs_base_pct"] == 0).all()
+    gsm8k = pd.read_csv(tables / "gsm8k_think.csv")
+    assert sorted(gsm8k["model"]) == ["base", "karcher"]
     cost = pd.read_csv(tables / "cost.csv")
     assert {"pretrain_model", "train_adapter", "merge_models"} <= set(cost["rule"])
 
@@ -286,9 +317,11 @@ def test_paper_config_plans_hub_models_without_building_any(tmp_path):
         "apply_adapter": 9,
         "merge_models": 5,
         "optimize_think_tokens": 2,
+        "evaluate_lm": 9,
+        "measure_diversity": 9,
         "make_tables": 1,
         "all": 1,
-        "total": 45,
+        "total": 63,
     }
     # GPU jobs ask for a GPU (the Slurm profile maps the resource to the cluster's form)
     adapter_job = plan.stdout.split("rule train_adapter:")[1].split("\n\n")[0]

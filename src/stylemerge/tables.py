@@ -143,6 +143,129 @@ def cost_table(benchmark_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+# lm-eval task names: the harness's own (paper scale) first, then the packaged mirrors.
+LAMBADA_TASKS = ("lambada_openai", "stylemerge_lambada")
+GSM8K_TASKS = ("gsm8k", "stylemerge_gsm8k")
+BPB_TASKS = ("uncheatable_eval_{domain}", "stylemerge_bpb_{domain}")
+
+
+def task_metric(result: Mapping, tasks, metric: str, filter_: str = "none") -> float | None:
+    """A metric from an lm_eval.json: the first of ``tasks`` that ran."""
+    for task in tasks:
+        entry = result.get("tasks", {}).get(task)
+        if entry is not None:
+            return entry["metrics"].get(metric, {}).get(filter_)
+    return None
+
+
+def lambada_table(evals: Mapping[str, Mapping], comparison: str | None = None) -> pd.DataFrame:
+    """Per model: lambada perplexity and accuracy, % change vs the base and vs the comparison
+    model, with the card's figures beside them."""
+    card = reported()
+    base = task_metric(evals.get("base", {}), LAMBADA_TASKS, "perplexity")
+    other = (
+        task_metric(evals.get(comparison, {}), LAMBADA_TASKS, "perplexity") if comparison else None
+    )
+    rows = []
+    for model, result in evals.items():
+        ppl = task_metric(result, LAMBADA_TASKS, "perplexity")
+        rows.append(
+            {
+                "model": model,
+                "perplexity": ppl,
+                "acc": task_metric(result, LAMBADA_TASKS, "acc"),
+                "ppl_change_vs_base_pct": pct_change(ppl, base),
+                "ppl_change_vs_comparison_pct": pct_change(ppl, other),
+                "reported_vs_base_pct": card["lambada_perplexity_change_vs_base"],
+                "reported_vs_comparison_pct": card["lambada_perplexity_change_vs_comparison"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def gsm8k_table(evals: Mapping[str, Mapping], think_pairs: Mapping[str, str]) -> pd.DataFrame:
+    """3-shot gsm8k-style accuracy with original vs optimised think embeddings, per pair
+    ``{original model: think-optimised model}``, beside the card's 90.0 -> 96.7."""
+    card = reported()["gsm8k_3shot_accuracy"]
+    rows = []
+    for original, optimised in think_pairs.items():
+        before = task_metric(evals.get(original, {}), GSM8K_TASKS, "exact_match", "strict-match")
+        after = task_metric(evals.get(optimised, {}), GSM8K_TASKS, "exact_match", "strict-match")
+        rows.append(
+            {
+                "model": original,
+                "accuracy_original": None if before is None else 100 * before,
+                "accuracy_optimised": None if after is None else 100 * after,
+                "change_points": None if None in (before, after) else 100 * (after - before),
+                "reported_original": card["original"],
+                "reported_optimised": card["optimised"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def bpb_table(evals: Mapping[str, Mapping], domains: list[str]) -> pd.DataFrame:
+    """Bits per byte per model (rows) and domain (columns), Uncheatable-Eval style."""
+    rows = []
+    for model, result in evals.items():
+        row = {"model": model}
+        for domain in domains:
+            tasks = [t.format(domain=domain) for t in BPB_TASKS]
+            row[domain] = task_metric(result, tasks, "bits_per_byte")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", *domains])
+
+
+def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
+    """Per domain and model: distinct-1, EAD-1 and self-diversity with their intervals, and
+    distinct-1's change vs the base (paired over the same prompts, jackknife interval), with
+    the card's figures beside it. ``diversity_dirs``: {model: results/eval/<model>/diversity}."""
+    from stylemerge.diversity import distinct_change, read_generations
+
+    card = reported()["distinct_1_change_vs_base"]
+    metrics = {m: read_json(Path(p) / "metrics.json") for m, p in diversity_dirs.items()}
+    generations = {
+        m: read_generations(Path(p) / "generations.jsonl") for m, p in diversity_dirs.items()
+    }
+    base = generations.get("base")
+    rows = []
+    for model, result in metrics.items():
+        for domain, values in sorted(result["domains"].items()):
+            change = {}
+            paired = (
+                base is not None
+                and domain in base
+                and domain in generations[model]
+                and base[domain]["prompts"] == generations[model][domain]["prompts"]
+            )
+            if paired:
+                change = distinct_change(
+                    base[domain]["samples"], generations[model][domain]["samples"], n=1
+                )
+            rows.append(
+                {
+                    "domain": domain,
+                    "model": model,
+                    "distinct_1": values["distinct_1"]["value"],
+                    "distinct_1_ci_low": values["distinct_1"]["ci_low"],
+                    "distinct_1_ci_high": values["distinct_1"]["ci_high"],
+                    "ead_1": values["ead_1"]["value"],
+                    "self_diversity": values["self_diversity"]["value"],
+                    "self_diversity_ci_low": values["self_diversity"]["ci_low"],
+                    "self_diversity_ci_high": values["self_diversity"]["ci_high"],
+                    "distinct_1_change_vs_base_pct": _pct(change.get("value")),
+                    "change_ci_low_pct": _pct(change.get("ci_low")),
+                    "change_ci_high_pct": _pct(change.get("ci_high")),
+                    "reported_change_pct": card.get(domain),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _pct(fraction: float | None) -> float | None:
+    return None if fraction is None or not math.isfinite(fraction) else 100.0 * fraction
+
+
 def load_dirs(paths, name: str = "metrics.json") -> dict[str, dict]:
     """``{directory name: its metrics JSON}`` for result directories."""
     return {Path(p).name: read_json(Path(p) / name) for p in paths}
@@ -152,11 +275,32 @@ def make_tables(
     adapters: list[str | Path],
     merges: list[str | Path],
     think: list[str | Path],
+    lm_eval: list[str | Path],
+    diversity: list[str | Path],
     benchmark_dir: str | Path,
     out_dir: str | Path,
+    domains: list[str],
+    comparison: str | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Build and write every table under ``out_dir``; returns the frames by name."""
+    """Build and write every table under ``out_dir``; returns the frames by name.
+    ``lm_eval`` are results/eval/<model>/lm_eval.json files and ``diversity`` the
+    results/eval/<model>/diversity directories; think-optimised models are ``think_<model>``."""
+    evals = {Path(p).parent.name: read_json(p) for p in lm_eval}
+    pairs = {m[len("think_") :]: m for m in evals if m.startswith("think_")}
     frames = {
+        "lambada": (
+            lambada_table(evals, comparison),
+            "lambada: perplexity and accuracy, % change vs base and comparison",
+        ),
+        "gsm8k_think": (
+            gsm8k_table(evals, pairs),
+            "gsm8k-style 3-shot accuracy, original vs optimised think tokens",
+        ),
+        "bits_per_byte": (bpb_table(evals, domains), "Bits per byte on held-out text"),
+        "diversity": (
+            diversity_table({Path(p).parent.name: p for p in diversity}),
+            "Text diversity per domain: distinct-1, EAD-1, self-diversity",
+        ),
         "adapters": (
             adapters_table(load_dirs(adapters)),
             "GRPO adapters: held-out style reward and fluency before -> after",

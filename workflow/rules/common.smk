@@ -33,11 +33,48 @@ THINK_MODELS = [config["merge"]["chosen"]] + (
 )
 
 
+# Model variants the evaluation stage scores, each at results/eval/<name>/: name -> local
+# directory made here, or a reference (hub id or directory) from config.
+_eval_parts = [
+    {"base": None},
+    (
+        {f"domain_{d}": f"results/domain_models/{d}" for d in DOMAINS}
+        if config["evaluate"]["domain_models"]
+        else {}
+    ),
+    {name: f"results/merges/{name}" for name in config["merge"]["variants"]},
+    {f"think_{name}": f"results/think/{name}" for name in THINK_MODELS},
+    dict(config["evaluate"]["comparisons"]),
+]
+EVAL_MODELS = {k: v for part in _eval_parts for k, v in part.items()}
+if len(EVAL_MODELS) != sum(len(part) for part in _eval_parts):
+    raise WorkflowError(
+        "model names to evaluate collide (base, domain_<d>, merge names, think_<m>, "
+        "evaluate.comparisons): rename a merge variant or a comparison"
+    )
+if config["evaluate"]["comparison"] not in (None, *config["evaluate"]["comparisons"]):
+    raise WorkflowError(
+        f"config key 'evaluate.comparison': {config['evaluate']['comparison']!r} is not one "
+        "of evaluate.comparisons"
+    )
+_lambada = config["evaluate"]["lm_eval"]["lambada"]["domains"]
+if any(
+    t["name"] in ("stylemerge", "stylemerge_lambada")
+    for t in config["evaluate"]["lm_eval"]["tasks"]
+):
+    if [d for d in _lambada if d not in DOMAINS]:
+        raise WorkflowError(
+            f"config key 'evaluate.lm_eval.lambada.domains': "
+            f"{', '.join(d for d in _lambada if d not in DOMAINS)} not among the domains"
+        )
+
+
 wildcard_constraints:
     domain=_one_of(DOMAINS),
     model=_one_of(BUILT_MODELS),
     method=_one_of(config["merge"]["variants"]),
     think_model=_one_of(THINK_MODELS),
+    eval_model=_one_of(EVAL_MODELS),
 
 
 def shard_paths(split):
@@ -76,3 +113,19 @@ def think_input(wildcards):
     if wildcards.think_model == "base":
         return model_input("base")
     return f"results/merges/{wildcards.think_model}"
+
+
+def eval_model_input(wildcards):
+    """The evaluated model's directory (nothing for a hub id: see eval_model_ref)."""
+    path = EVAL_MODELS[wildcards.eval_model]
+    if path is None:
+        return model_input("base")
+    return path if path.startswith("results/") or Path(path).is_dir() else []
+
+
+def eval_model_ref(wildcards):
+    """The hub id a script loads when the evaluated model is no local input (else None)."""
+    path = EVAL_MODELS[wildcards.eval_model]
+    if path is None:
+        return hub_ref("base")
+    return None if eval_model_input(wildcards) else path

@@ -6,6 +6,8 @@ rule make_tables:
         adapters=expand("results/adapters/{domain}", domain=DOMAINS),
         merges=expand("results/merges/{method}", method=config["merge"]["variants"]),
         think=expand("results/think/{think_model}", think_model=THINK_MODELS),
+        lm_eval=expand("results/eval/{eval_model}/lm_eval.json", eval_model=EVAL_MODELS),
+        diversity=expand("results/eval/{eval_model}/diversity", eval_model=EVAL_MODELS),
     output:
         directory("results/tables"),
     log:
@@ -14,5 +16,7 @@ rule make_tables:
         "../../envs/tables.yaml"
     params:
         benchmarks="results/benchmarks",
+        domains=DOMAINS,
+        comparison=config["evaluate"]["comparison"],
     script:
         "../scripts/make_tables.py"

@@ -7,6 +7,10 @@ with to_file(snakemake.log[0]):
         adapters=snakemake.input.adapters,
         merges=snakemake.input.merges,
         think=snakemake.input.think,
+        lm_eval=snakemake.input.lm_eval,
+        diversity=snakemake.input.diversity,
         benchmark_dir=snakemake.params.benchmarks,
         out_dir=snakemake.output[0],
+        domains=snakemake.params.domains,
+        comparison=snakemake.params.comparison,
     )

@@ -1,0 +1,564 @@
+"""The lm-evaluation-harness part of the evaluation stage (``evaluate_lm``).
+
+Models are scored through the harness's Python API: :func:`evaluate_lm` wraps a model loaded
+with :func:`stylemerge.models.load_model` (safetensors only) in ``HFLM`` and calls
+``simple_evaluate``; the compact result is written to one fixed path, whatever file names
+lm-eval would pick.
+
+Tasks are harness task names (paper scale: ``lambada_openai``, ``gsm8k``,
+``uncheatable_eval_<domain>``) or the tasks packaged here (``stylemerge_*``; the embedded
+default, no network).  The packaged tasks live in ``stylemerge/lm_tasks/`` as YAML templates
+that mirror the harness's own, with only the data set changed; :func:`prepare_task_data` writes
+their data (local JSONL) and the filled-in YAMLs to a per-run directory, which
+``TaskManager(include_path=..., include_defaults=False)`` then indexes in milliseconds
+(indexing every harness task costs ~10 s):
+
+- ``stylemerge_lambada``: ``lambada_openai`` on passages of held-out shard text whose last word
+  is the target (:func:`lambada_passages`), from the configured (prose) domains;
+- ``stylemerge_gsm8k``: ``gsm8k`` (3-shot) on the arithmetic problems of
+  :mod:`stylemerge.arithmetic`: held-out problems as test documents, train problems as the
+  few-shot pool, answers ``<think> reasoning </think> #### N``;
+- ``stylemerge_bpb_<domain>`` (group ``stylemerge_bpb``): ``uncheatable_eval``'s rolling
+  log-likelihood (bits per byte) on each domain's held-out shard.
+
+The tag ``stylemerge`` names every packaged task.
+
+Think tags survive generation: lm-eval decodes generations with ``skip_special_tokens=True``;
+``<think>``/``</think>`` are not special tokens in Qwen3 or the tiny models, and
+:func:`hflm_class` (an HFLM subclass) keeps them even for a tokenizer that marks them special.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stylemerge import arithmetic
+from stylemerge.io import sha256_file, write_json, write_jsonl
+from stylemerge.models import load_model, load_tokenizer
+from stylemerge.runtime import resolve_device, use_threads
+from stylemerge.shards import read_shard
+from stylemerge.tokenizer import THINK_TOKENS
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).parent / "lm_tasks"
+PREFIX = "stylemerge"  # packaged task names start with this; anything else is a harness task
+LAMBADA, GSM8K, BPB = "stylemerge_lambada", "stylemerge_gsm8k", "stylemerge_bpb"
+
+# --- lambada-style passages ---------------------------------------------------------------------
+
+# a word that ends a sentence: . ! or ? then optional closing quotes or brackets
+_SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*$")
+_TRAILING = re.compile(r"[^\w]+$")
+# a target word: letters, inner apostrophes or hyphens allowed ("don't", "well-known")
+_WORD = re.compile(r"[^\W\d_]{2,}(?:['\u2019-][^\W\d_]+)*|[^\W\d_]+(?:['\u2019-][^\W\d_]+)+")
+
+
+def lambada_passages(text: str, min_words: int, max_words: int) -> list[str]:
+    """LAMBADA-style passages of ``text``: consecutive, non-overlapping runs of whole sentences,
+    ``min_words`` to ``max_words`` words long, ending in a plain word (letters only, at least
+    two) whose sentence punctuation is dropped, so that the passage's last space-separated word
+    is the target, as in ``lambada_openai``.  Whitespace (newlines included) becomes single
+    spaces, because the task splits on ``' '``.
+
+    A sentence end whose last word is no plain word (a number, a quoted word, code) does not end
+    a passage: the passage grows to the next sentence end.  A run that passes ``max_words``
+    without a usable end is dropped and the next passage starts after it.  Unlike LAMBADA's,
+    these passages are not filtered for needing the wider context (that needed human
+    annotators): the target is simply the last word of a run of sentences."""
+    if not 1 <= min_words <= max_words:
+        raise ValueError(
+            f"lambada passages: need 1 <= min_words <= max_words, got {min_words} and {max_words}"
+        )
+    words = text.split()
+    passages, start = [], 0
+    for i, word in enumerate(words):
+        if not _SENTENCE_END.search(word):
+            continue
+        length = i - start + 1
+        if length > max_words:
+            start = i + 1
+            continue
+        core = _TRAILING.sub("", word)
+        if length < min_words or not _WORD.fullmatch(core):
+            continue
+        passages.append(" ".join([*words[start:i], core]))
+        start = i + 1
+    return passages
+
+
+def lambada_documents(heldout_shards: Mapping[str, str | Path], settings: Mapping) -> list[dict]:
+    """Passages of the held-out shards of ``settings["domains"]``, interleaved (first passage
+    of every document, then every second passage, ...) so that a ``limit`` or ``max_passages``
+    keeps passages of many documents; at most ``max_passages`` (null: all)."""
+    missing = [d for d in settings["domains"] if d not in heldout_shards]
+    if missing:
+        raise ValueError(
+            f"evaluate lambada domains {missing} have no held-out shard (domains with one: "
+            f"{', '.join(sorted(heldout_shards))})"
+        )
+    per_document = []
+    for domain in settings["domains"]:
+        for record in read_shard(heldout_shards[domain]):
+            passages = lambada_passages(
+                record["text"], settings["min_words"], settings["max_words"]
+            )
+            doc_id = record.get("id", "")
+            per_document.append(
+                [
+                    {"id": f"{doc_id}:{k}", "domain": domain, "text": passage}
+                    for k, passage in enumerate(passages)
+                ]
+            )
+    docs = [d for rank in zip_longest(*per_document) for d in rank if d is not None]
+    if settings.get("max_passages"):
+        docs = docs[: settings["max_passages"]]
+    if not docs:
+        raise ValueError(
+            f"no lambada passages in the held-out shards of {settings['domains']} "
+            f"({settings['min_words']} to {settings['max_words']} words ending a sentence in a "
+            "plain word); lower lambada.min_words or raise max_words"
+        )
+    return docs
+
+
+# --- task data and YAMLs ------------------------------------------------------------------------
+
+
+def _template(name: str) -> dict:
+    return yaml.safe_load((TEMPLATES / f"{name}.yaml").read_text(encoding="utf-8"))
+
+
+def _write_task(path: Path, config: Mapping) -> None:
+    header = "# Written by stylemerge.evaluate.prepare_task_data from the packaged template.\n"
+    path.write_text(
+        header + yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
+
+
+def _data_file(path: Path, records: Sequence[Mapping]) -> dict:
+    write_jsonl(path, records)
+    return {"file": str(path), "documents": len(records), "sha256": sha256_file(path)}
+
+
+def prepare_task_data(
+    heldout_shards: Mapping[str, str | Path],
+    out_dir: str | Path,
+    settings: Mapping,
+    seed: int,
+    heldout_fraction: float,
+    tasks: Sequence[str] = (LAMBADA, GSM8K, BPB),
+) -> dict:
+    """Write the data and task YAMLs of the packaged tasks named in ``tasks`` to ``out_dir``;
+    return ``{"include_path": out_dir, "tasks": {task: {split: {file, documents, sha256}}}}``.
+
+    ``heldout_shards``: domain -> held-out shard.  ``settings``: the ``lambada``
+    (``domains``, ``min_words``, ``max_words``, ``max_passages``), ``gsm8k`` (``train``,
+    ``heldout``, ``max_gen_toks``) and ``bpb`` (``max_documents``) sections.  ``seed`` and
+    ``heldout_fraction`` pick the arithmetic problems: pass the think stage's, so that the test
+    problems are held out of its training traces (the split is a hash of the question text).
+    Data sets are cached inside ``out_dir`` (not in ``~/.cache``)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data, cache = out / "data", str(out / "datasets_cache")
+    written: dict[str, dict] = {}
+
+    if LAMBADA in tasks:
+        config = _template(LAMBADA)
+        docs = lambada_documents(heldout_shards, settings["lambada"])
+        written[LAMBADA] = {"test": _data_file(data / "lambada_test.jsonl", docs)}
+        config["dataset_kwargs"] = {
+            "data_files": {"test": written[LAMBADA]["test"]["file"]},
+            "cache_dir": cache,
+        }
+        _write_task(out / f"{LAMBADA}.yaml", config)
+
+    if GSM8K in tasks:
+        gsm = settings["gsm8k"]
+        problems = arithmetic.split_problems(
+            arithmetic.generate_problems(seed), gsm["train"], gsm["heldout"], heldout_fraction
+        )
+        written[GSM8K] = {
+            split: _data_file(
+                data / f"gsm8k_{split}.jsonl", [arithmetic.harness_doc(p) for p in problems[source]]
+            )
+            for split, source in (("train", "train"), ("test", "heldout"))
+        }
+        config = _template(GSM8K)
+        config["dataset_kwargs"] = {
+            "data_files": {split: info["file"] for split, info in written[GSM8K].items()},
+            "cache_dir": cache,
+        }
+        if gsm.get("max_gen_toks"):
+            config["generation_kwargs"]["max_gen_toks"] = gsm["max_gen_toks"]
+        _write_task(out / f"{GSM8K}.yaml", config)
+
+    if BPB in tasks or any(t.startswith(f"{BPB}_") for t in tasks):
+        shutil.copyfile(TEMPLATES / f"_{BPB}_base.yaml", out / f"_{BPB}_base.yaml")
+        group = _template(BPB)
+        limit = settings["bpb"].get("max_documents")
+        for domain, shard in sorted(heldout_shards.items()):
+            name = f"{BPB}_{domain}"
+            docs = [{"id": r.get("id"), "text": r["text"]} for r in read_shard(shard)]
+            written[name] = {"test": _data_file(data / f"bpb_{domain}.jsonl", docs[:limit])}
+            config = _template(f"{BPB}_domain")
+            config["task"], config["task_alias"] = name, f"bpb_{domain}"
+            config["dataset_kwargs"] = {
+                "data_files": {"test": written[name]["test"]["file"]},
+                "cache_dir": cache,
+            }
+            _write_task(out / f"{name}.yaml", config)
+            group["task"].append(name)
+        _write_task(out / f"{BPB}.yaml", group)
+    return {"include_path": str(out), "tasks": written}
+
+
+# --- the harness model --------------------------------------------------------------------------
+
+
+@functools.cache
+def hflm_class():
+    """:class:`ThinkKeepingHFLM`, built on first use (importing lm-eval costs seconds)."""
+    from lm_eval.models.huggingface import HFLM
+
+    class ThinkKeepingHFLM(HFLM):
+        """HFLM whose decoding keeps ``<think>``/``</think>`` when special tokens are skipped
+        (lm-eval decodes every generation with ``skip_special_tokens=True``)."""
+
+        def tok_decode(self, tokens, skip_special_tokens: bool = True):
+            if not skip_special_tokens or isinstance(tokens, int):
+                return super().tok_decode(tokens, skip_special_tokens=skip_special_tokens)
+            if hasattr(tokens, "tolist"):  # a tensor
+                tokens = tokens.tolist()
+            return self.tokenizer.decode(
+                [t for t in tokens if t not in self._skipped_ids], skip_special_tokens=False
+            )
+
+        @property
+        def _skipped_ids(self) -> frozenset[int]:
+            if getattr(self, "_skipped_cache", None) is None:
+                tok = self.tokenizer
+                special = set(tok.all_special_ids) | {
+                    i for i, added in tok.added_tokens_decoder.items() if added.special
+                }
+                vocab = tok.get_vocab()
+                keep = {vocab[t] for t in THINK_TOKENS if t in vocab}
+                self._skipped_cache = frozenset(special - keep)
+            return self._skipped_cache
+
+    return ThinkKeepingHFLM
+
+
+def make_hflm(
+    model_ref: str | Path,
+    device: str = "cpu",
+    batch_size: int | str = 1,
+    max_length: int | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+):
+    """The harness's HF model around a model loaded from safetensors, on ``device`` (HFLM
+    takes a loaded model's own device; its default would be cuda)."""
+    device = resolve_device(device)
+    tokenizer = load_tokenizer(model_ref, trust_remote_code, revision)
+    model = load_model(model_ref, trust_remote_code, revision).to(device)
+    return hflm_class()(
+        pretrained=model,
+        tokenizer=tokenizer,
+        batch_size=batch_size,
+        max_length=max_length,
+        trust_remote_code=trust_remote_code,
+    )
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> Any:
+    """JSON-safe metric value: floats stay floats, non-finite values and "N/A" become None."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    try:  # numpy scalars
+        return _number(value.item())
+    except AttributeError:
+        return None if value == "N/A" else str(value)
+
+
+def _metrics(entry: Mapping) -> tuple[dict, dict]:
+    """lm-eval's ``{"acc,none": x, "acc_stderr,none": s}`` as ``{metric: {filter: x}}`` and
+    ``{metric: {filter: s}}``."""
+    values: dict[str, dict] = {}
+    stderr: dict[str, dict] = {}
+    for key, value in entry.items():
+        if "," not in key:
+            continue  # alias, sample_len, ...
+        metric, filter_name = key.split(",", 1)
+        if metric.endswith("_stderr"):
+            stderr.setdefault(metric.removesuffix("_stderr"), {})[filter_name] = _number(value)
+        else:
+            values.setdefault(metric, {})[filter_name] = _number(value)
+    return values, stderr
+
+
+def _jsonable(value: Any, root: str | Path | None = None) -> Any:
+    """``value`` as JSON; strings naming a path under ``root`` become relative to it."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v, root) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, root) for v in value]
+    if isinstance(value, str):
+        prefix = f"{root}/" if root is not None else None
+        return value.removeprefix(prefix) if prefix and value.startswith(prefix) else value
+    if isinstance(value, bool | int | float) or value is None:
+        return _number(value) if isinstance(value, float) else value
+    return str(value)
+
+
+def _dataset(config: Mapping, include_path: str | Path | None) -> dict:
+    """Where a task's documents came from; packaged tasks' data files relative to the task
+    directory (a temporary one: ``task_data`` records each file's sha256)."""
+    kwargs = {k: v for k, v in (config.get("dataset_kwargs") or {}).items() if k != "cache_dir"}
+    return {
+        "path": config.get("dataset_path"),
+        "name": config.get("dataset_name"),
+        "kwargs": _jsonable(kwargs, include_path),
+    }
+
+
+def _generations(samples: Sequence[Mapping], keep: int) -> list[dict]:
+    """The first ``keep`` documents' generations: the raw text (think tags included), what
+    each filter extracted and the metrics (lm-eval logs one sample per document and filter)."""
+    by_doc: dict[int, dict] = {}
+    for sample in samples:
+        doc_id = sample["doc_id"]
+        if doc_id not in by_doc:
+            if len(by_doc) >= keep:
+                continue
+            by_doc[doc_id] = {
+                "doc_id": doc_id,
+                "doc": _jsonable(sample["doc"]),
+                "target": _jsonable(sample["target"]),
+                "generation": _jsonable(sample["resps"][0][0]),
+                "filtered": {},
+                "metrics": {},
+            }
+        filter_name = sample["filter"]
+        by_doc[doc_id]["filtered"][filter_name] = _jsonable(sample["filtered_resps"][0])
+        for metric in sample["metrics"]:
+            by_doc[doc_id]["metrics"].setdefault(metric, {})[filter_name] = _number(sample[metric])
+    return [by_doc[k] for k in sorted(by_doc)]
+
+
+def _load_tasks(task_manager, tasks: Sequence[Mapping]) -> list:
+    """Task and Group objects for ``tasks`` (``{"name", "num_fewshot"?}``), with a task's
+    ``num_fewshot`` set on every task it names (a group's or tag's tasks too)."""
+    objects = []
+    for spec in tasks:
+        name = spec["name"]
+        try:
+            loaded = task_manager.load([name])
+        except KeyError:
+            known = sorted(t for t in task_manager.all_tasks if t.startswith(PREFIX))
+            raise ValueError(
+                f"lm-eval task {name!r} not found (packaged tasks here: {', '.join(known)}; "
+                "a harness task needs include_defaults)"
+            ) from None
+        if spec.get("num_fewshot") is not None:
+            for task in loaded["tasks"].values():
+                task.set_config(key="num_fewshot", value=spec["num_fewshot"])
+        if name in loaded["groups"]:
+            objects.append(loaded["groups"][name])
+        else:
+            objects.extend(loaded["tasks"].values())
+    return objects
+
+
+def evaluate_lm(
+    model_ref: str | Path,
+    out_json: str | Path,
+    tasks: Sequence[Mapping],
+    include_path: str | Path | None = None,
+    device: str = "cpu",
+    batch_size: int | str = 8,
+    limit: int | float | None = None,
+    seed: int = 1234,
+    threads: int = 1,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    max_length: int | None = None,
+    bootstrap_iters: int = 100000,
+    samples: int = 3,
+    task_data: Mapping | None = None,
+    provenance: Mapping | None = None,
+) -> dict:
+    """Run lm-eval's ``simple_evaluate`` on ``model_ref`` and write the compact result to
+    ``out_json``; return it.
+
+    ``tasks``: ``[{"name": task, group or tag, "num_fewshot": n or None (the task's own)}]``.
+    ``include_path``: the directory of :func:`prepare_task_data` (needed for ``stylemerge_*``
+    tasks); the harness's own tasks are indexed only when a task is not packaged here.
+    ``limit``: documents per task (a fraction below 1), None for all.  ``samples``: documents
+    per generation task whose generations are kept in the result.  ``task_data``: what
+    :func:`prepare_task_data` returned (each data file's sha256 goes into the result).  Seeds:
+    ``seed`` for python, numpy, torch and the few-shot sampler."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    if not tasks:
+        raise ValueError("evaluate_lm: no tasks")
+    names = [spec["name"] for spec in tasks]
+    local = [n for n in names if n.startswith(PREFIX)]
+    if local and include_path is None:
+        raise ValueError(f"tasks {local} are packaged tasks: prepare_task_data first")
+    include_defaults = len(local) < len(names)
+    threads = use_threads(threads)
+    started = time.monotonic()
+    task_manager = TaskManager(include_path=include_path, include_defaults=include_defaults)
+    objects = _load_tasks(task_manager, tasks)  # before the model: a bad name fails fast
+    lm = make_hflm(model_ref, device, batch_size, max_length, trust_remote_code, revision)
+    log.info("lm-eval on %s: %s", model_ref, ", ".join(names))
+    results = simple_evaluate(
+        model=lm,
+        tasks=objects,
+        task_manager=task_manager,
+        limit=limit,
+        bootstrap_iters=bootstrap_iters,
+        log_samples=samples > 0,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+        batch_size=batch_size,
+        device=str(lm.device),
+    )
+    seconds = time.monotonic() - started
+
+    configs = results.get("configs", {})
+    task_results = {}
+    for name in results["results"]:
+        if name in results.get("groups", {}):
+            continue
+        values, stderr = _metrics(results["results"][name])
+        config = configs.get(name, {})
+        entry = {
+            "alias": results["results"][name].get("alias", name),
+            "metrics": values,
+            "stderr": stderr,
+            "higher_is_better": _jsonable(results.get("higher_is_better", {}).get(name, {})),
+            "n_shot": results.get("n-shot", {}).get(name),
+            "n_samples": _jsonable(results.get("n-samples", {}).get(name)),
+            "version": _jsonable(results.get("versions", {}).get(name)),
+            "output_type": config.get("output_type"),
+            "dataset": _dataset(config, include_path),
+        }
+        if config.get("output_type") == "generate_until":
+            entry["generation_kwargs"] = _jsonable(config.get("generation_kwargs"))
+            entry["generations"] = _generations(results.get("samples", {}).get(name, []), samples)
+        task_results[name] = entry
+    groups = {}
+    for name, entry in results.get("groups", {}).items():
+        values, stderr = _metrics(entry)
+        groups[name] = {
+            "alias": entry.get("alias", name),
+            "metrics": values,
+            "stderr": stderr,
+            "tasks": list(results.get("group_subtasks", {}).get(name, [])),
+        }
+    model_info = results.get("config", {})
+    result = {
+        "model": str(model_ref),
+        "tasks": task_results,
+        "groups": groups,
+        "lm_eval": {
+            "version": metadata.version("lm_eval"),
+            "requested": [dict(spec) for spec in tasks],
+            "include_path": str(include_path) if include_path is not None else None,
+            "include_defaults": include_defaults,
+            "device": str(lm.device),
+            "batch_size": batch_size,
+            "max_length": lm.max_length,
+            "limit": limit,
+            "bootstrap_iters": bootstrap_iters,
+            "seeds": {
+                key: model_info.get(key)
+                for key in ("random_seed", "numpy_seed", "torch_seed", "fewshot_seed")
+            },
+            "model_num_parameters": model_info.get("model_num_parameters"),
+            "model_dtype": _jsonable(model_info.get("model_dtype")),
+            "threads": threads,
+            "seconds": round(seconds, 2),
+        },
+        # the packaged tasks' data files (paths relative to the temporary task directory)
+        "task_data": _jsonable(task_data["tasks"], include_path) if task_data else None,
+        "provenance": dict(provenance or {}),
+    }
+    write_json(out_json, result)
+    return result
+
+
+def run_lm_eval(
+    model_ref: str | Path,
+    heldout_shards: Mapping[str, str | Path],
+    out_json: str | Path,
+    settings: Mapping,
+    seed: int,
+    heldout_fraction: float,
+    scratch_dir: str | Path | None = None,
+    device: str = "cpu",
+    threads: int = 1,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    provenance: Mapping | None = None,
+) -> dict:
+    """The ``evaluate_lm`` step: write the packaged tasks' data when ``settings["tasks"]``
+    names any (in a temporary directory under ``scratch_dir``, removed afterwards; the result
+    records every data file's sha256), then :func:`evaluate_lm`.
+
+    ``settings``: the config's ``evaluate.lm_eval`` section.  ``heldout_fraction``: the think
+    stage's (``think.data.heldout_fraction``), so the arithmetic test problems are held out of
+    its training traces."""
+    tasks = settings["tasks"]
+    local = [spec["name"] for spec in tasks if spec["name"].startswith(PREFIX)]
+    if scratch_dir is not None:
+        Path(scratch_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lm_eval_tasks.", dir=scratch_dir) as tmp:
+        task_data, include_path = None, None
+        if local:
+            wanted = tuple(local) if PREFIX not in local else (LAMBADA, GSM8K, BPB)
+            task_data = prepare_task_data(
+                heldout_shards, tmp, settings, seed, heldout_fraction, wanted
+            )
+            include_path = task_data["include_path"]
+        return evaluate_lm(
+            model_ref,
+            out_json,
+            tasks,
+            include_path=include_path,
+            device=device,
+            batch_size=settings["batch_size"],
+            limit=settings["limit"],
+            seed=seed,
+            threads=threads,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            max_length=settings["max_length"],
+            bootstrap_iters=settings["bootstrap_iters"],
+            samples=settings["samples"],
+            task_data=task_data,
+            provenance=provenance,
+        )

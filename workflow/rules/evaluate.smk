@@ -1,0 +1,63 @@
+# Evaluation of every model variant: lm-evaluation-harness and text diversity.
+
+
+rule evaluate_lm:
+    input:
+        model=eval_model_input,
+        heldout=shard_paths("heldout"),  # one stylemerge_bpb_<domain> task per shard
+    output:
+        "results/eval/{eval_model}/lm_eval.json",
+    log:
+        "logs/evaluate_lm/{eval_model}.log",
+    benchmark:
+        "results/benchmarks/evaluate_lm/{eval_model}.tsv"
+    conda:
+        "../../envs/eval.yaml"
+    threads: config["evaluate"]["lm_eval"]["threads"]
+    resources:
+        mem_mb=config["evaluate"]["lm_eval"]["mem_mb"],
+        runtime=config["evaluate"]["lm_eval"]["runtime_min"],
+        gpu=config["evaluate"]["lm_eval"]["gpus"],
+    params:
+        model=eval_model_ref,
+        revision=lambda wc: (
+            config["models"]["base"]["revision"] if wc.eval_model == "base" else None
+        ),
+        settings=config["evaluate"]["lm_eval"],
+        seed=config["seed"],
+        # the think stage's split: arithmetic test problems are never its training problems
+        arithmetic_heldout_fraction=config["think"]["data"]["heldout_fraction"],
+        device=config["device"],
+        trust_remote_code=config["trust_remote_code"],
+    script:
+        "../scripts/evaluate_lm.py"
+
+
+rule measure_diversity:
+    input:
+        model=eval_model_input,  # local model dir; [] for a hub id
+        heldout=shard_paths("heldout"),
+    output:
+        directory("results/eval/{eval_model}/diversity"),
+    log:
+        "logs/measure_diversity/{eval_model}.log",
+    benchmark:
+        "results/benchmarks/measure_diversity/{eval_model}.tsv"
+    conda:
+        "../../envs/eval.yaml"
+    threads: config["evaluate"]["diversity"]["threads"]
+    resources:
+        mem_mb=config["evaluate"]["diversity"]["mem_mb"],
+        runtime=config["evaluate"]["diversity"]["runtime_min"],
+        gpu=config["evaluate"]["diversity"]["gpus"],
+    params:
+        model=eval_model_ref,
+        revision=lambda wc: (
+            config["models"]["base"]["revision"] if wc.eval_model == "base" else None
+        ),
+        settings=config["evaluate"]["diversity"],
+        seed=config["seed"],
+        device=config["device"],
+        trust_remote_code=config["trust_remote_code"],
+    script:
+        "../scripts/measure_diversity.py"

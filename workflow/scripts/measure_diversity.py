@@ -1,0 +1,20 @@
+# Translation only: snakemake.* -> stylemerge.diversity.measure_diversity
+from pathlib import Path
+
+from stylemerge.diversity import measure_diversity
+from stylemerge.logging import to_file
+from stylemerge.provenance import provenance
+
+with to_file(snakemake.log[0]):
+    measure_diversity(
+        model_ref=snakemake.input.model or snakemake.params.model,
+        heldout_shards={Path(p).parent.name: p for p in snakemake.input.heldout},
+        out_dir=snakemake.output[0],
+        settings=snakemake.params.settings,
+        seed=snakemake.params.seed,
+        device=snakemake.params.device,
+        threads=snakemake.threads,
+        trust_remote_code=snakemake.params.trust_remote_code,
+        revision=snakemake.params.revision,
+        provenance=provenance(snakemake.config, snakemake.params.seed),
+    )
