@@ -86,8 +86,10 @@ def run_mergekit(
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
 
+    from stylemerge.runtime import use_threads
+
     register_methods()
-    torch.set_num_threads(threads)  # run_merge ignores MergeOptions.num_threads
+    use_threads(threads)  # run_merge ignores MergeOptions.num_threads
     source = yaml.safe_dump(dict(config), sort_keys=False)
     options = MergeOptions(
         copy_tokenizer=True,
