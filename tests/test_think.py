@@ -306,6 +306,7 @@ def test_the_snakemake_script_translates_to_one_library_call(tiny_base, tmp_path
             seed=3,
             device="cpu",
             trust_remote_code=False,
+            allow_pickle_weights=False,
             revision=None,
         ),
         output=[str(tmp_path / "think" / "base")],

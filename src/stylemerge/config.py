@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,64 @@ def _allowed_names(schema: Mapping, instance: Mapping) -> list[str]:
     return sorted(set(names))
 
 
+# Keys that would put a secret in the config, which is hashed into every result's provenance
+# and handed to jobs as params: a hub token comes from the environment (HF_TOKEN) only.
+SECRET_KEY = re.compile(
+    r"(?:.*_)?(?:token|secret|password|passwd|api_key|apikey|credentials?)", re.IGNORECASE
+)
+
+
+def _secret_keys(node: Any, path: tuple = ()) -> list[tuple]:
+    """Paths of every mapping key, at any depth, named like a secret (``token``,
+    ``hf_token``, ``hub_token``, ``api_key``, ...); plural counts such as
+    ``max_new_tokens`` are not secrets."""
+    found = []
+    if isinstance(node, Mapping):
+        for name, value in node.items():
+            if isinstance(name, str) and SECRET_KEY.fullmatch(name):
+                found.append((*path, name))
+            else:
+                found += _secret_keys(value, (*path, name))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _secret_keys(value, (*path, index))
+    return found
+
+
+def _without(config: dict, paths: Iterable[tuple]) -> dict:
+    """A copy of ``config`` without the keys at ``paths`` (their values never reach a
+    message)."""
+    config = copy.deepcopy(config)
+    for path in paths:
+        parent = config
+        for part in path[:-1]:
+            parent = parent[part]
+        del parent[path[-1]]
+    return config
+
+
+NAME_RULE = (
+    "names are lower-case letters, digits and '_' (each becomes a directory under results/: "
+    "no '/', '..' or absolute paths)"
+)
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     key = _key(error.absolute_path)
+    if error.validator == "pattern" and "propertyNames" in error.schema_path:
+        return (
+            f"config key '{key}': name {error.instance!r} is not allowed (it does not match "
+            f"{error.validator_value}); {NAME_RULE}"
+        )
+    if (
+        error.validator == "enum"
+        and isinstance(error.instance, str)
+        and ("propertyNames" not in error.schema_path)
+    ):
+        options = [str(v) for v in error.validator_value]
+        hint = difflib.get_close_matches(error.instance, options, n=1)
+        why = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return f"config key '{key}': {error.instance!r} is not one of {options}{why}"
     if error.validator == "enum" and "propertyNames" in error.schema_path:
         # a key outside an x-keys-of set (the error's path is the object, not the key)
         full = f"{key}.{error.instance}" if error.absolute_path else str(error.instance)
@@ -147,7 +204,15 @@ def validate_config(config: Mapping, schema: dict | str | Path) -> dict:
     if not isinstance(schema, dict):
         schema = load_schema(schema)
     config = copy.deepcopy(dict(config))
-    problems = _errors(schema, config)
+    secrets = _secret_keys(config)
+    problems = [
+        f"config key '{_key(path)}': secrets do not belong in the config (it is recorded in "
+        "every result's provenance); a hub token comes from the environment only: "
+        "export HF_TOKEN"
+        for path in secrets
+    ]
+    config = _without(config, secrets)
+    problems += _errors(schema, config)
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -159,7 +224,30 @@ def validate_config(config: Mapping, schema: dict | str | Path) -> dict:
         raise ConfigError(f"schema default is invalid: {_describe(error)}")
     for name, stage_overrides in overrides.items():
         config["domains"][name].update(stage_overrides)
+    problems = _cross_key_errors(config)
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
     return config
+
+
+def _cross_key_errors(config: Mapping) -> list[str]:
+    """Keys that must name an entry of another key (checked once the schema holds)."""
+    problems = []
+    variants = (config.get("merge") or {}).get("variants")
+    chosen = (config.get("merge") or {}).get("chosen")
+    if variants is not None and chosen is not None and chosen not in variants:
+        problems.append(
+            f"config key 'merge.chosen': {chosen!r} is not one of merge.variants "
+            f"({', '.join(variants)})"
+        )
+    evaluate = config.get("evaluate") or {}
+    comparison, comparisons = evaluate.get("comparison"), evaluate.get("comparisons") or {}
+    if comparison is not None and comparison not in comparisons:
+        problems.append(
+            f"config key 'evaluate.comparison': {comparison!r} is not one of "
+            f"evaluate.comparisons ({', '.join(comparisons) or 'none configured'})"
+        )
+    return problems
 
 
 def deep_merge(base: Mapping, override: Mapping) -> dict:

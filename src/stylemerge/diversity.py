@@ -683,6 +683,7 @@ def measure_diversity(
     revision: str | None = None,
     provenance: Mapping | None = None,
     embed: Embed | None = None,
+    allow_pickle_weights: bool = False,
 ) -> dict:
     """Sample from ``model_ref`` on every domain's held-out prompts and measure diversity.
 
@@ -706,7 +707,9 @@ def measure_diversity(
     tokenizer = load_tokenizer(model_ref, trust_remote_code, revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = load_model(model_ref, trust_remote_code, revision).to(device)
+    model = load_model(
+        model_ref, trust_remote_code, revision, allow_pickle_weights=allow_pickle_weights
+    ).to(device)
     vocab_size = settings.get("ead_vocab_size") or len(tokenizer)
 
     embedding: dict

@@ -269,12 +269,15 @@ def make_hflm(
     max_length: int | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    allow_pickle_weights: bool = False,
 ):
     """The harness's HF model around a model loaded from safetensors, on ``device`` (HFLM
     takes a loaded model's own device; its default would be cuda)."""
     device = resolve_device(device)
     tokenizer = load_tokenizer(model_ref, trust_remote_code, revision)
-    model = load_model(model_ref, trust_remote_code, revision).to(device)
+    model = load_model(
+        model_ref, trust_remote_code, revision, allow_pickle_weights=allow_pickle_weights
+    ).to(device)
     return hflm_class()(
         pretrained=model,
         tokenizer=tokenizer,
@@ -405,6 +408,7 @@ def evaluate_lm(
     samples: int = 3,
     task_data: Mapping | None = None,
     provenance: Mapping | None = None,
+    allow_pickle_weights: bool = False,
 ) -> dict:
     """Run lm-eval's ``simple_evaluate`` on ``model_ref`` and write the compact result to
     ``out_json``; return it.
@@ -430,7 +434,9 @@ def evaluate_lm(
     started = time.monotonic()
     task_manager = TaskManager(include_path=include_path, include_defaults=include_defaults)
     objects = _load_tasks(task_manager, tasks)  # before the model: a bad name fails fast
-    lm = make_hflm(model_ref, device, batch_size, max_length, trust_remote_code, revision)
+    lm = make_hflm(
+        model_ref, device, batch_size, max_length, trust_remote_code, revision, allow_pickle_weights
+    )
     log.info("lm-eval on %s: %s", model_ref, ", ".join(names))
     results = simple_evaluate(
         model=lm,
@@ -524,6 +530,7 @@ def run_lm_eval(
     trust_remote_code: bool = False,
     revision: str | None = None,
     provenance: Mapping | None = None,
+    allow_pickle_weights: bool = False,
 ) -> dict:
     """The ``evaluate_lm`` step: write the packaged tasks' data when ``settings["tasks"]``
     names any (in a temporary directory under ``scratch_dir``, removed afterwards; the result
@@ -561,4 +568,5 @@ def run_lm_eval(
             samples=settings["samples"],
             task_data=task_data,
             provenance=provenance,
+            allow_pickle_weights=allow_pickle_weights,
         )

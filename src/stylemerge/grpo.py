@@ -219,6 +219,7 @@ def train_adapter(
     base_revision: str | None = None,
     general_proxy_revision: str | None = None,
     provenance: Mapping | None = None,
+    allow_pickle_weights: bool = False,
 ) -> dict:
     """Train one domain's LoRA adapter with GRPO; save adapter, log history and metrics."""
     import pandas as pd
@@ -233,6 +234,13 @@ def train_adapter(
     managed = sorted(set(trainer_settings) & set(MANAGED))
     if managed:
         raise ValueError(f"grpo.trainer may not set {managed}: the workflow sets them")
+    if "hub_token" in trainer_settings:  # the settings are copied into metrics.json
+        raise ValueError(
+            "grpo.trainer may not set hub_token: a hub token comes from the environment "
+            "(HF_TOKEN) only, never from settings"
+        )
+    # a NaN loss must reach StopOnNonFinite (Trainer would log a running average instead)
+    trainer_settings.setdefault("logging_nan_inf_filter", False)
     # the trainer runs where the rest of the job runs: config `device` decides
     use_cpu = device == "cpu"
     if trainer_settings.setdefault("use_cpu", use_cpu) != use_cpu:
@@ -269,7 +277,9 @@ def train_adapter(
 
     def scorer(ref, revision=None):
         return ProxyScorer(
-            load_model(ref, trust_remote_code, revision).to(device),
+            load_model(
+                ref, trust_remote_code, revision, allow_pickle_weights=allow_pickle_weights
+            ).to(device),
             load_tokenizer(ref, trust_remote_code, revision),
             batch_size=settings["scorer_batch_size"],
         )
@@ -278,7 +288,9 @@ def train_adapter(
     reward_funcs, weights = build_rewards(settings["rewards"], scorer(proxy), general)
 
     set_seed(seed)
-    policy = load_model(base, trust_remote_code, base_revision).to(device)
+    policy = load_model(
+        base, trust_remote_code, base_revision, allow_pickle_weights=allow_pickle_weights
+    ).to(device)
     before = evaluate_policy(
         policy, tokenizer, eval_prompts, reward_funcs, weights, general, settings, seed
     )

@@ -188,10 +188,11 @@ def merge_models(
     device: str = "cpu",
     trust_remote_code: bool = False,
     provenance: Mapping | None = None,
+    allow_pickle_weights: bool = False,
 ) -> dict:
     """Merge the domain models with mergekit; measure (and optionally calibrate) entropy."""
     from stylemerge.io import atomic_path, read_json, write_json
-    from stylemerge.models import load_model, load_tokenizer
+    from stylemerge.models import check_model_dir, load_model, load_tokenizer
     from stylemerge.runtime import resolve_device, use_threads
 
     threads = use_threads(threads)
@@ -205,8 +206,13 @@ def merge_models(
         settings.get("parameters"),
         settings["dtype"],
     )
+    for ref in (*domain_models.values(), base):  # mergekit reads them too: same rules
+        check_model_dir(ref, allow_pickle_weights)
     tokenizer = load_tokenizer(base, trust_remote_code)
     blocks = heldout_blocks(tokenizer, heldout_shards, settings)
+
+    def load(ref):
+        return load_model(ref, trust_remote_code, allow_pickle_weights=allow_pickle_weights)
 
     inputs = {}
     for name, path in domain_models.items():
@@ -217,16 +223,14 @@ def merge_models(
             settings["entropy_seq_len"],
         )
         inputs[name] = (
-            recorded["heldout"]
-            if same_blocks
-            else entropy_and_loss(load_model(path, trust_remote_code).to(device), blocks)
+            recorded["heldout"] if same_blocks else entropy_and_loss(load(path).to(device), blocks)
         )
-    base_measure = entropy_and_loss(load_model(base, trust_remote_code).to(device), blocks)
+    base_measure = entropy_and_loss(load(base).to(device), blocks)
     target = sum(v["entropy"] for v in inputs.values()) / len(inputs)
 
     with atomic_path(out_dir) as tmp:
         run_mergekit(config, tmp, threads=threads, trust_remote_code=trust_remote_code)
-        merged = load_model(tmp, trust_remote_code).to(device)
+        merged = load(tmp).to(device)
         measured = entropy_and_loss(merged, blocks)
         metrics = {
             "method": method,
@@ -264,20 +268,36 @@ def apply_adapter(
     trust_remote_code: bool = False,
     revision: str | None = None,
     provenance: Mapping | None = None,
+    allow_pickle_weights: bool = False,
 ) -> dict:
     """The domain model: the adapter merged into the base (peft ``merge_and_unload``), saved
-    as safetensors with its held-out entropy and loss (the merge's inputs)."""
+    as safetensors with its held-out entropy and loss (the merge's inputs).  An adapter
+    trained on another base is refused (:func:`check_adapter_base`)."""
     from peft import PeftModel
 
     from stylemerge.io import atomic_path, write_json
-    from stylemerge.models import load_model, load_tokenizer
+    from stylemerge.models import ModelError, load_model, load_tokenizer
     from stylemerge.runtime import resolve_device, use_threads
 
     threads = use_threads(threads)
     device = resolve_device(device)
+    recorded = check_adapter_base(adapter, base)
     tokenizer = load_tokenizer(base, trust_remote_code, revision)
-    model = load_model(base, trust_remote_code, revision, dtype=settings["dtype"])
-    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    model = load_model(
+        base,
+        trust_remote_code,
+        revision,
+        dtype=settings["dtype"],
+        allow_pickle_weights=allow_pickle_weights,
+    )
+    try:
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    except (RuntimeError, ValueError) as err:  # size mismatch, target modules not found
+        detail = str(err).strip().splitlines()
+        raise ModelError(
+            f"{adapter}: the adapter does not fit base {str(base)!r} (it was trained on "
+            f"{recorded!r}): {' '.join(line.strip() for line in detail[:3])}"
+        ) from err
     blocks = heldout_blocks(tokenizer, heldout_shards, settings)
     metrics = {
         "adapter": str(adapter),
@@ -291,6 +311,33 @@ def apply_adapter(
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "metrics.json", metrics)
     return metrics
+
+
+def same_model_ref(a: str | Path, b: str | Path) -> bool:
+    """Whether two model references name the same model: equal hub ids, or the same local
+    directory however it is written."""
+    if str(a) == str(b):
+        return True
+    pa, pb = Path(a), Path(b)
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def check_adapter_base(adapter: str | Path, base: str | Path) -> str | None:
+    """The base model ``adapter`` records (peft's ``base_model_name_or_path``); an error
+    naming both unless it is ``base``."""
+    from stylemerge.io import read_json
+    from stylemerge.models import ModelError
+
+    config_file = Path(adapter) / "adapter_config.json"
+    if not config_file.is_file():
+        raise ModelError(f"{adapter}: no adapter_config.json (not a peft adapter directory)")
+    recorded = read_json(config_file).get("base_model_name_or_path")
+    if recorded and not same_model_ref(recorded, base):
+        raise ModelError(
+            f"{adapter}: the adapter was trained on base {recorded!r}, not on {str(base)!r}; "
+            "apply it to the base it was trained on, or train it again on this one"
+        )
+    return recorded
 
 
 def heldout_blocks(tokenizer, heldout_shards: Sequence[str | Path], settings: Mapping):

@@ -1,8 +1,9 @@
 """Model references: load a model or tokenizer safely, or build a tiny one from settings.
 
 A model reference is a hub id or a local directory in Hugging Face format; callers never
-care which.  Weights load from safetensors only, and repository code runs only when the
-config sets ``trust_remote_code``.
+care which.  Weights load from safetensors only (pickle files only when the config sets
+``allow_pickle_weights``), and repository code runs only when the config sets
+``trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -15,27 +16,44 @@ class ModelError(ValueError):
     """A model directory is missing, corrupt or unsafe; the message names it."""
 
 
-def check_model_dir(ref: str | Path) -> None:
-    """A local model directory must hold a config and safetensors weights."""
+# Weight files that torch.load unpickles (safetensors files hold tensors only).
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth")
+
+
+def check_model_dir(ref: str | Path, allow_pickle_weights: bool = False) -> None:
+    """A local model directory must hold a config and safetensors weights; pickle weights
+    (``*.bin``, ``*.pt``, ``*.pth``) alone are refused unless ``allow_pickle_weights``."""
     path = Path(ref)
     if not path.exists():
-        return  # a hub id: transformers resolves it
+        return  # a hub id: transformers resolves it (use_safetensors decides there)
     if not path.is_dir():
         raise ModelError(f"{path}: not a model directory")
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: no config.json (not a Hugging Face model directory)")
-    if not any(path.glob("*.safetensors")):
-        pickles = sorted(p.name for p in path.glob("*.bin"))
-        detail = f" (only pickle weights: {', '.join(pickles)})" if pickles else ""
-        raise ModelError(f"{path}: no safetensors weights{detail}")
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in PICKLE_PATTERNS for p in path.glob(pattern))
+    if not pickles:
+        raise ModelError(f"{path}: no safetensors weights")
+    if not allow_pickle_weights:
+        raise ModelError(
+            f"{path}: no safetensors weights (only pickle weights: {', '.join(pickles)}); "
+            "loading a pickle file can run arbitrary code. Convert the weights to safetensors, "
+            "or, if you trust this directory, set allow_pickle_weights: true in the config"
+        )
 
 
 def load_tokenizer(ref: str | Path, trust_remote_code: bool = False, revision: str | None = None):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(
-        str(ref), trust_remote_code=trust_remote_code, revision=revision
-    )
+    try:
+        return AutoTokenizer.from_pretrained(
+            str(ref), trust_remote_code=trust_remote_code, revision=revision
+        )
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise ModelError(f"{ref}: cannot load tokenizer ({err}){_remote_code_hint(err)}") from err
 
 
 def load_model(
@@ -43,22 +61,34 @@ def load_model(
     trust_remote_code: bool = False,
     revision: str | None = None,
     dtype: str | None = None,
+    allow_pickle_weights: bool = False,
 ):
-    """Load a causal LM from safetensors (never from pickle files)."""
+    """Load a causal LM from safetensors; from pickle files only if ``allow_pickle_weights``
+    (and then only where a directory has no safetensors weights)."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
-    check_model_dir(ref)
+    check_model_dir(ref, allow_pickle_weights)
     try:
         return AutoModelForCausalLM.from_pretrained(
             str(ref),
             trust_remote_code=trust_remote_code,
             revision=revision,
-            use_safetensors=True,
+            # True: refuse pickle files; None: prefer safetensors, fall back to them
+            use_safetensors=None if allow_pickle_weights else True,
             dtype=dtype or "auto",
         )
     except (OSError, ValueError, SafetensorError) as err:
-        raise ModelError(f"{ref}: cannot load model ({err})") from err
+        raise ModelError(f"{ref}: cannot load model ({err}){_remote_code_hint(err)}") from err
+
+
+def _remote_code_hint(err: Exception) -> str:
+    if "trust_remote_code" in str(err):
+        return (
+            " -- the repository's own Python code runs only if the config sets "
+            "trust_remote_code: true (off by default; turn it on only for code you trust)"
+        )
+    return ""
 
 
 def build_tiny_model(tokenizer, tiny: Mapping):

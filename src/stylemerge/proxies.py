@@ -32,6 +32,7 @@ def train_proxy(
     trust_remote_code: bool = False,
     revision: str | None = None,
     provenance: Mapping | None = None,
+    allow_pickle_weights: bool = False,
 ) -> dict:
     """Fine-tune ``general_proxy`` on ``domain``; save it with ``metrics.json``."""
     from transformers import set_seed
@@ -42,7 +43,13 @@ def train_proxy(
         raise ValueError(f"no held-out shard for the proxy's own domain {domain!r}")
     tokenizer = load_tokenizer(general_proxy, trust_remote_code, revision)
     set_seed(seed)
-    model = load_model(general_proxy, trust_remote_code, revision, dtype="float32")
+    model = load_model(
+        general_proxy,
+        trust_remote_code,
+        revision,
+        dtype="float32",
+        allow_pickle_weights=allow_pickle_weights,
+    )
     seq_len = settings["seq_len"]
     train = pack(tokenizer, shard_texts([train_shard]), seq_len)
     eval_sets = {

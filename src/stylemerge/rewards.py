@@ -5,11 +5,14 @@ completion_ids, **kwargs) -> list[float]``.  The style rewards score text with p
 through :class:`ProxyScorer`, which re-tokenizes prompt and completion with the proxy's own
 tokenizer (at paper scale the policy is Qwen3 and the proxies SmolLM2: different
 vocabularies).  A reward never returns NaN: an empty or unscorable completion gets the
-configured ``invalid`` value and a warning.
+configured ``invalid`` value and a warning.  Any other non-finite value (a proxy whose logits
+broke, a reward that misbehaves) stops the run with the GRPO step and the value
+(:func:`finite`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -94,6 +97,12 @@ class ProxyScorer:
             total = (token_logp * target).sum(-1)
             count = target.sum(-1)
             for t, n in zip(total.tolist(), count.tolist(), strict=True):
+                if n and not math.isfinite(t):  # text to score, but the model's logits broke
+                    name = getattr(self.model, "name_or_path", "") or type(self.model).__name__
+                    raise FloatingPointError(
+                        f"proxy {name}: log-probability is {t} on a completion of {n} tokens "
+                        "(the proxy's logits are not finite)"
+                    )
                 scores.append(t / n if n else math.nan)
         self._last = (key, scores)
         return list(scores)
@@ -190,6 +199,41 @@ def build_rewards(
         if name not in REWARDS:
             raise KeyError(f"unknown reward {name!r} (known: {', '.join(REWARDS)})")
         params = {k: v for k, v in spec.items() if k != "weight"}
-        funcs.append(REWARDS[name](domain=domain, general=general, **params))
+        funcs.append(finite(REWARDS[name](domain=domain, general=general, **params)))
         weights.append(float(spec.get("weight", 1.0)))
     return funcs, weights
+
+
+def finite(func: RewardFunc) -> RewardFunc:
+    """``func``, stopping the run on a NaN, infinite or missing reward with the GRPO step and
+    the value.  trl would take such a reward as "not applicable" (it averages with nanmean
+    and sums with nansum) and train on without it."""
+
+    @functools.wraps(func)
+    def checked(prompts, completions, completion_ids=None, **kwargs) -> list[float]:
+        state = kwargs.get("trainer_state")
+        where = (
+            f"at step {state.global_step}"
+            if state is not None
+            else "outside training (held-out evaluation)"
+        )
+        try:
+            values = func(
+                prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs
+            )
+        except FloatingPointError as err:
+            raise FloatingPointError(f"reward {func.__name__} {where}: {err}") from err
+        bad = [
+            (i, v)
+            for i, v in enumerate(values)
+            if not isinstance(v, int | float) or not math.isfinite(v)
+        ]
+        if bad:
+            index, value = bad[0]
+            raise FloatingPointError(
+                f"reward {func.__name__} is {value} {where} (completion {index}; "
+                f"{len(bad)} of {len(values)} completions not finite): training stopped"
+            )
+        return values
+
+    return checked

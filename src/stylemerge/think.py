@@ -119,6 +119,7 @@ def optimize_think_tokens(
     revision: str | None = None,
     data: Mapping | None = None,
     provenance: Mapping | None = None,
+    allow_pickle_weights: bool = False,
 ) -> dict:
     """Train the think-token rows of ``model_ref`` on ``train_texts``; save the model
     (safetensors), its tokenizer and ``metrics.json`` to ``out_dir``.
@@ -140,7 +141,9 @@ def optimize_think_tokens(
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
     set_seed(seed)
-    model = load_model(model_ref, trust_remote_code, revision)
+    model = load_model(
+        model_ref, trust_remote_code, revision, allow_pickle_weights=allow_pickle_weights
+    )
     save_dtype = model.get_input_embeddings().weight.dtype
     model.float().eval()  # no dropout: the rest of the network is fixed
 

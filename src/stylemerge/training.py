@@ -46,17 +46,31 @@ def pack(tokenizer, texts: Iterable[str], seq_len: int) -> torch.Tensor:
 
 
 class StopOnNonFinite(TrainerCallback):
-    """Stop training with the step and the value when a logged loss or reward is NaN/inf."""
+    """Stop training with the step and the value when a logged loss or reward is NaN/inf.
+
+    Trainer hides a NaN loss from its logs unless ``logging_nan_inf_filter`` is off (it logs
+    the running average instead): every trainer here turns it off."""
 
     KEYS = ("loss", "eval_loss", "reward", "grad_norm")
 
+    @classmethod
+    def watched(cls, key: str) -> bool:
+        return (
+            key in cls.KEYS
+            or key.endswith("_loss")
+            or (key.startswith("rewards/") and key.endswith("/mean"))  # trl, per reward
+        )
+
     def on_log(self, args, state, control, logs=None, **kwargs):
-        for key, value in (logs or {}).items():
-            if (key in self.KEYS or key.endswith("_loss")) and isinstance(value, float):
-                if not math.isfinite(value):
-                    raise FloatingPointError(
-                        f"{key} is {value} at step {state.global_step}: training diverged"
-                    )
+        bad = [
+            f"{key} is {value}"
+            for key, value in (logs or {}).items()
+            if self.watched(key) and isinstance(value, float) and not math.isfinite(value)
+        ]
+        if bad:
+            raise FloatingPointError(
+                f"{', '.join(bad)} at step {state.global_step}: training diverged"
+            )
 
 
 def fit_causal_lm(
@@ -81,6 +95,7 @@ def fit_causal_lm(
             warmup_steps=settings["warmup_steps"],
             weight_decay=settings["weight_decay"],
             logging_steps=max(1, settings["steps"] // 20),
+            logging_nan_inf_filter=False,  # a NaN loss must reach StopOnNonFinite
             save_strategy="no",
             report_to=[],
             seed=seed,

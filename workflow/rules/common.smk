@@ -9,13 +9,6 @@ BUILT_MODELS = [
 ]
 
 
-if config["merge"]["chosen"] not in config["merge"]["variants"]:
-    raise WorkflowError(
-        f"config key 'merge.chosen': {config['merge']['chosen']!r} is not one of "
-        f"merge.variants ({', '.join(config['merge']['variants'])})"
-    )
-
-
 if config["think"]["compare_base"] and "base" in config["merge"]["variants"]:
     raise WorkflowError(
         "config key 'merge.variants.base': the name 'base' is taken by the base model's "
@@ -51,11 +44,6 @@ if len(EVAL_MODELS) != sum(len(part) for part in _eval_parts):
     raise WorkflowError(
         "model names to evaluate collide (base, domain_<d>, merge names, think_<m>, "
         "evaluate.comparisons): rename a merge variant or a comparison"
-    )
-if config["evaluate"]["comparison"] not in (None, *config["evaluate"]["comparisons"]):
-    raise WorkflowError(
-        f"config key 'evaluate.comparison': {config['evaluate']['comparison']!r} is not one "
-        "of evaluate.comparisons"
     )
 _lambada = config["evaluate"]["lm_eval"]["lambada"]["domains"]
 if any(
@@ -100,6 +88,17 @@ def domain_model(path):
     """Domain models are kept unless merge.keep_domain_models is false (paper scale: nine
     full copies of the base)."""
     return path if config["merge"]["keep_domain_models"] else temp(path)
+
+
+def attempt_scaled(minutes):
+    """A rule's runtime: the config's minutes (a number, or a function of the wildcards)
+    times the attempt, so a job that ran out of time is retried with more (profiles/slurm
+    sets `retries`); attempt 1 asks for exactly the configured time."""
+
+    def runtime(wildcards, attempt):
+        return (minutes(wildcards) if callable(minutes) else minutes) * attempt
+
+    return runtime
 
 
 def source_files(wildcards):

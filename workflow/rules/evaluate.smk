@@ -16,7 +16,7 @@ rule evaluate_lm:
     threads: config["evaluate"]["lm_eval"]["threads"]
     resources:
         mem_mb=config["evaluate"]["lm_eval"]["mem_mb"],
-        runtime=config["evaluate"]["lm_eval"]["runtime_min"],
+        runtime=attempt_scaled(config["evaluate"]["lm_eval"]["runtime_min"]),
         gpu=config["evaluate"]["lm_eval"]["gpus"],
     params:
         model=eval_model_ref,
@@ -29,6 +29,7 @@ rule evaluate_lm:
         arithmetic_heldout_fraction=config["think"]["data"]["heldout_fraction"],
         device=config["device"],
         trust_remote_code=config["trust_remote_code"],
+        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/evaluate_lm.py"
 
@@ -48,7 +49,7 @@ rule measure_diversity:
     threads: config["evaluate"]["diversity"]["threads"]
     resources:
         mem_mb=config["evaluate"]["diversity"]["mem_mb"],
-        runtime=config["evaluate"]["diversity"]["runtime_min"],
+        runtime=attempt_scaled(config["evaluate"]["diversity"]["runtime_min"]),
         gpu=config["evaluate"]["diversity"]["gpus"],
     params:
         model=eval_model_ref,
@@ -59,5 +60,6 @@ rule measure_diversity:
         seed=config["seed"],
         device=config["device"],
         trust_remote_code=config["trust_remote_code"],
+        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/measure_diversity.py"

@@ -21,7 +21,9 @@ rule train_adapter:
     threads: lambda wc: stage_settings(config, "grpo", wc.domain)["threads"]
     resources:
         mem_mb=lambda wc: stage_settings(config, "grpo", wc.domain)["mem_mb"],
-        runtime=lambda wc: stage_settings(config, "grpo", wc.domain)["runtime_min"],
+        runtime=attempt_scaled(
+            lambda wc: stage_settings(config, "grpo", wc.domain)["runtime_min"]
+        ),
         gpu=lambda wc: stage_settings(config, "grpo", wc.domain)["gpus"],
     params:
         base=hub_ref("base"),
@@ -33,5 +35,6 @@ rule train_adapter:
         seed=config["seed"],
         device=config["device"],
         trust_remote_code=config["trust_remote_code"],
+        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/train_adapter.py"

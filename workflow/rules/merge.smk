@@ -15,13 +15,14 @@ rule apply_adapter:
     threads: config["merge"]["threads"]
     resources:
         mem_mb=config["merge"]["mem_mb"],
-        runtime=config["merge"]["runtime_min"],
+        runtime=attempt_scaled(config["merge"]["runtime_min"]),
     params:
         base=hub_ref("base"),
         revision=config["models"]["base"]["revision"],
         settings=config["merge"],
         device=config["device"],
         trust_remote_code=config["trust_remote_code"],
+        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/apply_adapter.py"
 
@@ -42,7 +43,7 @@ rule merge_models:
     threads: config["merge"]["threads"]
     resources:
         mem_mb=config["merge"]["mem_mb"],
-        runtime=config["merge"]["runtime_min"],
+        runtime=attempt_scaled(config["merge"]["runtime_min"]),
         gpu=config["merge"]["gpus"],
     params:
         base=hub_ref("base"),
@@ -51,5 +52,6 @@ rule merge_models:
         settings=config["merge"],
         device=config["device"],
         trust_remote_code=config["trust_remote_code"],
+        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/merge_models.py"

@@ -17,7 +17,9 @@ rule train_proxy:
     threads: lambda wc: stage_settings(config, "proxy", wc.domain)["threads"]
     resources:
         mem_mb=lambda wc: stage_settings(config, "proxy", wc.domain)["mem_mb"],
-        runtime=lambda wc: stage_settings(config, "proxy", wc.domain)["runtime_min"],
+        runtime=attempt_scaled(
+            lambda wc: stage_settings(config, "proxy", wc.domain)["runtime_min"]
+        ),
         gpu=lambda wc: stage_settings(config, "proxy", wc.domain)["gpus"],
     params:
         general_proxy=hub_ref("general_proxy"),
@@ -26,5 +28,6 @@ rule train_proxy:
         seed=config["seed"],
         device=config["device"],
         trust_remote_code=config["trust_remote_code"],
+        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/train_proxy.py"

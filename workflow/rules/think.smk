@@ -16,7 +16,7 @@ rule optimize_think_tokens:
     threads: config["think"]["threads"]
     resources:
         mem_mb=config["think"]["mem_mb"],
-        runtime=config["think"]["runtime_min"],
+        runtime=attempt_scaled(config["think"]["runtime_min"]),
         gpu=config["think"]["gpus"],
     params:
         model=lambda wc: hub_ref("base") if wc.think_model == "base" else None,
@@ -27,5 +27,6 @@ rule optimize_think_tokens:
         seed=config["seed"],
         device=config["device"],
         trust_remote_code=config["trust_remote_code"],
+        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/optimize_think_tokens.py"

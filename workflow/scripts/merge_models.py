@@ -19,5 +19,7 @@ with to_file(snakemake.log[0]):
         threads=snakemake.threads,
         device=snakemake.params.device,
         trust_remote_code=snakemake.params.trust_remote_code,
+        # until the rule passes it as a param: the validated config's value
+        allow_pickle_weights=snakemake.params.allow_pickle_weights,
         provenance=provenance(snakemake.config, snakemake.config["seed"]),
     )
