@@ -181,6 +181,9 @@ def test_make_tables_writes_csv_markdown_and_latex(tmp_path):
         return path
 
     adapters = [result("adapters", "bbc_news", adapter(0.1, 0.02))]
+    pd.DataFrame({"step": [1, 2], "reward": [0.1, 0.2]}).to_csv(
+        adapters[0] / "log_history.csv", index=False
+    )
     merges = [result("merges", "karcher", merge([4.0, 5.0], 4.4, 4.8))]
     thinks = [result("think", "karcher", think(2.0, 1.9))]
     evals = []
@@ -201,6 +204,9 @@ def test_make_tables_writes_csv_markdown_and_latex(tmp_path):
         tmp_path / "none",
         tmp_path / "tables",
         domains=["bbc_news"],
+        figures_dir=tmp_path / "figures",
+        chosen="karcher",
+        provenance={"seed": 7},
     )
     assert set(frames) == {
         "diversity",
@@ -222,6 +228,11 @@ def test_make_tables_writes_csv_markdown_and_latex(tmp_path):
     again = pd.read_csv(tmp_path / "tables" / "adapters.csv")
     assert again.loc[0, "domain"] == "bbc_news" and bool(again.loc[0, "improved_2se"])
     assert "bbc_news" in (tmp_path / "tables" / "adapters.md").read_text()
+    assert json.loads((tmp_path / "tables" / "provenance.json").read_text()) == {"seed": 7}
+    assert {p.name for p in (tmp_path / "figures").iterdir()} == {
+        "reward_curves.png",
+        "perplexity_by_model.png",
+    }
 
 
 def test_diversity_table_pairs_models_on_the_same_prompts(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from stylemerge.io import read_json
+from stylemerge.io import read_json, write_json
 
 
 def reported() -> dict:
@@ -281,10 +281,14 @@ def make_tables(
     out_dir: str | Path,
     domains: list[str],
     comparison: str | None = None,
+    figures_dir: str | Path | None = None,
+    chosen: str | None = None,
+    provenance: Mapping | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Build and write every table under ``out_dir``; returns the frames by name.
-    ``lm_eval`` are results/eval/<model>/lm_eval.json files and ``diversity`` the
-    results/eval/<model>/diversity directories; think-optimised models are ``think_<model>``."""
+    """Build and write every table under ``out_dir`` (and the figures under ``figures_dir``);
+    returns the frames by name. ``lm_eval`` are results/eval/<model>/lm_eval.json files and
+    ``diversity`` the results/eval/<model>/diversity directories; think-optimised models are
+    ``think_<model>``; ``chosen`` is the merge the figures single out."""
     evals = {Path(p).parent.name: read_json(p) for p in lm_eval}
     pairs = {m[len("think_") :]: m for m in evals if m.startswith("think_")}
     frames = {
@@ -317,4 +321,11 @@ def make_tables(
     }
     for name, (frame, caption) in frames.items():
         write_table(frame, Path(out_dir) / name, caption)
-    return {name: frame for name, (frame, _) in frames.items()}
+    if provenance is not None:
+        write_json(Path(out_dir) / "provenance.json", provenance)
+    tables = {name: frame for name, (frame, _) in frames.items()}
+    if figures_dir is not None:
+        from stylemerge.figures import make_figures
+
+        make_figures(adapters, tables["lambada"], tables["diversity"], figures_dir, chosen)
+    return tables

@@ -40,7 +40,9 @@ rule pretrain_model:
     threads: lambda wc: config["models"][wc.model]["pretrain"]["threads"]
     resources:
         mem_mb=lambda wc: config["models"][wc.model]["pretrain"]["mem_mb"],
-        runtime=lambda wc: config["models"][wc.model]["pretrain"]["runtime_min"],
+        runtime=attempt_scaled(
+            lambda wc: config["models"][wc.model]["pretrain"]["runtime_min"]
+        ),
         gpu=lambda wc: config["models"][wc.model]["pretrain"]["gpus"],
     params:
         tiny=lambda wc: config["models"][wc.model]["tiny"],

@@ -1,4 +1,5 @@
-# The paper tables, from the result JSONs of every stage.
+# The paper tables and the report's figures, from the result JSONs of every stage.
+# `snakemake --report results/report.html` shows both with the captions in workflow/report.
 
 
 rule make_tables:
@@ -9,7 +10,20 @@ rule make_tables:
         lm_eval=expand("results/eval/{eval_model}/lm_eval.json", eval_model=EVAL_MODELS),
         diversity=expand("results/eval/{eval_model}/diversity", eval_model=EVAL_MODELS),
     output:
-        directory("results/tables"),
+        tables=report(
+            directory("results/tables"),
+            patterns=["{table}.csv"],
+            caption="../report/tables.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
+        figures=report(
+            directory("results/figures"),
+            patterns=["{figure}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+            labels={"figure": "{figure}"},
+        ),
     log:
         "logs/make_tables/make_tables.log",
     conda:
@@ -18,5 +32,6 @@ rule make_tables:
         benchmarks="results/benchmarks",
         domains=DOMAINS,
         comparison=config["evaluate"]["comparison"],
+        chosen=config["merge"]["chosen"],
     script:
         "../scripts/make_tables.py"

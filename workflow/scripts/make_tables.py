@@ -1,5 +1,6 @@
 # Translation only: snakemake.* -> stylemerge.tables.make_tables
 from stylemerge.logging import to_file
+from stylemerge.provenance import provenance
 from stylemerge.tables import make_tables
 
 with to_file(snakemake.log[0]):
@@ -10,7 +11,10 @@ with to_file(snakemake.log[0]):
         lm_eval=snakemake.input.lm_eval,
         diversity=snakemake.input.diversity,
         benchmark_dir=snakemake.params.benchmarks,
-        out_dir=snakemake.output[0],
+        out_dir=snakemake.output.tables,
         domains=snakemake.params.domains,
         comparison=snakemake.params.comparison,
+        figures_dir=snakemake.output.figures,
+        chosen=snakemake.params.chosen,
+        provenance=provenance(snakemake.config, snakemake.config["seed"]),
     )

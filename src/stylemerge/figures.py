@@ -1,0 +1,141 @@
+"""The report's figures (matplotlib, PNG), drawn from the same frames as the tables.
+
+- ``reward_curves.png``: GRPO training reward per step, one panel per domain (the adapters'
+  ``log_history.csv``);
+- ``diversity_by_domain.png``: distinct-1 per domain for every evaluated model, with the
+  bootstrap interval;
+- ``perplexity_by_model.png``: lambada perplexity per evaluated model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+# Reward columns trl's GRPOTrainer logs: the weighted total, then one per reward function.
+TOTAL_REWARD = "reward"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on cluster nodes; must precede the pyplot import
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def reward_history(adapter_dir: str | Path) -> pd.DataFrame:
+    """``step`` and the logged reward columns of one adapter's training (rows with a reward)."""
+    history = pd.read_csv(Path(adapter_dir) / "log_history.csv")
+    if TOTAL_REWARD not in history.columns:
+        raise ValueError(f"{adapter_dir}/log_history.csv: no '{TOTAL_REWARD}' column")
+    columns = ["step", TOTAL_REWARD] + [
+        c for c in history.columns if c.startswith("rewards/") and c.endswith("/mean")
+    ]
+    return history.loc[history[TOTAL_REWARD].notna(), columns].reset_index(drop=True)
+
+
+def reward_curves(adapter_dirs: Mapping[str, str | Path], out: str | Path) -> Path:
+    """One panel per domain: total reward and each reward component against the step."""
+    plt = _pyplot()
+    domains = sorted(adapter_dirs)
+    cols = min(3, max(1, len(domains)))
+    rows = math.ceil(len(domains) / cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+    for ax, domain in zip(axes.flat, domains, strict=False):
+        history = reward_history(adapter_dirs[domain])
+        for column in history.columns[1:]:
+            label = column.removeprefix("rewards/").removesuffix("/mean")
+            style = {"linewidth": 2.0} if column == TOTAL_REWARD else {"linewidth": 1.0}
+            ax.plot(history["step"], history[column], label=label, **style)
+        ax.set_title(domain, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(domains) :]:
+        ax.set_visible(False)
+    if domains:
+        axes.flat[0].set_ylabel("reward")
+        axes.flat[0].legend(fontsize=7)
+    fig.suptitle("GRPO training reward per domain")
+    return _save(fig, out)
+
+
+def diversity_by_domain(frame: pd.DataFrame, out: str | Path, models: list[str] | None = None):
+    """Grouped bars: distinct-1 per domain (groups) and model (bars), with CI whiskers.
+    ``frame``: :func:`stylemerge.tables.diversity_table`."""
+    plt = _pyplot()
+    models = models or sorted(frame["model"].unique())
+    domains = sorted(frame["domain"].unique())
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(domains)), 4))
+    for i, model in enumerate(models):
+        rows = frame[frame["model"] == model].set_index("domain").reindex(domains)
+        x = [d + (i - (len(models) - 1) / 2) * width for d in range(len(domains))]
+        low = (rows["distinct_1"] - rows["distinct_1_ci_low"]).clip(lower=0)
+        high = (rows["distinct_1_ci_high"] - rows["distinct_1"]).clip(lower=0)
+        ax.bar(x, rows["distinct_1"], width, yerr=[low, high], capsize=2, label=model)
+    ax.set_xticks(range(len(domains)), domains, rotation=30, ha="right")
+    ax.set_ylabel("distinct-1")
+    ax.set_title("Distinct-1 by domain (bootstrap interval)")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out)
+
+
+def perplexity_by_model(frame: pd.DataFrame, out: str | Path) -> Path:
+    """Bars: lambada perplexity per model, the base's as a dashed line.
+    ``frame``: :func:`stylemerge.tables.lambada_table`."""
+    plt = _pyplot()
+    frame = frame.dropna(subset=["perplexity"])
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(frame)), 4))
+    ax.bar(frame["model"], frame["perplexity"])
+    base = frame.loc[frame["model"] == "base", "perplexity"]
+    if len(base):
+        ax.axhline(float(base.iloc[0]), color="k", linestyle="--", linewidth=1, label="base")
+        ax.legend()
+    ax.set_ylabel("lambada perplexity")
+    ax.set_title("lambada perplexity by model (lower is better)")
+    ax.tick_params(axis="x", rotation=60)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    return _save(fig, out)
+
+
+def _save(fig, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    fig.clf()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return out
+
+
+def diversity_models(models: list[str], chosen: str | None) -> list[str]:
+    """The models the diversity figure compares: the base, the chosen merge and its
+    think-optimised version where present (all nine domain models would crowd it)."""
+    keep = ["base", chosen, f"think_{chosen}"] if chosen else ["base"]
+    return [m for m in keep if m in models] or sorted(models)
+
+
+def make_figures(
+    adapters: list[str | Path],
+    lambada: pd.DataFrame,
+    diversity: pd.DataFrame,
+    out_dir: str | Path,
+    chosen: str | None = None,
+) -> list[Path]:
+    """Every figure under ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    paths = [reward_curves({Path(p).name: p for p in adapters}, out_dir / "reward_curves.png")]
+    if len(diversity):
+        models = diversity_models(sorted(diversity["model"].unique()), chosen)
+        paths.append(diversity_by_domain(diversity, out_dir / "diversity_by_domain.png", models))
+    if len(lambada):
+        paths.append(perplexity_by_model(lambada, out_dir / "perplexity_by_model.png"))
+    return paths

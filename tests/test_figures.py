@@ -1,0 +1,67 @@
+import pandas as pd
+import pytest
+
+from stylemerge.figures import (
+    diversity_models,
+    make_figures,
+    reward_history,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def write_history(path, rewards):
+    path.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for step, reward in enumerate(rewards, start=1):
+        rows.append(
+            {
+                "step": step,
+                "reward": reward,
+                "rewards/style_contrast/mean": reward / 2,
+                "rewards/style_contrast/std": 0.1,
+                "loss": 0.5,
+            }
+        )
+    rows.append({"step": len(rewards), "train_runtime": 12.0})  # trl's summary row
+    pd.DataFrame(rows).to_csv(path / "log_history.csv", index=False)
+    return path
+
+
+def test_reward_history_keeps_reward_rows_and_component_means(tmp_path):
+    history = reward_history(write_history(tmp_path / "bbc_news", [0.1, 0.3, 0.2]))
+    assert list(history.columns) == ["step", "reward", "rewards/style_contrast/mean"]
+    assert history["reward"].tolist() == [0.1, 0.3, 0.2]
+    assert history["rewards/style_contrast/mean"].tolist() == pytest.approx([0.05, 0.15, 0.1])
+
+
+def test_a_history_without_rewards_is_named(tmp_path):
+    (tmp_path / "x").mkdir()
+    pd.DataFrame({"step": [1], "loss": [0.1]}).to_csv(tmp_path / "x/log_history.csv")
+    with pytest.raises(ValueError, match=r"x/log_history.csv: no 'reward' column"):
+        reward_history(tmp_path / "x")
+
+
+def test_diversity_figure_singles_out_base_and_chosen_merge():
+    models = ["base", "domain_bbc_news", "karcher", "linear", "think_karcher"]
+    assert diversity_models(models, "karcher") == ["base", "karcher", "think_karcher"]
+    assert diversity_models(["a", "b"], "karcher") == ["a", "b"]
+
+
+def test_make_figures_writes_every_png(tmp_path):
+    adapters = [write_history(tmp_path / d, [0.1, 0.2, 0.4]) for d in ("ao3_english", "bbc_news")]
+    lambada = pd.DataFrame({"model": ["base", "karcher"], "perplexity": [20.0, 18.0]})
+    diversity = pd.DataFrame(
+        {
+            "domain": ["bbc_news", "bbc_news"],
+            "model": ["base", "karcher"],
+            "distinct_1": [0.5, 0.55],
+            "distinct_1_ci_low": [0.45, 0.5],
+            "distinct_1_ci_high": [0.55, 0.6],
+        }
+    )
+    paths = make_figures(adapters, lambada, diversity, tmp_path / "figures", chosen="karcher")
+    names = sorted(p.name for p in paths)
+    assert names == ["diversity_by_domain.png", "perplexity_by_model.png", "reward_curves.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == PNG and path.stat().st_size > 5000
