@@ -21,6 +21,7 @@ FAMILIES = {"data", "train", "merge", "eval", "tables"}
 # skipped by the test that uses this).
 RULE_ENV = {
     "build_shards": "data",
+    "index_shards": "data",
     "train_tokenizer": "train",
     "pretrain_model": "train",
     "train_proxy": "train",

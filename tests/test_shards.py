@@ -251,3 +251,24 @@ def test_read_shard_rejects_missing_and_empty_files(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(DataError, match=r"empty\.jsonl: shard is empty"):
         list(read_shard(tmp_path / "empty.jsonl"))
+
+
+def test_shard_index_names_every_domain_and_catches_stale_shards(tmp_path):
+    from stylemerge.shards import read_shard_index, write_shard_index
+
+    paths = []
+    for domain in ("bbc_news", "ao3_english"):
+        (tmp_path / domain).mkdir()
+        paths.append(tmp_path / domain / "heldout.jsonl")
+        paths[-1].write_text(json.dumps({"id": "1", "domain": domain, "text": "x" * 300}) + "\n")
+    write_shard_index(paths, tmp_path / "heldout_index.json")
+    assert read_shard_index(tmp_path / "heldout_index.json") == {
+        "bbc_news": str(paths[0]),
+        "ao3_english": str(paths[1]),
+    }
+    paths[1].write_text(json.dumps({"id": "2", "domain": "ao3_english", "text": "y"}) + "\n")
+    with pytest.raises(DataError, match=r"heldout_index.json: shard .*ao3_english.* changed"):
+        read_shard_index(tmp_path / "heldout_index.json")
+    paths[1].unlink()
+    with pytest.raises(DataError, match=r"heldout_index.json: shard .*ao3_english.* not found"):
+        read_shard_index(tmp_path / "heldout_index.json")

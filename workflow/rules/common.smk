@@ -63,10 +63,18 @@ wildcard_constraints:
     method=_one_of(config["merge"]["variants"]),
     think_model=_one_of(THINK_MODELS),
     eval_model=_one_of(EVAL_MODELS),
+    split="train|heldout",
 
 
 def shard_paths(split):
     return expand("results/shards/{domain}/{split}.jsonl", domain=DOMAINS, split=split)
+
+
+def shard_index(split):
+    """The index of a split's shards of every domain (rule index_shards): what rules that
+    read all domains depend on; their scripts get the paths from stylemerge.shards.read_shard_index.
+    """
+    return f"results/shards/{split}_index.json"
 
 
 def model_input(name):

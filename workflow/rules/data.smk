@@ -15,3 +15,20 @@ rule build_shards:
         settings=lambda wc: stage_settings(config, "shards", wc.domain),
     script:
         "../scripts/build_shards.py"
+
+
+# One file naming a split's shards of every domain (with their sha256): the rules that read
+# all domains depend on it rather than on each shard, which keeps the DAG linear in domains.
+rule index_shards:
+    input:
+        lambda wc: shard_paths(wc.split),
+    output:
+        "results/shards/{split}_index.json",
+    log:
+        "logs/index_shards/{split}.log",
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    script:
+        "../scripts/index_shards.py"

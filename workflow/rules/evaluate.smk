@@ -4,7 +4,7 @@
 rule evaluate_lm:
     input:
         model=eval_model_input,
-        heldout=shard_paths("heldout"),  # one stylemerge_bpb_<domain> task per shard
+        heldout=shard_index("heldout"),  # one stylemerge_bpb_<domain> task per shard
     output:
         "results/eval/{eval_model}/lm_eval.json",
     log:
@@ -37,7 +37,7 @@ rule evaluate_lm:
 rule measure_diversity:
     input:
         model=eval_model_input,  # local model dir; [] for a hub id
-        heldout=shard_paths("heldout"),
+        heldout=shard_index("heldout"),
     output:
         directory("results/eval/{eval_model}/diversity"),
     log:

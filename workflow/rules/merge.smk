@@ -5,7 +5,7 @@ rule apply_adapter:
     input:
         base=model_input("base"),
         adapter="results/adapters/{domain}",
-        heldout=shard_paths("heldout"),
+        heldout=shard_index("heldout"),
     output:
         domain_model(directory("results/domain_models/{domain}")),
     log:
@@ -31,7 +31,7 @@ rule merge_models:
     input:
         base=model_input("base"),
         domain_models=expand("results/domain_models/{domain}", domain=DOMAINS),
-        heldout=shard_paths("heldout"),
+        heldout=shard_index("heldout"),
     output:
         directory("results/merges/{method}"),
     log:

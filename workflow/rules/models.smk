@@ -4,8 +4,8 @@
 
 rule train_tokenizer:
     input:
-        train=shard_paths("train"),
-        heldout=shard_paths("heldout"),
+        train=shard_index("train"),
+        heldout=shard_index("heldout"),
     output:
         directory("results/tokenizers/{model}"),
     log:
@@ -27,8 +27,8 @@ rule train_tokenizer:
 rule pretrain_model:
     input:
         tokenizer="results/tokenizers/{model}",
-        train=shard_paths("train"),
-        heldout=shard_paths("heldout"),
+        train=shard_index("train"),
+        heldout=shard_index("heldout"),
     output:
         directory("results/models/{model}"),
     log:

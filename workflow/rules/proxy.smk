@@ -5,7 +5,7 @@ rule train_proxy:
     input:
         general_proxy=model_input("general_proxy"),
         train="results/shards/{domain}/train.jsonl",
-        heldout=shard_paths("heldout"),
+        heldout=shard_index("heldout"),
     output:
         directory("results/proxies/{domain}"),
     log:

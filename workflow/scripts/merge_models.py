@@ -4,6 +4,7 @@ from pathlib import Path
 from stylemerge.logging import to_file
 from stylemerge.merge import merge_models
 from stylemerge.provenance import provenance
+from stylemerge.shards import read_shard_index
 
 with to_file(snakemake.log[0]):
     variant = snakemake.params.variant
@@ -13,13 +14,12 @@ with to_file(snakemake.log[0]):
         domain_models={Path(p).name: p for p in snakemake.input.domain_models},
         base=snakemake.input.base or snakemake.params.base,
         weights=snakemake.params.weights,
-        heldout_shards=snakemake.input.heldout,
+        heldout_shards=list(read_shard_index(snakemake.input.heldout).values()),
         out_dir=snakemake.output[0],
         settings={**snakemake.params.settings, "parameters": variant["parameters"]},
         threads=snakemake.threads,
         device=snakemake.params.device,
         trust_remote_code=snakemake.params.trust_remote_code,
-        # until the rule passes it as a param: the validated config's value
         allow_pickle_weights=snakemake.params.allow_pickle_weights,
         provenance=provenance(snakemake.config, snakemake.config["seed"]),
     )

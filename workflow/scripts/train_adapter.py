@@ -18,7 +18,6 @@ with to_file(snakemake.log[0]):
         device=snakemake.params.device,
         threads=snakemake.threads,
         trust_remote_code=snakemake.params.trust_remote_code,
-        # until the rule passes it as a param: the validated config's value
         allow_pickle_weights=snakemake.params.allow_pickle_weights,
         base_revision=snakemake.params.base_revision,
         general_proxy_revision=snakemake.params.general_proxy_revision,

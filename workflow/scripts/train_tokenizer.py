@@ -2,14 +2,15 @@
 from stylemerge.logging import to_file
 from stylemerge.provenance import provenance
 from stylemerge.runtime import use_threads
+from stylemerge.shards import read_shard_index
 from stylemerge.tokenizer import train_tokenizer
 
 with to_file(snakemake.log[0]):
     use_threads(snakemake.threads)
     settings = snakemake.params.settings
     train_tokenizer(
-        train_shards=snakemake.input.train,
-        heldout_shards=snakemake.input.heldout,
+        train_shards=list(read_shard_index(snakemake.input.train).values()),
+        heldout_shards=list(read_shard_index(snakemake.input.heldout).values()),
         out_dir=snakemake.output[0],
         vocab_size=settings["vocab_size"],
         min_frequency=settings["min_frequency"],
