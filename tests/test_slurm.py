@@ -64,6 +64,9 @@ def test_user_profile_has_commented_placeholders_and_gpu_requests():
     profile = load_profile(USER_PROFILE)
     text = (USER_PROFILE / "config.yaml").read_text().splitlines()
     assert profile["executor"] == "slurm"
+    # A failed job (e.g. killed at its time limit) is resubmitted: the rules' runtime is the
+    # configured minutes times the attempt (test_faults checks the doubling on a retry).
+    assert profile["retries"] >= 1
     defaults = profile["default-resources"]
     assert {"mem_mb", "runtime", "cpus_per_task"} <= set(defaults)
     assert defaults["cpus_per_task"] == "threads"
@@ -207,7 +210,8 @@ def slurm_cluster():
 # costing seconds of status polling, whatever later stages add to `all`.
 SLURM_CONFIG = copy.deepcopy(REDUCED)
 for _model in SLURM_CONFIG["models"].values():
-    _model["pretrain"].update(mem_mb=1000, runtime_min=10)
+    # runtime_min differs from the CI profile's default runtime (10): sbatch -t shows which
+    _model["pretrain"].update(mem_mb=1000, runtime_min=9)
 SLURM_TARGETS = [f"results/models/{name}" for name in SLURM_CONFIG["models"]]
 
 
@@ -246,6 +250,10 @@ def test_every_job_ran_as_a_slurm_job_visible_in_sacct(slurm_run):
     for job in jobs:
         assert job["State"] == "COMPLETED", job
         assert (job["Account"], job["Partition"]) == (ACCOUNT, PARTITION), job
+        # the time limit: the rule's runtime (config minutes x attempt 1), else the profile's
+        minutes = 9 if job["Comment"].startswith("rule_pretrain_model_") else 10
+        submit = job["SubmitLine"].split("--wrap")[0]
+        assert re.search(rf"(^|\s)-t {minutes}(\s|$)", submit), job["SubmitLine"]
 
 
 def test_gpu_rule_was_submitted_with_the_gpu_request_form(slurm_run):

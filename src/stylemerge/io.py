@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -61,6 +62,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     success, so a killed job never leaves a partial output that looks complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A job killed (SIGKILL) before it moved its output leaves its temporary sibling behind:
+    # at paper scale a whole model copy. One job writes a given output, so any is stale.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
     try:
         yield tmp

@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -143,8 +144,10 @@ def source_files(spec: Mapping, domain: str) -> list[str]:
     """The files a source reads (for Snakemake to track); none for a hub data set."""
     if spec["type"] == "builtin":
         root = resources.files("stylemerge") / "corpus" / (spec.get("corpus") or domain)
+        # relative to the working directory where the corpus lies inside it (the workflow's
+        # own src/): a moved or copied workflow directory then reruns nothing
         return (
-            sorted(str(p) for p in root.iterdir() if p.name.endswith(".txt"))
+            sorted(_relative(str(p)) for p in root.iterdir() if p.name.endswith(".txt"))
             if root.is_dir()
             else []
         )
@@ -158,6 +161,11 @@ def source_files(spec: Mapping, domain: str) -> list[str]:
             }
         )
     return []
+
+
+def _relative(path: str) -> str:
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 SOURCES: dict[str, Callable[[Mapping, str], Iterator[Document]]] = {

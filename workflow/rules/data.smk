@@ -7,6 +7,8 @@ rule build_shards:
         manifest="results/shards/{domain}/manifest.json",
     log:
         "logs/build_shards/{domain}.log",
+    benchmark:
+        "results/benchmarks/build_shards/{domain}.tsv"
     conda:
         "../../envs/data.yaml"
     threads: 1

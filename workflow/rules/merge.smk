@@ -10,6 +10,8 @@ rule apply_adapter:
         domain_model(directory("results/domain_models/{domain}")),
     log:
         "logs/apply_adapter/{domain}.log",
+    benchmark:
+        "results/benchmarks/apply_adapter/{domain}.tsv"
     conda:
         "../../envs/merge.yaml"
     threads: config["merge"]["threads"]
