@@ -280,6 +280,22 @@ def test_tables(workflow_run):
     assert sorted(gsm8k["model"]) == ["base", "karcher"]
     cost = pd.read_csv(tables / "cost.csv")
     assert {"pretrain_model", "train_adapter", "merge_models"} <= set(cost["rule"])
+    provenance = json.loads((tables / "provenance.json").read_text())
+    assert provenance["seed"] == REDUCED["seed"] and provenance["config_sha256"]
+
+
+def test_report_holds_every_table_and_figure_with_its_caption(workflow_run, tmp_path):
+    figures = workflow_run / "results" / "figures"
+    names = {"reward_curves.png", "diversity_by_domain.png", "perplexity_by_model.png"}
+    assert {p.name for p in figures.iterdir()} == names
+    report = tmp_path / "report.html"
+    snakemake(workflow_run, "all", "--report", str(report))
+    html = report.read_text()
+    for name in ("reward_curves", "perplexity_by_model", "lambada", "diversity", "cost"):
+        assert name in html, name
+    # captions from workflow/report/*.rst, rendered per file
+    assert "GRPO training reward per step" in html
+    assert "Cost of every job" in html
 
 
 def test_editing_a_local_source_file_reruns_its_domain(workflow_run):

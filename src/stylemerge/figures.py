@@ -96,7 +96,8 @@ def perplexity_by_model(frame: pd.DataFrame, out: str | Path) -> Path:
     if len(base):
         ax.axhline(float(base.iloc[0]), color="k", linestyle="--", linewidth=1, label="base")
         ax.legend()
-    ax.set_ylabel("lambada perplexity")
+    ax.set_yscale("log")  # tiny models sit orders of magnitude apart
+    ax.set_ylabel("lambada perplexity (log scale)")
     ax.set_title("lambada perplexity by model (lower is better)")
     ax.tick_params(axis="x", rotation=60)
     for label in ax.get_xticklabels():
