@@ -21,7 +21,7 @@ from stylemerge.evaluate import (
     prepare_task_data,
 )
 from stylemerge.io import sha256_file
-from stylemerge.shards import read_shard
+from stylemerge.shards import read_shard, write_shard_index
 
 HARNESS_TASKS = Path(__import__("lm_eval").__file__).parent / "tasks"
 SEED, HELDOUT_FRACTION = 7, 0.25
@@ -60,10 +60,10 @@ def evaluated(tiny_base, shards, tmp_path_factory) -> tuple[Path, dict]:
     """One real lm-eval run of every packaged task, through the Snakemake script."""
     root = tmp_path_factory.mktemp("eval")
     out = root / "results" / "eval" / "base" / "lm_eval.json"
+    index = root / "results" / "shards" / "heldout_index.json"
+    write_shard_index(shards["heldout"], index)
     snakemake = types.SimpleNamespace(
-        input=types.SimpleNamespace(
-            model=str(tiny_base), heldout=[str(p) for p in shards["heldout"]]
-        ),
+        input=types.SimpleNamespace(model=str(tiny_base), heldout=str(index)),
         params=types.SimpleNamespace(
             model=None,
             settings=SETTINGS,
@@ -71,6 +71,7 @@ def evaluated(tiny_base, shards, tmp_path_factory) -> tuple[Path, dict]:
             arithmetic_heldout_fraction=HELDOUT_FRACTION,
             device="cpu",
             trust_remote_code=False,
+            allow_pickle_weights=False,
             revision=None,
         ),
         resources=types.SimpleNamespace(tmpdir=str(root / "tmp")),

@@ -307,7 +307,10 @@ def test_sigkill_during_grpo_resumes_from_the_last_checkpoint(interrupted_run):
     grpo = interrupted_run["grpo"]
     assert not grpo["adapter_after_kill"]
     assert "checkpoint-2" in grpo["checkpoints_after_kill"]
-    assert grpo["adapter_metrics"]["resumed_from"] == "checkpoint-2"
+    # the kill lands once checkpoint-2 is complete, and may land after checkpoint-3 (the
+    # last step) too: the rerun resumes from a complete one and trains no step more
+    resumed = grpo["adapter_metrics"]["resumed_from"]
+    assert resumed in grpo["checkpoints_after_kill"] and int(resumed.split("-")[1]) >= 2
     assert grpo["adapter_metrics"]["steps"] == 3
     assert not grpo["checkpoints_after_rerun"]  # removed once the adapter is complete
 

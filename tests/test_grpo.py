@@ -1,10 +1,12 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import torch
@@ -166,6 +168,38 @@ def test_killed_training_resumes_from_its_last_checkpoint(
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_killed_after_its_last_checkpoint_is_not_trained_further(
+    tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy, monkeypatch
+):
+    """Killed between the last checkpoint and moving the output into place: the rerun takes
+    the finished adapter from the checkpoint (Trainer resumed there would train a step more)."""
+    from safetensors.torch import load_file
+
+    import stylemerge.grpo
+
+    # keep the checkpoints a finished run removes, as a kill before that point would
+    monkeypatch.setattr(
+        stylemerge.grpo, "shutil", types.SimpleNamespace(rmtree=lambda *a, **k: None)
+    )
+    first = run(
+        tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy, max_steps=4, save_steps=2
+    )
+    monkeypatch.undo()
+    finished = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    shutil.rmtree(tmp_path / "adapter")
+
+    again = run(
+        tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy, max_steps=4, save_steps=2
+    )
+    assert again["resumed_from"] == "checkpoint-4" and again["steps"] == first["steps"] == 4
+    assert again["heldout"] == first["heldout"]
+    resumed = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert resumed.keys() == finished.keys()
+    for key in finished:
+        assert torch.equal(resumed[key], finished[key]), key
+    assert not (tmp_path / "adapter-checkpoints").exists()
 
 
 def test_checkpoints_of_other_settings_are_not_resumed(

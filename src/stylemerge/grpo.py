@@ -184,6 +184,23 @@ def last_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
     return None
 
 
+def completed_steps(checkpoint: str | Path) -> int:
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
+
+
+def restore_finished(trainer, checkpoint: str | Path) -> None:
+    """Load a finished run's adapter weights and trainer state from its last checkpoint."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+
+    checkpoint = Path(checkpoint)
+    weights = load_file(checkpoint / "adapter_model.safetensors")
+    set_peft_model_state_dict(trainer.model, weights)
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    log.info("%s holds the last step: training was complete", checkpoint)
+
+
 def prepare_checkpoints(checkpoint_dir: Path, expected: str) -> str | None:
     """The checkpoint to resume from, if any; a checkpoint of other settings is removed."""
     marker = checkpoint_dir / FINGERPRINT
@@ -327,7 +344,13 @@ def train_adapter(
         ),
         callbacks=[StopOnNonFinite()],
     )
-    trainer.train(resume_from_checkpoint=resume)
+    if resume and completed_steps(resume) >= args.max_steps > 0:
+        # Killed after its last checkpoint but before the output was in place: the checkpoint
+        # is the finished adapter. Trainer would run one step more when resumed there
+        # (transformers 5.23), and the result would differ from an uninterrupted run's.
+        restore_finished(trainer, resume)
+    else:
+        trainer.train(resume_from_checkpoint=resume)
     after = evaluate_policy(
         trainer.model, tokenizer, eval_prompts, reward_funcs, weights, general, settings, seed
     )
