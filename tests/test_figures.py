@@ -4,6 +4,7 @@ import pytest
 from stylemerge.figures import (
     diversity_models,
     make_figures,
+    reward_curves,
     reward_history,
 )
 
@@ -35,11 +36,16 @@ def test_reward_history_keeps_reward_rows_and_component_means(tmp_path):
     assert history["rewards/style_contrast/mean"].tolist() == pytest.approx([0.05, 0.15, 0.1])
 
 
-def test_a_history_without_rewards_is_named(tmp_path):
+def test_a_history_without_rewards_gives_an_empty_panel(tmp_path, caplog):
     (tmp_path / "x").mkdir()
     pd.DataFrame({"step": [1], "loss": [0.1]}).to_csv(tmp_path / "x/log_history.csv")
-    with pytest.raises(ValueError, match=r"x/log_history.csv: no 'reward' column"):
-        reward_history(tmp_path / "x")
+    assert reward_history(tmp_path / "x").empty
+    assert "x/log_history.csv: no reward logged" in caplog.text
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y/log_history.csv").write_text("\n")  # pandas' CSV of an empty log
+    assert reward_history(tmp_path / "y").empty
+    out = reward_curves({"x": tmp_path / "x", "y": tmp_path / "y"}, tmp_path / "r.png")
+    assert out.read_bytes()[:8] == PNG
 
 
 def test_diversity_figure_singles_out_base_and_chosen_merge():

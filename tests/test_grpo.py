@@ -8,6 +8,7 @@ import sys
 import time
 import types
 
+import pandas as pd
 import pytest
 import torch
 
@@ -200,6 +201,9 @@ def test_a_run_killed_after_its_last_checkpoint_is_not_trained_further(
     for key in finished:
         assert torch.equal(resumed[key], finished[key]), key
     assert not (tmp_path / "adapter-checkpoints").exists()
+    # the training log is the finished run's (the figures read it)
+    history = pd.read_csv(tmp_path / "adapter" / "log_history.csv")
+    assert history["reward"].notna().sum() == 4, history
 
 
 def test_checkpoints_of_other_settings_are_not_resumed(

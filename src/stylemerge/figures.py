@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 # Reward columns trl's GRPOTrainer logs: the weighted total, then one per reward function.
 TOTAL_REWARD = "reward"
@@ -29,10 +32,17 @@ def _pyplot():
 
 
 def reward_history(adapter_dir: str | Path) -> pd.DataFrame:
-    """``step`` and the logged reward columns of one adapter's training (rows with a reward)."""
-    history = pd.read_csv(Path(adapter_dir) / "log_history.csv")
+    """``step`` and the logged reward columns of one adapter's training (rows with a reward);
+    no rows where none was logged (a run shorter than ``logging_steps``, or one restored from
+    its last checkpoint before trl's end-of-training summary)."""
+    path = Path(adapter_dir) / "log_history.csv"
+    try:
+        history = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        history = pd.DataFrame()
     if TOTAL_REWARD not in history.columns:
-        raise ValueError(f"{adapter_dir}/log_history.csv: no '{TOTAL_REWARD}' column")
+        log.warning("%s: no reward logged", path)
+        return pd.DataFrame(columns=["step", TOTAL_REWARD])
     columns = ["step", TOTAL_REWARD] + [
         c for c in history.columns if c.startswith("rewards/") and c.endswith("/mean")
     ]
@@ -48,6 +58,8 @@ def reward_curves(adapter_dirs: Mapping[str, str | Path], out: str | Path) -> Pa
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
     for ax, domain in zip(axes.flat, domains, strict=False):
         history = reward_history(adapter_dirs[domain])
+        if history.empty:
+            ax.text(0.5, 0.5, "no reward logged", ha="center", va="center", transform=ax.transAxes)
         for column in history.columns[1:]:
             label = column.removeprefix("rewards/").removesuffix("/mean")
             style = {"linewidth": 2.0} if column == TOTAL_REWARD else {"linewidth": 1.0}
