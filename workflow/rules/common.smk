@@ -71,9 +71,9 @@ def shard_paths(split):
 
 
 def shard_index(split):
-    """The index of a split's shards of every domain (rule index_shards): what rules that
-    read all domains depend on; their scripts get the paths from stylemerge.shards.read_shard_index.
-    """
+    """The index of a split's shards of every domain, written by index_shards. Jobs that
+    read all domains depend on it; their scripts read it with
+    stylemerge.shards.read_shard_index."""
     return f"results/shards/{split}_index.json"
 
 
