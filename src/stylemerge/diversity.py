@@ -62,13 +62,13 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from stylemerge.io import atomic_path, write_json, write_jsonl
 from stylemerge.models import load_model, load_tokenizer
+from stylemerge.provenance import package_versions
 from stylemerge.runtime import resolve_device, use_threads
 from stylemerge.shards import shard_texts
 
@@ -454,7 +454,7 @@ def load_embedder(device: str, batch_size: int) -> tuple[Embed | None, dict]:
     return embed, {
         "model": EMBEDDING_MODEL,
         "package": EMBEDDING_PACKAGE,
-        "version": _version(EMBEDDING_PACKAGE),
+        "version": package_versions((EMBEDDING_PACKAGE,))[EMBEDDING_PACKAGE],
         "max_seq_length": getattr(model, "max_seq_length", None),
     }
 
@@ -664,13 +664,6 @@ def score_samples(
 # --- the job: one model over all domains -------------------------------------------------------
 
 
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def measure_diversity(
     model_ref: str | Path,
     heldout_shards: Mapping[str, str | Path],
@@ -794,10 +787,9 @@ def measure_diversity(
         "ci": settings["ci"],
         "tokenization": TOKENIZATION,
         "embedding": embedding,
-        "packages": {
-            name: _version(name)
-            for name in ("sacrebleu", "numpy", EMBEDDING_PACKAGE, "sentence-transformers")
-        },
+        "packages": package_versions(
+            ("sacrebleu", "numpy", EMBEDDING_PACKAGE, "sentence-transformers")
+        ),
         "seeds": {"seed": seed, "sampling": seeds, "derivation": "derive_seed(seed, domain)"},
         "device": device,
         "threads": threads,
