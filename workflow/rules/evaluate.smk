@@ -6,11 +6,11 @@ rule evaluate_lm:
         model=eval_model_input,
         heldout=shard_index("heldout"),  # one stylemerge_bpb_<domain> task per shard
     output:
-        "results/eval/{eval_model}/lm_eval.json",
+        R("eval/{eval_model}/lm_eval.json"),
     log:
-        "logs/evaluate_lm/{eval_model}.log",
+        L("evaluate_lm/{eval_model}.log"),
     benchmark:
-        "results/benchmarks/evaluate_lm/{eval_model}.tsv"
+        R("benchmarks/evaluate_lm/{eval_model}.tsv")
     conda:
         "../../envs/eval.yaml"
     threads: config["evaluate"]["lm_eval"]["threads"]
@@ -39,11 +39,11 @@ rule measure_diversity:
         model=eval_model_input,  # local model dir; [] for a hub id
         heldout=shard_index("heldout"),
     output:
-        directory("results/eval/{eval_model}/diversity"),
+        directory(R("eval/{eval_model}/diversity")),
     log:
-        "logs/measure_diversity/{eval_model}.log",
+        L("measure_diversity/{eval_model}.log"),
     benchmark:
-        "results/benchmarks/measure_diversity/{eval_model}.tsv"
+        R("benchmarks/measure_diversity/{eval_model}.tsv")
     conda:
         "../../envs/eval.yaml"
     threads: config["evaluate"]["diversity"]["threads"]

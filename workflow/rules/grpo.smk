@@ -7,15 +7,15 @@ rule train_adapter:
     input:
         base=model_input("base"),
         general_proxy=model_input("general_proxy"),
-        proxy="results/proxies/{domain}",
-        prompts="results/shards/{domain}/train.jsonl",
-        heldout="results/shards/{domain}/heldout.jsonl",
+        proxy=R("proxies/{domain}"),
+        prompts=R("shards/{domain}/train.jsonl"),
+        heldout=R("shards/{domain}/heldout.jsonl"),
     output:
-        directory("results/adapters/{domain}"),
+        directory(R("adapters/{domain}")),
     log:
-        "logs/train_adapter/{domain}.log",
+        L("train_adapter/{domain}.log"),
     benchmark:
-        "results/benchmarks/train_adapter/{domain}.tsv"
+        R("benchmarks/train_adapter/{domain}.tsv")
     conda:
         "../../envs/train.yaml"
     threads: lambda wc: stage_settings(config, "grpo", wc.domain)["threads"]
@@ -30,7 +30,7 @@ rule train_adapter:
         base_revision=config["models"]["base"]["revision"],
         general_proxy=hub_ref("general_proxy"),
         general_proxy_revision=config["models"]["general_proxy"]["revision"],
-        checkpoints="results/checkpoints/{domain}",
+        checkpoints=R("checkpoints/{domain}"),
         settings=lambda wc: stage_settings(config, "grpo", wc.domain),
         seed=config["seed"],
         device=config["device"],

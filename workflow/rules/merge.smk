@@ -4,14 +4,14 @@
 rule apply_adapter:
     input:
         base=model_input("base"),
-        adapter="results/adapters/{domain}",
+        adapter=R("adapters/{domain}"),
         heldout=shard_index("heldout"),
     output:
-        domain_model(directory("results/domain_models/{domain}")),
+        domain_model(directory(R("domain_models/{domain}"))),
     log:
-        "logs/apply_adapter/{domain}.log",
+        L("apply_adapter/{domain}.log"),
     benchmark:
-        "results/benchmarks/apply_adapter/{domain}.tsv"
+        R("benchmarks/apply_adapter/{domain}.tsv")
     conda:
         "../../envs/merge.yaml"
     threads: config["merge"]["threads"]
@@ -32,14 +32,14 @@ rule apply_adapter:
 rule merge_models:
     input:
         base=model_input("base"),
-        domain_models=expand("results/domain_models/{domain}", domain=DOMAINS),
+        domain_models=expand(R("domain_models/{domain}"), domain=DOMAINS),
         heldout=shard_index("heldout"),
     output:
-        directory("results/merges/{method}"),
+        directory(R("merges/{method}")),
     log:
-        "logs/merge_models/{method}.log",
+        L("merge_models/{method}.log"),
     benchmark:
-        "results/benchmarks/merge_models/{method}.tsv"
+        R("benchmarks/merge_models/{method}.tsv")
     conda:
         "../../envs/merge.yaml"
     threads: config["merge"]["threads"]

@@ -4,14 +4,14 @@
 rule train_proxy:
     input:
         general_proxy=model_input("general_proxy"),
-        train="results/shards/{domain}/train.jsonl",
+        train=R("shards/{domain}/train.jsonl"),
         heldout=shard_index("heldout"),
     output:
-        directory("results/proxies/{domain}"),
+        directory(R("proxies/{domain}")),
     log:
-        "logs/train_proxy/{domain}.log",
+        L("train_proxy/{domain}.log"),
     benchmark:
-        "results/benchmarks/train_proxy/{domain}.tsv"
+        R("benchmarks/train_proxy/{domain}.tsv")
     conda:
         "../../envs/train.yaml"
     threads: lambda wc: stage_settings(config, "proxy", wc.domain)["threads"]

@@ -4,32 +4,32 @@
 
 rule make_tables:
     input:
-        adapters=expand("results/adapters/{domain}", domain=DOMAINS),
-        merges=expand("results/merges/{method}", method=config["merge"]["variants"]),
-        think=expand("results/think/{think_model}", think_model=THINK_MODELS),
-        lm_eval=expand("results/eval/{eval_model}/lm_eval.json", eval_model=EVAL_MODELS),
-        diversity=expand("results/eval/{eval_model}/diversity", eval_model=EVAL_MODELS),
+        adapters=expand(R("adapters/{domain}"), domain=DOMAINS),
+        merges=expand(R("merges/{method}"), method=config["merge"]["variants"]),
+        think=expand(R("think/{think_model}"), think_model=THINK_MODELS),
+        lm_eval=expand(R("eval/{eval_model}/lm_eval.json"), eval_model=EVAL_MODELS),
+        diversity=expand(R("eval/{eval_model}/diversity"), eval_model=EVAL_MODELS),
     output:
         tables=report(
-            directory("results/tables"),
+            directory(R("tables")),
             patterns=["{table}.csv"],
             caption="../report/tables.rst",
             category="Tables",
             labels={"table": "{table}"},
         ),
         figures=report(
-            directory("results/figures"),
+            directory(R("figures")),
             patterns=["{figure}.png"],
             caption="../report/figures.rst",
             category="Figures",
             labels={"figure": "{figure}"},
         ),
     log:
-        "logs/make_tables/make_tables.log",
+        L("make_tables/make_tables.log"),
     conda:
         "../../envs/tables.yaml"
     params:
-        benchmarks="results/benchmarks",
+        benchmarks=R("benchmarks"),
         domains=DOMAINS,
         comparison=config["evaluate"]["comparison"],
         chosen=config["merge"]["chosen"],

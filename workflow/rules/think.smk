@@ -6,11 +6,11 @@ rule optimize_think_tokens:
     input:
         model=think_input,
     output:
-        directory("results/think/{think_model}"),
+        directory(R("think/{think_model}")),
     log:
-        "logs/optimize_think_tokens/{think_model}.log",
+        L("optimize_think_tokens/{think_model}.log"),
     benchmark:
-        "results/benchmarks/optimize_think_tokens/{think_model}.tsv"
+        R("benchmarks/optimize_think_tokens/{think_model}.tsv")
     conda:
         "../../envs/train.yaml"
     threads: config["think"]["threads"]
