@@ -186,7 +186,7 @@ def test_a_directory_that_is_not_an_adapter_is_named(tiny_base, shards, tmp_path
 
 
 # --- bad input: a tokenizer without the think tokens -------------------------------------------
-# Tested in test_think.py: test_a_tokenizer_without_think_tokens_is_refused.
+# Tested in test_think.py: test_tags_that_stay_several_tokens_are_refused.
 
 
 # --- bad input: NaN loss or reward --------------------------------------------------------------

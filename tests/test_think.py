@@ -26,14 +26,16 @@ from stylemerge.arithmetic import (
     problem_split,
     split_problems,
 )
-from stylemerge.models import ModelError
+from stylemerge.models import ModelError, load_model, load_tokenizer
 from stylemerge.shards import is_heldout
-from stylemerge.think import optimize_think_tokens
-from stylemerge.tokenizer import train_tokenizer
+from stylemerge.think import ensure_think_tokens, optimize_think_tokens
+from stylemerge.tokenizer import THINK_TOKENS
 
 # 1-shot traces fit the test model without cutting (~330 of its tokens); 30 steps: seconds
 DATA = {"source": "builtin", "train": 48, "heldout": 16, "shots": 1, "heldout_fraction": 0.25}
 SETTINGS = {"steps": 30, "learning_rate": 0.02, "batch_size": 8, "max_length": 384}
+# the proxy's smaller vocabulary takes more tokens per trace: a longer max_length cuts none
+PROXY_SETTINGS = {**SETTINGS, "max_length": 768}
 EMBED = "model.embed_tokens.weight"
 PROBLEM = {"question": "Ana buys 3 pens at $4 each. How much?", "reasoning": "3 * 4 = 12"}
 PROBLEM["answer"] = "12"
@@ -52,10 +54,41 @@ def think(model_dir, out, settings=SETTINGS, data=DATA, seed=5):
     )
 
 
+def save_variant(model_dir: Path, out: Path, variant: str) -> Path:
+    """``model_dir`` saved to ``out`` untied, in bfloat16, or padded with 6 spare rows."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    if variant == "untied":
+        config = model.config
+        config.tie_word_embeddings = False
+        untied = AutoModelForCausalLM.from_config(config)
+        untied.load_state_dict(model.state_dict(), strict=False)
+        untied.lm_head.weight.data.copy_(model.lm_head.weight.data)
+        assert untied.lm_head.weight is not untied.model.embed_tokens.weight
+        model = untied
+    elif variant == "bfloat16":
+        model = model.to(torch.bfloat16)
+    else:  # a padded vocabulary, as Qwen3's: spare rows beyond the tokenizer's ids
+        model.resize_token_embeddings(
+            len(model.get_input_embeddings().weight) + 6, mean_resizing=False
+        )
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def optimised(tiny_base, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("think") / "model"
     return out, think(tiny_base, out)
+
+
+@pytest.fixture(scope="module")
+def added(tiny_general_proxy, tmp_path_factory) -> tuple[Path, dict]:
+    """The tiny Llama proxy, whose tokenizer has no think tokens, optimised."""
+    out = tmp_path_factory.mktemp("think-added") / "model"
+    return out, think(tiny_general_proxy, out, settings=PROXY_SETTINGS)
 
 
 # --- problems and formats ---------------------------------------------------------------------
@@ -235,20 +268,7 @@ def test_optimised_model_loads_with_transformers_and_generates(optimised):
 def test_untied_and_bfloat16_models_change_only_the_think_rows(tiny_base, tmp_path, variant):
     """Untied: the output projection's two rows train too.  bfloat16: trained in float32,
     saved in bfloat16, every other parameter bit-identical to the checkpoint."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    source = AutoModelForCausalLM.from_pretrained(tiny_base)
-    if variant == "untied":
-        source.config.tie_word_embeddings = False
-        model = AutoModelForCausalLM.from_config(source.config)
-        model.load_state_dict(source.state_dict(), strict=False)
-        model.lm_head.weight.data.copy_(source.lm_head.weight.data)
-        assert model.lm_head.weight is not model.model.embed_tokens.weight
-    else:
-        model = source.to(torch.bfloat16)
-    model.save_pretrained(tmp_path / "in")
-    AutoTokenizer.from_pretrained(tiny_base).save_pretrained(tmp_path / "in")
-
+    save_variant(tiny_base, tmp_path / "in", variant)
     metrics = think(tmp_path / "in", tmp_path / "out", settings={**SETTINGS, "steps": 4})
     ids = list(metrics["think_tokens"].values())
     old, new = weights(tmp_path / "in"), weights(tmp_path / "out")
@@ -270,6 +290,91 @@ def test_untied_and_bfloat16_models_change_only_the_think_rows(tiny_base, tmp_pa
     assert math.isfinite(metrics["heldout_ce_after"]["overall"])
 
 
+def test_a_tokenizer_with_think_tokens_is_not_resized(tiny_base, optimised):
+    out, metrics = optimised
+    rows = len(weights(tiny_base)[EMBED])
+    assert metrics["think_tokens_added"] is False and metrics["think_rows_init"] == "existing"
+    assert metrics["vocab_size_before"] == metrics["vocab_size_after"] == len(load_tokenizer(out))
+    assert metrics["embedding_rows_before"] == metrics["embedding_rows_after"] == rows
+    assert len(weights(out)[EMBED]) == rows
+    assert metrics["preexisting_rows_max_abs_change"] == {EMBED: 0.0}
+
+
+def check_added(model_in: Path, out: Path, metrics: dict, embeddings: set[str]) -> None:
+    """The tags were added at the end of the vocabulary, their rows started at the mean of the
+    existing token rows, and nothing else changed: every pre-existing row and every other
+    tensor is bit-identical to ``model_in``'s."""
+    vocab = len(load_tokenizer(model_in))
+    old, new = weights(model_in), weights(out)
+    rows = len(old[EMBED])
+    ids = list(metrics["think_tokens"].values())
+    assert metrics["think_tokens_added"] is True and metrics["think_rows_init"] == "mean"
+    assert ids == [vocab, vocab + 1]
+    assert (metrics["vocab_size_before"], metrics["vocab_size_after"]) == (vocab, vocab + 2)
+    assert metrics["embedding_rows_before"] == rows
+    assert metrics["embedding_rows_after"] == len(new[EMBED]) == max(rows, vocab + 2)
+    assert metrics["preexisting_rows_max_abs_change"] == dict.fromkeys(embeddings, 0.0)
+    assert metrics["trained"] == dict.fromkeys(embeddings, ids)
+    assert metrics["frozen_max_abs_change_overall"] == 0.0
+    assert set(old) == set(new)
+    for name, tensor in old.items():
+        if name not in embeddings:
+            assert torch.equal(new[name], tensor), name
+            continue
+        keep = torch.ones(rows, dtype=torch.bool)
+        keep[[i for i in ids if i < rows]] = False
+        assert torch.equal(new[name][:rows][keep], tensor[keep]), name
+        # the recorded change of each tag row is its distance from the mean of the token rows
+        mean = tensor[:vocab].double().mean(dim=0).to(tensor.dtype)
+        moved = (new[name][ids] - mean).abs().amax(dim=1)
+        assert moved.tolist() == pytest.approx(metrics["think_rows_max_abs_change"][name])
+        assert (moved > 0).all(), name
+
+
+def test_a_tokenizer_without_think_tokens_gets_them_at_the_mean(tiny_general_proxy, added):
+    out, metrics = added
+    assert metrics["tied_embeddings"] is True
+    check_added(tiny_general_proxy, out, metrics, {EMBED})
+    before, after = metrics["heldout_ce_before"], metrics["heldout_ce_after"]
+    assert metrics["truncated"] == {"train": 0, "heldout": 0}
+    assert before["tokens"]["think_tags"] == 2 * 2 * DATA["heldout"]  # the tags are one token
+    assert after["think_tags"] < before["think_tags"] - 1.0
+    assert after["overall"] < before["overall"]
+
+    # the saved model and tokenizer agree, reload, and keep the tags as single tokens
+    tok, model = load_tokenizer(out), load_model(out)
+    assert len(tok) == metrics["vocab_size_after"] <= len(model.get_input_embeddings().weight)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    for token, i in metrics["think_tokens"].items():
+        assert tok(token, add_special_tokens=False)["input_ids"] == [i]
+    trace = format_trace([next(generate_problems(2))], PROBLEM)
+    ids = tok(trace, add_special_tokens=False)["input_ids"]
+    assert ids.count(metrics["think_tokens"]["<think>"]) == 2
+    assert tok.decode(ids, skip_special_tokens=True).count("</think>") == 2
+    assert metrics["think_tokens_special"] == [False, False]
+
+
+@pytest.mark.parametrize("variant", ["untied", "padded"])
+def test_added_think_tokens_in_untied_and_padded_models(tiny_general_proxy, tmp_path, variant):
+    """Untied: the output rows start at their own mean too.  Padded: the tags take two spare
+    rows and the matrix keeps its size."""
+    model_in = save_variant(tiny_general_proxy, tmp_path / "in", variant)
+    metrics = think(model_in, tmp_path / "out", settings={**PROXY_SETTINGS, "steps": 4})
+    embeddings = {EMBED} | ({"lm_head.weight"} if variant == "untied" else set())
+    check_added(model_in, tmp_path / "out", metrics, embeddings)
+    assert metrics["tied_embeddings"] is (variant != "untied")
+    if variant == "padded":
+        assert metrics["embedding_rows_after"] == metrics["embedding_rows_before"]
+
+
+def test_tags_that_stay_several_tokens_are_refused(tiny_general_proxy):
+    tok, model = load_tokenizer(tiny_general_proxy), load_model(tiny_general_proxy)
+    assert len(tok(THINK_TOKENS[0], add_special_tokens=False)["input_ids"]) > 1
+    tok.add_tokens = lambda tokens, **kwargs: 0  # a tokenizer that takes no new tokens
+    with pytest.raises(ModelError, match=r"proxy-x: its tokenizer encodes '<think>' as \d+ tok"):
+        ensure_think_tokens(tok, model, "proxy-x")
+
+
 def test_the_optimisation_is_deterministic_for_a_seed(tiny_base, tmp_path):
     settings = {**SETTINGS, "steps": 3}
     a = think(tiny_base, tmp_path / "a", settings=settings, seed=9)
@@ -278,14 +383,6 @@ def test_the_optimisation_is_deterministic_for_a_seed(tiny_base, tmp_path):
     assert torch.equal(weights(tmp_path / "a")[EMBED], weights(tmp_path / "b")[EMBED])
     with pytest.raises(ValueError, match="needs train and held-out traces, got 0 and 1"):
         optimize_think_tokens(tiny_base, tmp_path / "c", [], ["x"], settings, seed=0)
-
-
-def test_a_tokenizer_without_think_tokens_is_refused(shards, tmp_path):
-    model_dir = tmp_path / "no-think"
-    train_tokenizer(shards["train"], model_dir, vocab_size=300, think_tokens=False)
-    with pytest.raises(ModelError, match=r"no-think: its tokenizer encodes '<think>' as \d+ tok"):
-        optimize_think_tokens(model_dir, tmp_path / "out", ["a"], ["b"], SETTINGS, seed=0)
-    assert not (tmp_path / "out").exists()
 
 
 def test_a_nan_loss_stops_with_its_step(tiny_base, tmp_path):

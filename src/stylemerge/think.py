@@ -23,6 +23,12 @@ Measured on the held-out traces, before and after (cross-entropy in nats per tok
 - ``after_think_tags``: the token right after a tag (predicting what follows: the
   input-vector role).
 
+A tokenizer without the tags (SmolLM2, the real-model tier; Qwen3 has them) gets them added
+as non-special tokens, the embedding matrix grown to hold them (never shrunk: a padded
+vocabulary has spare rows) and their new rows set to the exact mean of the existing token
+rows.  Every pre-existing row then stays bit-identical to the loaded model's (checked and
+recorded too), and the held-out "before" measurement is of the model with those mean rows.
+
 Training and measurement run in float32; the two trained rows are rounded to the checkpoint's
 own dtype (e.g. bfloat16) before the "after" measurement, so it measures the saved model, and
 the model is saved in that dtype (every other parameter round-trips exactly).
@@ -55,12 +61,54 @@ def think_token_ids(tokenizer, ref: str | Path) -> list[int]:
         in_text = tokenizer(f"x {token} y", add_special_tokens=False)["input_ids"]
         if len(alone) != 1 or alone[0] not in in_text:
             raise ModelError(
-                f"{ref}: its tokenizer encodes {token!r} as {len(alone)} tokens {alone}; "
-                "think-token optimisation needs <think> and </think> as single tokens (a Qwen3 "
-                "tokenizer, or a tiny model built with tokenizer.think_tokens: true)"
+                f"{ref}: its tokenizer encodes {token!r} as {len(alone)} tokens {alone} "
+                f"(in text: {in_text}); think-token optimisation needs <think> and </think> as "
+                "single tokens, and adding them to this tokenizer did not make them so"
             )
         ids.append(alone[0])
     return ids
+
+
+def embedding_params(model) -> dict[str, torch.nn.Parameter]:
+    """Name -> parameter of the input and output embeddings (one entry when tied)."""
+    embed, output = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    return {name: p for name, p in model.named_parameters() if p is embed or p is output}
+
+
+def ensure_think_tokens(tokenizer, model, ref: str | Path) -> tuple[list[int], bool]:
+    """The ids of ``<think>`` and ``</think>``, and whether they were added here.
+
+    A tag that is not one token is added as a non-special token (as in Qwen3: decoding with
+    ``skip_special_tokens=True`` keeps it), the embeddings grow to ``len(tokenizer)`` rows
+    unless they already have more, and each new id's row (input and, if untied, output) is
+    set to the mean of the rows of the tokens the tokenizer had."""
+    from transformers import AddedToken
+
+    missing = [
+        t for t in THINK_TOKENS if len(tokenizer(t, add_special_tokens=False)["input_ids"]) != 1
+    ]
+    vocab = len(tokenizer)
+    if missing:
+        # normalized=False: matched in the raw text, as stylemerge.tokenizer adds them
+        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in missing])
+    # a tag already in the vocabulary keeps its id and its row: only new ids are initialised
+    # (None: not added, think_token_ids below says so)
+    new = [i for i in tokenizer.convert_tokens_to_ids(missing) if i is not None and i >= vocab]
+    if new:
+        rows = model.get_input_embeddings().weight.shape[0]
+        # mean_resizing=False: transformers' mean resizing samples the new rows from a normal
+        # around the mean (random); they are set to the mean itself below.  max: never drop
+        # the spare rows of a padded vocabulary.
+        model.resize_token_embeddings(max(rows, len(tokenizer)), mean_resizing=False)
+        with torch.no_grad():
+            for weight in embedding_params(model).values():
+                weight[new] = weight[:vocab].double().mean(dim=0).to(weight.dtype)
+        log.info(
+            "%s: added %s as non-special tokens %s; %d -> %d embedding rows, new rows set to "
+            "the mean of the %d existing token rows", ref, missing, new, rows,
+            model.get_input_embeddings().weight.shape[0], min(vocab, rows),
+        )  # fmt: skip
+    return think_token_ids(tokenizer, ref), bool(new)
 
 
 def encode(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
@@ -136,26 +184,30 @@ def optimize_think_tokens(
     threads = use_threads(threads)
     device = resolve_device(device)
     tokenizer = load_tokenizer(model_ref, trust_remote_code, revision)
-    ids = think_token_ids(tokenizer, model_ref)
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
-    set_seed(seed)
     model = load_model(
         model_ref, trust_remote_code, revision, allow_pickle_weights=allow_pickle_weights
     )
     save_dtype = model.get_input_embeddings().weight.dtype
+    vocab_before, rows_before = len(tokenizer), model.get_input_embeddings().weight.shape[0]
+    # the loaded embeddings, to check at the end that no pre-existing row but a tag's changed
+    loaded = {name: p.detach().to("cpu", copy=True) for name, p in embedding_params(model).items()}
+    ids, added = ensure_think_tokens(tokenizer, model, model_ref)
+    set_seed(seed)  # after resizing, which draws (discarded) random rows from the global RNG
     model.float().eval()  # no dropout: the rest of the network is fixed
 
     embed = model.get_input_embeddings().weight
     if max(ids) >= embed.shape[0]:
         raise ModelError(f"{model_ref}: think token ids {ids} beyond {embed.shape[0]} embeddings")
-    # what must not change: a CPU copy of every parameter (a tied weight appears once)
+    # what must not change: a CPU copy of every parameter (a tied weight appears once), taken
+    # after any added rows were initialised
     before = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
     model.to(device)  # moves the data of the same Parameter objects: tying survives
-    embed, output = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    tied = output is embed
-    trained = {name: p for name, p in model.named_parameters() if p is embed or p is output}
+    embed = model.get_input_embeddings().weight
+    tied = model.get_output_embeddings().weight is embed
+    trained = embedding_params(model)
 
     row_mask = torch.zeros(embed.shape[0], 1, device=device, dtype=embed.dtype)
     row_mask[ids] = 1.0
@@ -222,11 +274,27 @@ def optimize_think_tokens(
     changed = {name: value for name, value in frozen.items() if value != 0.0}
     if changed:
         raise RuntimeError(f"parameters other than the think rows changed: {changed}")
+    preexisting = {}  # the rows the loaded model had, but the tags', against the loaded ones
+    for name, old in loaded.items():
+        keep = torch.ones(rows_before, dtype=torch.bool)
+        keep[[i for i in ids if i < rows_before]] = False
+        final = trained[name].detach()[:rows_before].cpu()
+        preexisting[name] = (final[keep] - old[keep].float()).abs().max().item()
+    if any(value != 0.0 for value in preexisting.values()):
+        raise RuntimeError(f"pre-existing embedding rows changed: {preexisting}")
     if tied and model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
         raise RuntimeError("the tied input and output embeddings came apart during training")
     metrics = {
         "think_tokens": dict(zip(THINK_TOKENS, ids, strict=True)),
         "think_tokens_special": [t in tokenizer.all_special_tokens for t in THINK_TOKENS],
+        "think_tokens_added": added,
+        # the tags' rows before training: the checkpoint's own, or the mean of its token rows
+        "think_rows_init": "mean" if added else "existing",
+        "vocab_size_before": vocab_before,
+        "vocab_size_after": len(tokenizer),
+        "embedding_rows_before": rows_before,
+        "embedding_rows_after": embed.shape[0],
+        "preexisting_rows_max_abs_change": preexisting,
         "tied_embeddings": tied,
         # tensor -> rows trained; tied: one tensor, the rows are input and output vectors
         "trained": {name: ids for name in trained},
