@@ -185,7 +185,7 @@ def test_a_directory_that_is_not_an_adapter_is_named(tiny_base, shards, tmp_path
         apply_adapter(tiny_base, tmp_path / "adapter", shards["heldout"], tmp_path / "m", {})
 
 
-# --- bad input: a tokenizer without the think tokens -------------------------------------------
+# --- bad input: think tags a tokenizer cannot hold as single tokens ---------------------------
 # Tested in test_think.py: test_tags_that_stay_several_tokens_are_refused.
 
 
