@@ -34,9 +34,14 @@ TINY_MODELS = [
     for name, model in config["models"].items()
     if model["ref"] is None and model["gguf"] is None
 ]
-GGUF_MODELS = [
-    name for name, model in config["models"].items() if model["gguf"] is not None
-]
+# Models converted from the same GGUF source share one directory (the smol tier's base and
+# general proxy are the same SmolLM2): converted once, under the first such model's name.
+GGUF_OWNER = {
+    name: next(n for n, m in config["models"].items() if m["gguf"] == model["gguf"])
+    for name, model in config["models"].items()
+    if model["gguf"] is not None
+}
+GGUF_MODELS = sorted(set(GGUF_OWNER.values()))
 BUILT_MODELS = TINY_MODELS + GGUF_MODELS
 
 
@@ -114,7 +119,7 @@ def model_input(name):
     for a hub id."""
     ref = config["models"][name]["ref"]
     if ref is None:
-        return R(f"models/{name}")
+        return R(f"models/{GGUF_OWNER.get(name, name)}")
     return ref if Path(ref).is_dir() else []
 
 
