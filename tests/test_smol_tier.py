@@ -10,7 +10,8 @@ import pytest
 import yaml
 from test_workflow import copy_workflow, planned, snakemake
 
-from conftest import ROOT
+from conftest import ROOT, SCHEMA
+from stylemerge.config import validate_config
 
 pytestmark = pytest.mark.workflow
 
@@ -92,9 +93,11 @@ def test_a_real_model_gives_perplexities_in_the_tens_not_millions(smol_run):
 
 
 def test_no_job_used_more_memory_than_its_rule_requests(smol_run):
-    config = yaml.safe_load((smol_run / "config" / "reduced_smol.yaml").read_text())
+    config = validate_config(  # with the schema's defaults, as the workflow saw it
+        yaml.safe_load((smol_run / "config" / "reduced_smol.yaml").read_text()), SCHEMA
+    )
     requested = {
-        "convert_model": config["models"]["base"]["gguf"].get("mem_mb", 4000),
+        "convert_model": config["models"]["base"]["gguf"]["mem_mb"],
         "train_proxy": config["proxy"]["mem_mb"],
         "train_adapter": config["grpo"]["mem_mb"],
         "apply_adapter": config["merge"]["mem_mb"],

@@ -204,6 +204,14 @@ def convert_gguf(
     return manifest
 
 
+def source_from_config(gguf: Mapping) -> dict:
+    """The import_model source of a config's ``models.<name>.gguf`` (``path``, and ``pypi``
+    with ``package`` and ``version``): one translation for the workflow and the tests."""
+    if gguf.get("pypi"):
+        return {"type": "pypi", **gguf["pypi"], "file": gguf["path"]}
+    return {"type": "gguf", "path": gguf["path"]}
+
+
 def _field(source: Mapping, key: str) -> str:
     if not source.get(key):
         raise ModelSourceError(f"model source {dict(source)}: no {key!r}")

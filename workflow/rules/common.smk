@@ -115,8 +115,8 @@ def shard_index(split):
 
 
 def model_input(name):
-    """What Snakemake tracks: the model's directory (built here, or a local `ref`); nothing
-    for a hub id."""
+    """What Snakemake tracks: the model's directory (built or converted here, or a local
+    `ref`); nothing for a hub id."""
     ref = config["models"][name]["ref"]
     if ref is None:
         return R(f"models/{GGUF_OWNER.get(name, name)}")
