@@ -26,6 +26,7 @@ from stylemerge.diversity import (
     read_generations,
     score_samples,
     self_diversity,
+    self_diversity_change,
     self_diversity_per_prompt,
 )
 
@@ -386,3 +387,27 @@ def test_measure_diversity_needs_pairs(tmp_path, shards, tiny_base):
             {**SETTINGS, "samples": 1},
             seed=1,
         )
+
+
+def test_self_diversity_change_is_a_paired_bootstrap_over_prompts():
+    rng = random.Random(3)
+    words = "the a cat dog sat ran on under mat rug red blue big small".split()
+
+    def groups(vocabulary, seed):
+        r = random.Random(seed)
+        return [
+            [" ".join(r.choice(vocabulary) for _ in range(12)) for _ in range(4)] for _ in range(20)
+        ]
+
+    base = groups(words[:5], 1)  # a small vocabulary: samples overlap, low diversity
+    other = groups(words, 2)
+    result = self_diversity_change(base, other, seed=rng.randrange(100), n_boot=2000)
+    before = np.mean(self_diversity_per_prompt(base))
+    after = np.mean(self_diversity_per_prompt(other))
+    assert result["value"] == pytest.approx(after / before - 1)
+    assert 0 < result["ci_low"] < result["value"] < result["ci_high"]
+    assert result["n_prompts"] == 20 and result["ci_method"] == "paired_bootstrap"
+    same = self_diversity_change(base, base)
+    assert same["value"] == same["ci_low"] == same["ci_high"] == 0.0
+    with pytest.raises(ValueError, match="unpaired"):
+        self_diversity_change(base, other[:-1])

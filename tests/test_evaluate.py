@@ -261,11 +261,20 @@ def test_lm_eval_runs_every_packaged_task_to_the_fixed_path(evaluated):
     assert lambada["metrics"]["perplexity"]["none"] > 1
     assert 0 <= lambada["metrics"]["acc"]["none"] <= 1
     assert lambada["higher_is_better"] == {"perplexity": False, "acc": True}
+    # per-document values: the perplexity is exp(-mean) of the targets' log-likelihoods
+    per_doc = lambada["per_document"]
+    assert per_doc["doc_id"] == list(range(12))
+    lls = per_doc["values"]["perplexity"]["none"]
+    assert math.isclose(math.exp(-sum(lls) / len(lls)), lambada["metrics"]["perplexity"]["none"])
+    assert sum(per_doc["values"]["acc"]["none"]) / 12 == lambada["metrics"]["acc"]["none"]
 
     gsm = tasks[GSM8K]
     assert gsm["n_shot"] == 3 and gsm["n_samples"]["effective"] == 6
     assert set(gsm["metrics"]["exact_match"]) == {"strict-match", "flexible-extract"}
     assert len(gsm["generations"]) == 2 and gsm["generation_kwargs"]["max_gen_toks"] == 16
+    correct = gsm["per_document"]["values"]["exact_match"]["strict-match"]
+    assert len(correct) == 6 and set(correct) <= {0.0, 1.0}
+    assert sum(correct) / 6 == gsm["metrics"]["exact_match"]["strict-match"]
     assert gsm["dataset"]["kwargs"]["data_files"] == {
         "train": "data/gsm8k_train.jsonl",
         "test": "data/gsm8k_test.jsonl",
@@ -276,6 +285,9 @@ def test_lm_eval_runs_every_packaged_task_to_the_fixed_path(evaluated):
         assert set(metrics) == {"bits_per_byte", "byte_perplexity", "word_perplexity"}
         bpb = metrics["bits_per_byte"]["none"]
         assert 0 < bpb < 16 and math.isclose(2**bpb, metrics["byte_perplexity"]["none"])
+        pairs = tasks[f"{BPB}_{domain}"]["per_document"]["values"]["bits_per_byte"]["none"]
+        ll, size = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+        assert math.isclose(-ll / size / math.log(2), bpb)
     group = result["groups"][BPB]
     assert sorted(group["tasks"]) == sorted(f"{BPB}_{d}" for d in TEST_DOMAINS)
     assert group["metrics"]["bits_per_byte"]["none"] > 0
@@ -289,6 +301,23 @@ def test_lm_eval_runs_every_packaged_task_to_the_fixed_path(evaluated):
     assert result["task_data"][LAMBADA]["test"]["file"] == "data/lambada_test.jsonl"
     log = (root / "logs" / "evaluate_lm" / "base.log").read_text()
     assert "Running loglikelihood_rolling requests" in log
+
+
+def test_the_tables_read_intervals_from_a_real_result(evaluated):
+    from stylemerge.tables import bpb_table, gsm8k_table, lambada_table
+
+    _, result = evaluated
+    evals = {"base": result, "again": result}  # the same passages twice: a paired change of 0
+    lambada = lambada_table(evals).set_index("model").loc["again"]
+    assert lambada["perplexity_ci_low"] < lambada["perplexity"] < lambada["perplexity_ci_high"]
+    assert lambada["vs_base_ci_low_pct"] == lambada["vs_base_ci_high_pct"] == 0.0
+    assert lambada["passages"] == 12
+    bpb = bpb_table(evals, TEST_DOMAINS).iloc[0]
+    for domain in TEST_DOMAINS:
+        assert bpb[f"{domain}_ci_low"] <= bpb[domain] <= bpb[f"{domain}_ci_high"]
+    gsm = gsm8k_table(evals, {"base": "again"}).iloc[0]
+    assert gsm["problems"] == 6 and gsm["mcnemar_p"] == 1.0
+    assert gsm["original_ci_low"] <= gsm["accuracy_original"] <= gsm["original_ci_high"]
 
 
 def oracle_generate(answers):

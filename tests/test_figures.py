@@ -4,6 +4,7 @@ import pytest
 from stylemerge.figures import (
     diversity_models,
     make_figures,
+    quality_diversity,
     reward_curves,
     reward_history,
 )
@@ -68,6 +69,42 @@ def test_make_figures_writes_every_png(tmp_path):
     )
     paths = make_figures(adapters, lambada, diversity, tmp_path / "figures", chosen="karcher")
     names = sorted(p.name for p in paths)
-    assert names == ["diversity_by_domain.png", "perplexity_by_model.png", "reward_curves.png"]
+    assert names == [
+        "diversity_by_domain.png",
+        "perplexity_by_model.png",
+        "quality_diversity.png",
+        "reward_curves.png",
+    ]
     for path in paths:
         assert path.read_bytes()[:8] == PNG and path.stat().st_size > 5000
+
+
+def test_quality_diversity_places_each_model_by_its_two_numbers(tmp_path):
+    lambada = pd.DataFrame(
+        {
+            "model": ["base", "karcher", "think_karcher", "wave", "no_ppl"],
+            "perplexity": [20.0, 18.0, 18.5, 19.0, None],
+            "perplexity_ci_low": [19.0, 17.0, None, 18.0, None],
+            "perplexity_ci_high": [21.0, 19.5, None, 20.0, None],
+        }
+    )
+    diversity = pd.DataFrame(
+        {
+            "domain": ["bbc_news", "bbc_news", "bbc_news", "ao3_english", "bbc_news"],
+            "model": ["karcher", "base", "think_karcher", "karcher", "no_ppl"],
+            "distinct_1": [0.55, 0.5, 0.52, 0.6, 0.7],
+            "distinct_1_ci_low": [0.5, 0.45, 0.5, 0.58, 0.6],
+            "distinct_1_ci_high": [0.6, 0.55, 0.54, 0.62, 0.8],
+        }
+    )  # "wave" has no distinct-1 and "no_ppl" no perplexity: neither is plotted
+    out, points = quality_diversity(lambada, diversity, tmp_path / "qd.png")
+    assert out.read_bytes()[:8] == PNG
+    assert points[["domain", "model", "perplexity", "distinct_1"]].values.tolist() == [
+        ["ao3_english", "karcher", 18.0, 0.6],
+        ["bbc_news", "base", 20.0, 0.5],
+        ["bbc_news", "karcher", 18.0, 0.55],
+        ["bbc_news", "think_karcher", 18.5, 0.52],
+    ]
+    karcher = points[(points["model"] == "karcher") & (points["domain"] == "bbc_news")].iloc[0]
+    assert (karcher["perplexity_ci_low"], karcher["perplexity_ci_high"]) == (17.0, 19.5)
+    assert (karcher["distinct_1_ci_low"], karcher["distinct_1_ci_high"]) == (0.5, 0.6)

@@ -1,8 +1,11 @@
 import json
+import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from stylemerge.card import verdict
 from stylemerge.tables import (
     adapters_table,
     bpb_table,
@@ -51,13 +54,23 @@ def merge(entropies, merged, base, calibration=None):
     }
 
 
-def think(before, after):
-    return {
+def think(before, after, traces=None):
+    """A think stage's metrics.json; ``traces``: per held-out trace (nats before, nats
+    after, tokens), which then set the overall means."""
+    metrics = {
         "heldout_ce_before": {"overall": before, "think_tags": 9.0},
         "heldout_ce_after": {"overall": after, "think_tags": 1.0},
         "steps": 30,
         "frozen_max_abs_change_overall": 0.0,
     }
+    if traces is not None:
+        tokens = [t for _, _, t in traces]
+        for key, column in (("heldout_ce_before", 0), ("heldout_ce_after", 1)):
+            nats = [trace[column] for trace in traces]
+            metrics[key]["overall"] = sum(nats) / sum(tokens)
+            metrics[key]["per_document"] = {"nats": nats, "tokens": tokens}
+        metrics["heldout_traces"] = len(traces)
+    return metrics
 
 
 def test_pct_change():
@@ -123,14 +136,41 @@ def test_cost_table_reads_snakemake_benchmarks(tmp_path):
     ]
 
 
-def lm_eval(ppl, acc, gsm8k=None, bpb=None, paper=False):
-    """An lm_eval.json as evaluate_lm writes it (embedded task names, or the harness's)."""
+def per_doc(metric, filter_, values):
+    return {"doc_id": list(range(len(values))), "values": {metric: {filter_: list(values)}}}
+
+
+def lm_eval(ppl, acc, gsm8k=None, bpb=None, paper=False, lls=None, correct=None, bpb_docs=None):
+    """An lm_eval.json as evaluate_lm writes it (embedded task names, or the harness's).
+    With per-document values (``lls``: lambada targets' log-likelihoods, ``correct``: gsm8k
+    0/1 per problem, ``bpb_docs``: {domain: [[log-likelihood, bytes], ...]}), the metrics
+    are computed from them as the harness does; without, the result is an older one."""
     lambada = "lambada_openai" if paper else "stylemerge_lambada"
+    if lls is not None:
+        ppl = math.exp(-sum(lls) / len(lls))
     tasks = {lambada: {"metrics": {"perplexity": {"none": ppl}, "acc": {"none": acc}}}}
+    tasks[lambada]["n_samples"] = {"effective": 100 if lls is None else len(lls)}
+    if lls is not None:
+        tasks[lambada]["per_document"] = per_doc("perplexity", "none", lls)
+    if correct is not None:
+        gsm8k = sum(correct) / len(correct)
     if gsm8k is not None:
-        tasks["stylemerge_gsm8k"] = {"metrics": {"exact_match": {"strict-match": gsm8k}}}
+        tasks["stylemerge_gsm8k"] = {
+            "metrics": {"exact_match": {"strict-match": gsm8k}},
+            "n_samples": {"original": 30, "effective": 30},
+        }
+    if correct is not None:
+        tasks["stylemerge_gsm8k"]["per_document"] = per_doc(
+            "exact_match", "strict-match", [float(c) for c in correct]
+        )
     for domain, value in (bpb or {}).items():
         tasks[f"stylemerge_bpb_{domain}"] = {"metrics": {"bits_per_byte": {"none": value}}}
+    for domain, pairs in (bpb_docs or {}).items():
+        value = -sum(p[0] for p in pairs) / sum(p[1] for p in pairs) / math.log(2)
+        tasks[f"stylemerge_bpb_{domain}"] = {
+            "metrics": {"bits_per_byte": {"none": value}},
+            "per_document": per_doc("bits_per_byte", "none", pairs),
+        }
     return {"tasks": tasks}
 
 
@@ -165,12 +205,13 @@ def test_gsm8k_original_vs_optimised_think_tokens():
 def test_bits_per_byte_per_model_and_domain():
     evals = {"base": lm_eval(1, 0, bpb={"bbc_news": 1.2, "ao3_english": 1.4})}
     frame = bpb_table(evals, ["bbc_news", "ao3_english", "missing"])
-    assert frame.iloc[0].to_dict() == {
+    assert frame.iloc[0][["model", "bbc_news", "ao3_english", "missing"]].to_dict() == {
         "model": "base",
         "bbc_news": 1.2,
         "ao3_english": 1.4,
         "missing": None,
     }
+    assert frame.iloc[0][["bbc_news_ci_low", "missing_ci_high"]].isna().all()  # older result
 
 
 def test_make_tables_writes_csv_markdown_and_latex(tmp_path):
@@ -185,11 +226,12 @@ def test_make_tables_writes_csv_markdown_and_latex(tmp_path):
         adapters[0] / "log_history.csv", index=False
     )
     merges = [result("merges", "karcher", merge([4.0, 5.0], 4.4, 4.8))]
-    thinks = [result("think", "karcher", think(2.0, 1.9))]
+    thinks = [result("think", "karcher", think(2.0, 1.9, [(20.0, 19.0, 10), (18.0, 17.2, 9)]))]
     evals = []
+    base_lls = noisy_lls(n=50, seed=8)
     for model, metrics in (
-        ("base", lm_eval(20.0, 0.3, 0.5, {"bbc_news": 1.3})),
-        ("karcher", lm_eval(19.0, 0.3, 0.5, {"bbc_news": 1.2})),
+        ("base", lm_eval(None, 0.3, None, {"bbc_news": 1.3}, lls=base_lls, correct=[1, 0] * 3)),
+        ("karcher", lm_eval(19.0, 0.3, 0.5, {"bbc_news": 1.2})),  # an older result
         ("think_karcher", lm_eval(19.0, 0.3, 0.6, {"bbc_news": 1.2})),
     ):
         (tmp_path / "eval" / model).mkdir(parents=True)
@@ -208,7 +250,9 @@ def test_make_tables_writes_csv_markdown_and_latex(tmp_path):
         chosen="karcher",
         provenance={"seed": 7},
     )
+    assert list(frames)[0] == "card"
     assert set(frames) == {
+        "card",
         "diversity",
         "adapters",
         "merges",
@@ -219,9 +263,17 @@ def test_make_tables_writes_csv_markdown_and_latex(tmp_path):
         "bits_per_byte",
     }
     assert frames["gsm8k_think"].iloc[0]["change_points"] == pytest.approx(10.0)
+    base_ppl = math.exp(-sum(base_lls) / len(base_lls))
     assert frames["lambada"].set_index("model").loc[
         "karcher", "ppl_change_vs_base_pct"
-    ] == pytest.approx(-5.0)
+    ] == pytest.approx(pct_change(19.0, base_ppl))
+    card = frames["card"].set_index("claim")
+    assert card.loc["lambada perplexity vs base", "verdict"] == "not measured"  # older result
+    assert card.loc["think tokens: held-out cross-entropy", "n"] == 2
+    assert card.loc["think tokens: held-out cross-entropy", "ours"] == pytest.approx(
+        pct_change(36.2 / 19, 38.0 / 19)
+    )
+    assert (tmp_path / "tables" / "card.md").read_text().startswith("The model card's claims")
     for name in frames:
         for suffix in (".csv", ".md", ".tex"):
             assert (tmp_path / "tables" / f"{name}{suffix}").is_file()
@@ -269,3 +321,161 @@ def test_diversity_table_pairs_models_on_the_same_prompts(tmp_path):
     assert frame.loc["karcher", "reported_change_pct"] == 3.6
     low, high = frame.loc["karcher", ["change_ci_low_pct", "change_ci_high_pct"]]
     assert low <= 100.0 <= high
+
+
+def noisy_lls(n=200, shift=0.0, seed=0, base=None):
+    """Per-passage target log-likelihoods: a wide spread across passages (common to every
+    model when ``base`` is given) plus a small model-specific part."""
+    rng = np.random.default_rng(seed)
+    common = rng.normal(-3.0, 1.5, n) if base is None else np.asarray(base)
+    return list(common + shift + rng.normal(0, 0.05, n))
+
+
+def test_lambada_paired_intervals_over_passages(caplog):
+    base = noisy_lls(seed=1)
+    evals = {
+        "base": lm_eval(None, 0.3, lls=base),
+        "karcher": lm_eval(None, 0.35, lls=noisy_lls(shift=0.1, seed=2, base=base)),
+        "wave": lm_eval(None, 0.3, lls=noisy_lls(shift=0.07, seed=3, base=base)),
+        "old": lm_eval(18.0, 0.3),  # written before per-document values were kept
+    }
+    frame = lambada_table(evals, comparison="wave").set_index("model")
+    karcher = frame.loc["karcher"]
+    # the paired change: exp(mean(ll_base - ll_karcher)) - 1, about -9.5 %
+    diff = np.asarray(base) - np.asarray(evals["karcher"]["tasks"]["stylemerge_lambada"][
+        "per_document"]["values"]["perplexity"]["none"])  # fmt: skip
+    assert karcher["ppl_change_vs_base_pct"] == pytest.approx(100 * math.expm1(diff.mean()))
+    low, high = karcher["vs_base_ci_low_pct"], karcher["vs_base_ci_high_pct"]
+    assert low < karcher["ppl_change_vs_base_pct"] < high < 0
+    se = 100 * diff.std(ddof=1) / math.sqrt(len(diff))  # the passages' spread cancels
+    assert high - low == pytest.approx(2 * 1.96 * se, rel=0.2)
+    assert karcher["vs_comparison_ci_low_pct"] < karcher["ppl_change_vs_comparison_pct"] < 0
+    assert karcher["passages"] == 200
+    assert karcher["perplexity_ci_low"] < karcher["perplexity"] < karcher["perplexity_ci_high"]
+    # an older result keeps its point values, without intervals, and says why
+    assert frame.loc["old", "perplexity"] == 18.0 and frame.loc["old", "passages"] == 100
+    assert frame.loc["old", ["perplexity_ci_low", "vs_base_ci_low_pct"]].isna().all()
+    assert "old: stylemerge_lambada has no per-document values" in caplog.text
+
+
+def test_gsm8k_wilson_intervals_and_exact_mcnemar():
+    before = [1] * 27 + [0] * 3  # the card's 90.0 -> 96.7 %: 27/30 -> 29/30
+    after = [1] * 29 + [0]
+    evals = {
+        "karcher": lm_eval(1, 0, correct=before),
+        "think_karcher": lm_eval(1, 0, correct=after),
+    }
+    row = gsm8k_table(evals, {"karcher": "think_karcher"}).iloc[0]
+    assert (row["correct_original"], row["correct_optimised"], row["problems"]) == (27, 29, 30)
+    assert (row["mcnemar_b"], row["mcnemar_c"]) == (0, 2)
+    assert row["mcnemar_p"] == pytest.approx(0.5)  # 2 of 2 discordant: P = 2 * 0.5**2
+    assert row["original_ci_low"] == pytest.approx(74.38, abs=0.01)  # Wilson, 27/30
+    assert row["original_ci_high"] == pytest.approx(96.54, abs=0.01)
+    assert row["change_ci_low"] == 0.0 and row["change_ci_high"] > row["change_points"]
+    # an older result: Wilson from the accuracy and the number of problems, no pairing
+    old = gsm8k_table(
+        {"karcher": lm_eval(1, 0, gsm8k=0.9), "think_karcher": lm_eval(1, 0, gsm8k=29 / 30)},
+        {"karcher": "think_karcher"},
+    ).iloc[0]
+    assert old["original_ci_low"] == pytest.approx(row["original_ci_low"])
+    assert pd.isna(old["mcnemar_p"]) and pd.isna(old["change_ci_low"])
+
+
+def test_bits_per_byte_interval_over_documents():
+    rng = np.random.default_rng(4)
+    pairs = [[-float(b) * rng.uniform(0.6, 0.8), float(b)] for b in rng.integers(200, 900, 40)]
+    row = bpb_table({"base": lm_eval(1, 0, bpb_docs={"bbc_news": pairs})}, ["bbc_news"]).iloc[0]
+    assert row["bbc_news"] == pytest.approx(0.7 / math.log(2), rel=0.05)
+    assert row["bbc_news_ci_low"] < row["bbc_news"] < row["bbc_news_ci_high"]
+    assert row["bbc_news_ci_high"] - row["bbc_news_ci_low"] < 0.1
+
+
+def test_think_change_has_a_paired_interval_over_traces(caplog):
+    rng = np.random.default_rng(6)
+    traces = [(n, n * 0.92 + rng.normal(0, 1), t) for t in rng.integers(50, 200, 24)
+              for n in [float(t) * rng.uniform(1.5, 2.5)]]  # fmt: skip
+    frame = think_table({"karcher": think(0, 0, traces), "old": think(2.0, 1.9)})
+    row = frame.set_index("model").loc["karcher"]
+    assert row["ce_change_pct"] == pytest.approx(-8.0, abs=0.5)
+    assert row["ce_change_ci_low_pct"] < row["ce_change_pct"] < row["ce_change_ci_high_pct"] < 0
+    assert row["heldout_traces"] == 24
+    assert frame.set_index("model").loc["old", ["ce_change_ci_low_pct"]].isna().all()
+    assert "think/old: think held-out cross-entropy has no per-document values" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "card,value,low,high,significant,expected",
+    [
+        (-9.63, -5.0, -8.0, -2.0, None, "agrees"),
+        (-9.63, 4.0, 1.0, 7.0, None, "opposite"),
+        (10.5, -3.0, -9.0, 3.0, None, "not significant"),
+        (10.5, 0.0, 0.0, 0.0, None, "not significant"),
+        (-3.21, None, None, None, None, "not measured"),
+        (-3.21, -2.0, None, None, None, "not measured"),  # an older result: no interval
+        (None, -2.0, -3.0, -1.0, None, "not measured"),  # the card has no sign
+        (6.7, 6.7, 0.0, 16.7, False, "not significant"),  # McNemar p >= 0.05
+        (6.7, 20.0, 10.0, 30.0, True, "agrees"),
+    ],
+)
+def test_verdicts(card, value, low, high, significant, expected):
+    assert verdict(card, value, low, high, significant) == expected
+
+
+def card_frames():
+    """Hand-made frames, one claim per verdict."""
+    lambada = pd.DataFrame(
+        [
+            {"model": "karcher", "ppl_change_vs_base_pct": -5.0, "vs_base_ci_low_pct": -8.0,
+             "vs_base_ci_high_pct": -2.0, "ppl_change_vs_comparison_pct": 2.0,
+             "vs_comparison_ci_low_pct": 0.5, "vs_comparison_ci_high_pct": 3.5, "passages": 63},
+        ]
+    )  # fmt: skip
+    diversity = pd.DataFrame(
+        [
+            {"domain": "ao3_english", "model": "karcher", "distinct_1_change_vs_base_pct": -7.3,
+             "change_ci_low_pct": -17.1, "change_ci_high_pct": 2.6, "prompts": 16,
+             "self_diversity_change_vs_base_pct": 4.0, "self_diversity_change_ci_low_pct": 1.0,
+             "self_diversity_change_ci_high_pct": 7.0},
+        ]
+    )  # fmt: skip
+    gsm8k = pd.DataFrame(
+        [
+            {"model": "karcher", "problems": 30, "correct_original": 27, "correct_optimised": 29,
+             "change_points": 6.67, "change_ci_low": 0.0, "change_ci_high": 16.7,
+             "mcnemar_p": 0.5},
+        ]
+    )  # fmt: skip
+    thinks = pd.DataFrame(
+        [{"model": "karcher", "ce_change_pct": -7.0, "ce_change_ci_low_pct": None,
+          "ce_change_ci_high_pct": None, "heldout_traces": 24}]
+    )  # fmt: skip
+    return {"lambada": lambada, "diversity": diversity, "gsm8k_think": gsm8k, "think": thinks}
+
+
+def test_card_table_one_row_per_claim_with_its_verdict():
+    from stylemerge.card import card_table
+
+    frame = card_table(card_frames(), reported(), "karcher", comparison="wave")
+    verdicts = dict(zip(frame["claim"], frame["verdict"], strict=True))
+    assert verdicts == {
+        "lambada perplexity vs base": "agrees",
+        "lambada perplexity vs wave": "opposite",
+        "distinct-1 vs base, ao3_english": "not significant",
+        "distinct-1 vs base, bbc_news": "not measured",  # the domain is not in the run
+        "pairwise diversity (1 - self-BLEU) vs base, ao3_english": "agrees",
+        "pairwise diversity (1 - self-BLEU) vs base, bbc_news": "not measured",
+        "gsm8k 3-shot accuracy, original -> optimised think tokens (90.0 -> 96.7 %)":
+            "not significant",
+        "think tokens: held-out cross-entropy": "not measured",  # no interval
+    }  # fmt: skip
+    rows = frame.set_index("claim")
+    assert rows.loc["lambada perplexity vs base", "card"] == -9.63
+    assert rows.loc["lambada perplexity vs base", "n"] == 63
+    gsm = rows.iloc[6]
+    assert gsm["card"] == pytest.approx(6.7) and gsm["unit"] == "points"
+    assert "27/30 -> 29/30" in gsm["detail"] and "McNemar p = 0.5" in gsm["detail"]
+    assert "no interval" in rows.loc["think tokens: held-out cross-entropy", "detail"]
+    # no comparison model: that claim is not measured, and says why
+    alone = card_table(card_frames(), reported(), "karcher").set_index("claim")
+    row = alone.loc["lambada perplexity vs the comparison model"]
+    assert row["verdict"] == "not measured" and "no comparison model" in row["detail"]

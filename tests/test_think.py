@@ -237,6 +237,11 @@ def test_only_the_two_think_rows_change_and_heldout_ce_falls(tiny_base, optimise
     assert before["tokens"]["think_tags"] == 2 * 2 * DATA["heldout"]  # 1 shot + target, 2 tags
     assert after["overall"] < before["overall"]
     assert after["think_tags"] < before["think_tags"] - 1.0
+    for ce in (before, after):  # per trace: the overall mean is their token-weighted mean
+        per_doc = ce["per_document"]
+        assert len(per_doc["nats"]) == DATA["heldout"] == len(per_doc["tokens"])
+        assert sum(per_doc["tokens"]) == ce["tokens"]["overall"]
+        assert sum(per_doc["nats"]) / sum(per_doc["tokens"]) == pytest.approx(ce["overall"])
     assert metrics["truncated"] == {"train": 0, "heldout": 0}
     assert metrics["steps"] == 30 and metrics["log_history"][-1]["step"] == 30
     saved = json.loads((out / "metrics.json").read_text())

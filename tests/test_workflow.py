@@ -272,8 +272,16 @@ def test_tables(workflow_run):
     assert {"base", "karcher", "think_karcher", "domain_notes"} <= set(lambada.index)
     assert lambada.loc["base", "ppl_change_vs_base_pct"] == 0.0
     assert (lambada["perplexity"] > 1).all()
+    # a new run records per-document values: every change has its interval
+    assert lambada["vs_base_ci_low_pct"].notna().all()
+    assert (lambada["perplexity_ci_low"] <= lambada["perplexity"]).all()
     bpb = pd.read_csv(tables / "bits_per_byte.csv")
-    assert list(bpb.columns) == ["model", "bbc_news", "notes"] and (bpb["notes"] > 0).all()
+    assert list(bpb.columns)[:4] == ["model", "bbc_news", "bbc_news_ci_low", "bbc_news_ci_high"]
+    assert (bpb["notes"] > 0).all() and bpb["notes_ci_high"].notna().all()
+    card = pd.read_csv(tables / "card.csv")
+    assert card.loc[0, "claim"] == "lambada perplexity vs base" and card["ci_low"].notna().any()
+    verdicts = {"agrees", "opposite", "not significant", "not measured"}
+    assert set(card["verdict"]) <= verdicts
     diversity = pd.read_csv(tables / "diversity.csv")
     assert set(diversity["domain"]) == {"bbc_news", "notes"}
     assert (diversity["distinct_1"] > 0).all()
@@ -289,13 +297,18 @@ def test_tables(workflow_run):
 
 def test_report_holds_every_table_and_figure_with_its_caption(workflow_run, tmp_path):
     figures = workflow_run / "results" / "figures"
-    names = {"reward_curves.png", "diversity_by_domain.png", "perplexity_by_model.png"}
+    names = {
+        "reward_curves.png",
+        "diversity_by_domain.png",
+        "perplexity_by_model.png",
+        "quality_diversity.png",
+    }
     assert {p.name for p in figures.glob("*.png")} == names
     report = tmp_path / "report.html"
     snakemake(workflow_run, "all", "--report", str(report))
     html = report.read_text()
     # every figure and table file is a result of the report (rule code never names them)
-    for name in (*names, "lambada.csv", "diversity.csv", "gsm8k_think.csv", "cost.csv"):
+    for name in (*names, "card.csv", "lambada.csv", "diversity.csv", "gsm8k_think.csv", "cost.csv"):
         assert name in html, name
     # captions from workflow/report/*.rst, rendered per file
     assert "GRPO training reward per step" in html

@@ -66,6 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stylemerge import intervals
 from stylemerge.io import atomic_path, write_json, write_jsonl
 from stylemerge.models import load_model, load_tokenizer
 from stylemerge.provenance import package_versions
@@ -462,52 +463,37 @@ def load_embedder(device: str, batch_size: int) -> tuple[Embed | None, dict]:
 # --- intervals ---------------------------------------------------------------------------------
 
 
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
+def _per_prompt(result: dict) -> dict:
+    """An :mod:`stylemerge.intervals` result with its count named ``n_prompts``."""
+    result = dict(result)
+    result["n_prompts"] = result.pop("n")
+    for key in ("iters", "seed"):
+        result.pop(key, None)
+    return result
 
 
 def bootstrap_ci(
     values: Sequence[float], seed: int, n_boot: int = 1000, alpha: float = 0.05
 ) -> dict:
-    """The mean of per-prompt ``values`` with a percentile bootstrap interval: ``n_boot``
-    resamples of the prompts with replacement (numpy ``default_rng(seed)``), interval between
-    the ``alpha/2`` and ``1 - alpha/2`` quantiles of the resampled means. NaN values (a prompt
-    without a value) are left out. Fewer than two values: no interval."""
-    clean = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    n = len(clean)
-    mean = float(clean.mean()) if n else None
-    low = high = None
-    if n >= 2:
-        rng = np.random.default_rng(seed)
-        means = clean[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
-        low, high = (float(q) for q in np.quantile(means, [alpha / 2, 1 - alpha / 2]))
-    return {
-        "value": mean,
-        "ci_low": low,
-        "ci_high": high,
-        "ci_method": "bootstrap_percentile",
-        "n_prompts": n,
-    }
+    """The mean of per-prompt ``values`` with a percentile bootstrap interval
+    (:func:`stylemerge.intervals.bootstrap`: ``n_boot`` resamples of the prompts with
+    replacement, numpy ``default_rng(seed)``, interval between the ``alpha/2`` and
+    ``1 - alpha/2`` quantiles of the resampled means). NaN values (a prompt without a value)
+    are left out. Fewer than two values: no interval."""
+    clean = [v for v in values if v is not None and math.isfinite(v)]
+    return _per_prompt(
+        intervals.bootstrap(_mean_last, clean, iters=n_boot, ci=1 - alpha, seed=seed)
+    )
+
+
+def _mean_last(values: np.ndarray) -> np.ndarray:
+    return values.mean(axis=-1)
 
 
 def jackknife_ci(estimate: float, leave_one_out: Sequence[float], alpha: float = 0.05) -> dict:
-    """``estimate`` with a delete-one jackknife interval: standard error
-    ``sqrt((n - 1) / n * sum((t_i - mean(t))**2))`` over the ``n`` leave-one-prompt-out
-    estimates ``t_i``, interval ``estimate -/+ z(1 - alpha/2) * se``."""
-    n = len(leave_one_out)
-    low = high = None
-    if n >= 2 and math.isfinite(estimate) and all(math.isfinite(t) for t in leave_one_out):
-        centre = math.fsum(leave_one_out) / n
-        se = math.sqrt((n - 1) / n * math.fsum((t - centre) ** 2 for t in leave_one_out))
-        z = statistics.NormalDist().inv_cdf(1 - alpha / 2)
-        low, high = estimate - z * se, estimate + z * se
-    return {
-        "value": _finite(estimate),
-        "ci_low": low,
-        "ci_high": high,
-        "ci_method": "jackknife_normal",
-        "n_prompts": n,
-    }
+    """``estimate`` with a delete-one-prompt jackknife interval
+    (:func:`stylemerge.intervals.jackknife`, normal approximation)."""
+    return _per_prompt(intervals.jackknife(estimate, leave_one_out, ci=1 - alpha))
 
 
 def _leave_one_out(
@@ -573,6 +559,37 @@ def distinct_change(
 
     loo = [change(*b, *o) for b, o in zip(base_without, other_without, strict=True)]
     return jackknife_ci(change(ub, tb, uo, to), loo, alpha)
+
+
+def self_diversity_change(
+    base: Sequence[Sequence[str]],
+    other: Sequence[Sequence[str]],
+    seed: int = 0,
+    n_boot: int = 10_000,
+    alpha: float = 0.05,
+) -> dict:
+    """Relative change of self-diversity (1 - pairwise BLEU / 100, the mean over prompts)
+    from ``base`` to ``other`` (``mean(other) / mean(base) - 1``), two models' samples for
+    the same prompts, with a paired bootstrap over prompts
+    (:func:`stylemerge.intervals.paired_bootstrap`): a prompt without a value in either
+    model is left out of both."""
+    if len(base) != len(other):
+        raise ValueError(f"unpaired: {len(base)} prompts against {len(other)}")
+    pairs = [
+        (b, o)
+        for b, o in zip(
+            self_diversity_per_prompt(base), self_diversity_per_prompt(other), strict=True
+        )
+        if math.isfinite(b) and math.isfinite(o)
+    ]
+    result = intervals.paired_bootstrap(
+        _ratio_change, [b for b, _ in pairs], [o for _, o in pairs], n_boot, 1 - alpha, seed
+    )
+    return _per_prompt(result)
+
+
+def _ratio_change(base: np.ndarray, other: np.ndarray) -> np.ndarray:
+    return other.mean(axis=-1) / base.mean(axis=-1) - 1
 
 
 def read_generations(path: str | Path) -> dict[str, dict]:

@@ -367,6 +367,25 @@ def _generations(samples: Sequence[Mapping], keep: int) -> list[dict]:
     return [by_doc[k] for k in sorted(by_doc)]
 
 
+def _per_document(samples: Sequence[Mapping]) -> dict:
+    """Every document's metric values, for intervals over documents (lm-eval logs one sample
+    per document and filter): ``{"doc_id": [...], "values": {metric: {filter: [one value per
+    document, in doc_id order]}}}``.  A loglikelihood task's ``perplexity`` value is the
+    target's log-likelihood (the task's perplexity is ``exp(-mean)`` of them), a rolling task's
+    values are ``[log-likelihood, words or bytes]``."""
+    ids = sorted({sample["doc_id"] for sample in samples})
+    where = {doc_id: i for i, doc_id in enumerate(ids)}
+    values: dict[str, dict] = {}
+    for sample in samples:
+        for metric in sample["metrics"]:
+            column = values.setdefault(metric, {}).setdefault(sample["filter"], [None] * len(ids))
+            value = sample[metric]
+            column[where[sample["doc_id"]]] = (
+                [_number(v) for v in value] if isinstance(value, list | tuple) else _number(value)
+            )
+    return {"doc_id": ids, "values": values}
+
+
 def _load_tasks(task_manager, tasks: Sequence[Mapping]) -> list:
     """Task and Group objects for ``tasks`` (``{"name", "num_fewshot"?}``), with a task's
     ``num_fewshot`` set on every task it names (a group's or tag's tasks too)."""
@@ -417,7 +436,8 @@ def evaluate_lm(
     ``include_path``: the directory of :func:`prepare_task_data` (needed for ``stylemerge_*``
     tasks); the harness's own tasks are indexed only when a task is not packaged here.
     ``limit``: documents per task (a fraction below 1), None for all.  ``samples``: documents
-    per generation task whose generations are kept in the result.  ``task_data``: what
+    per generation task whose generations are kept in the result (every task's per-document
+    metric values are kept, under ``per_document``).  ``task_data``: what
     :func:`prepare_task_data` returned (each data file's sha256 goes into the result).  Seeds:
     ``seed`` for python, numpy, torch and the few-shot sampler."""
     from lm_eval import simple_evaluate
@@ -444,7 +464,7 @@ def evaluate_lm(
         task_manager=task_manager,
         limit=limit,
         bootstrap_iters=bootstrap_iters,
-        log_samples=samples > 0,
+        log_samples=True,  # per-document values, for intervals over documents
         random_seed=seed,
         numpy_random_seed=seed,
         torch_random_seed=seed,
@@ -472,9 +492,11 @@ def evaluate_lm(
             "output_type": config.get("output_type"),
             "dataset": _dataset(config, include_path),
         }
+        logged = results.get("samples", {}).get(name, [])
         if config.get("output_type") == "generate_until":
             entry["generation_kwargs"] = _jsonable(config.get("generation_kwargs"))
-            entry["generations"] = _generations(results.get("samples", {}).get(name, []), samples)
+            entry["generations"] = _generations(logged, samples)
+        entry["per_document"] = _per_document(logged)
         task_results[name] = entry
     groups = {}
     for name, entry in results.get("groups", {}).items():

@@ -4,7 +4,10 @@
   ``log_history.csv``);
 - ``diversity_by_domain.png``: distinct-1 per domain for every evaluated model, with the
   bootstrap interval;
-- ``perplexity_by_model.png``: lambada perplexity per evaluated model.
+- ``perplexity_by_model.png``: lambada perplexity per evaluated model;
+- ``quality_diversity.png``: the quality/diversity trade-off, every model with both numbers
+  placed by lambada perplexity (x) against distinct-1 (y), one panel per domain, with the
+  intervals of both (:func:`quality_diversity_points`).
 """
 
 from __future__ import annotations
@@ -117,6 +120,73 @@ def perplexity_by_model(frame: pd.DataFrame, out: str | Path) -> Path:
     return _save(fig, out)
 
 
+def quality_diversity_points(lambada: pd.DataFrame, diversity: pd.DataFrame) -> pd.DataFrame:
+    """The points of the trade-off figure: one per domain and model that has both a lambada
+    perplexity and a distinct-1, with their intervals (None where there is none).
+    ``lambada``: :func:`stylemerge.tables.lambada_table`; ``diversity``:
+    :func:`stylemerge.tables.diversity_table`."""
+    x = ["perplexity", "perplexity_ci_low", "perplexity_ci_high"]
+    y = ["distinct_1", "distinct_1_ci_low", "distinct_1_ci_high"]
+    quality = lambada.reindex(columns=["model", *x]).dropna(subset=["perplexity"])
+    spread = diversity.reindex(columns=["domain", "model", *y]).dropna(subset=["distinct_1"])
+    points = spread.merge(quality, on="model", how="inner")
+    return points[["domain", "model", *x, *y]].sort_values(["domain", "model"], ignore_index=True)
+
+
+def _errors(points: pd.DataFrame, value: str, low: str, high: str):
+    """Asymmetric error bar lengths (0 where there is no interval)."""
+    below = (points[value] - points[low].astype(float)).clip(lower=0).fillna(0)
+    above = (points[high].astype(float) - points[value]).clip(lower=0).fillna(0)
+    return [below.to_numpy(), above.to_numpy()]
+
+
+def quality_diversity(
+    lambada: pd.DataFrame, diversity: pd.DataFrame, out: str | Path
+) -> tuple[Path, pd.DataFrame]:
+    """Labelled points, lambada perplexity (x, lower is better; a log scale when the models
+    span more than a factor of 10) against distinct-1
+    (y: higher is more diverse), one panel per domain, bars from the bootstrap (perplexity)
+    and jackknife (distinct-1) intervals. Returns the path and the plotted points
+    (:func:`quality_diversity_points`)."""
+    plt = _pyplot()
+    points = quality_diversity_points(lambada, diversity)
+    domains = sorted(points["domain"].unique())
+    cols = min(3, max(1, len(domains)))
+    rows = math.ceil(len(domains) / cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False)
+    for ax, domain in zip(axes.flat, domains, strict=False):
+        panel = points[points["domain"] == domain]
+        ax.errorbar(
+            panel["perplexity"],
+            panel["distinct_1"],
+            xerr=_errors(panel, "perplexity", "perplexity_ci_low", "perplexity_ci_high"),
+            yerr=_errors(panel, "distinct_1", "distinct_1_ci_low", "distinct_1_ci_high"),
+            fmt="o",
+            markersize=4,
+            capsize=2,
+            linewidth=0.8,
+        )
+        for _, point in panel.iterrows():
+            ax.annotate(
+                point["model"],
+                (point["perplexity"], point["distinct_1"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        log_x = points["perplexity"].max() > 10 * points["perplexity"].min()
+        if log_x:  # tiny models sit orders of magnitude apart
+            ax.set_xscale("log")
+        ax.set_title(domain, fontsize=10)
+        ax.set_xlabel("lambada perplexity" + (" (log scale)" if log_x else ""))
+        ax.set_ylabel("distinct-1")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(domains) :]:
+        ax.set_visible(False)
+    fig.suptitle("Quality (lambada perplexity, lower is better) vs diversity (distinct-1)")
+    return _save(fig, out), points
+
+
 def _save(fig, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,4 +218,10 @@ def make_figures(
         paths.append(diversity_by_domain(diversity, out_dir / "diversity_by_domain.png", models))
     if len(lambada):
         paths.append(perplexity_by_model(lambada, out_dir / "perplexity_by_model.png"))
+    if len(lambada) and len(diversity):
+        if quality_diversity_points(lambada, diversity).empty:
+            log.warning("no model has both a lambada perplexity and a distinct-1: no trade-off")
+        else:
+            path, _ = quality_diversity(lambada, diversity, out_dir / "quality_diversity.png")
+            paths.append(path)
     return paths

@@ -14,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from stylemerge import intervals, per_document
+from stylemerge.card import card_table
 from stylemerge.io import read_json, write_json
 
 
@@ -102,17 +104,22 @@ def merges_table(merges: Mapping[str, Mapping]) -> pd.DataFrame:
 
 def think_table(think: Mapping[str, Mapping]) -> pd.DataFrame:
     """Per model: held-out cross-entropy on the traces before -> after optimising the think
-    rows (overall and at the tags), with the card's figure beside it."""
+    rows (overall and at the tags), the change with a paired bootstrap interval over traces,
+    and the card's figure beside it."""
     card = reported()["think_heldout_ce_change"]
     rows = []
     for model, metrics in sorted(think.items()):
         before, after = metrics["heldout_ce_before"], metrics["heldout_ce_after"]
+        change = per_document.think_ce_change(metrics, f"think/{model}") or {}
         rows.append(
             {
                 "model": model,
                 "ce_before": before["overall"],
                 "ce_after": after["overall"],
                 "ce_change_pct": pct_change(after["overall"], before["overall"]),
+                "ce_change_ci_low_pct": change.get("ci_low"),
+                "ce_change_ci_high_pct": change.get("ci_high"),
+                "heldout_traces": metrics.get("heldout_traces"),
                 "ce_change_pct_reported": card,
                 "tag_ce_before": before["think_tags"],
                 "tag_ce_after": after["think_tags"],
@@ -151,31 +158,47 @@ BPB_TASKS = ("uncheatable_eval_{domain}", "stylemerge_bpb_{domain}")
 
 def task_metric(result: Mapping, tasks, metric: str, filter_: str = "none") -> float | None:
     """A metric from an lm_eval.json: the first of ``tasks`` that ran."""
-    for task in tasks:
-        entry = result.get("tasks", {}).get(task)
-        if entry is not None:
-            return entry["metrics"].get(metric, {}).get(filter_)
-    return None
+    found = per_document.task_entry(result, tasks)
+    return None if found is None else found[1]["metrics"].get(metric, {}).get(filter_)
 
 
 def lambada_table(evals: Mapping[str, Mapping], comparison: str | None = None) -> pd.DataFrame:
-    """Per model: lambada perplexity and accuracy, % change vs the base and vs the comparison
-    model, with the card's figures beside them."""
+    """Per model: lambada perplexity (bootstrap interval over passages) and accuracy, % change
+    vs the base and vs the comparison model (paired bootstrap intervals over the same
+    passages), with the card's figures beside them."""
     card = reported()
+
+    lls = {  # each model's per-passage log-likelihoods (None, with a warning, if missing)
+        model: per_document.values(result, LAMBADA_TASKS, "perplexity", model=model)
+        for model, result in evals.items()
+        if task_metric(result, LAMBADA_TASKS, "perplexity") is not None
+    }
     base = task_metric(evals.get("base", {}), LAMBADA_TASKS, "perplexity")
     other = (
         task_metric(evals.get(comparison, {}), LAMBADA_TASKS, "perplexity") if comparison else None
     )
+    base_lls, other_lls = lls.get("base"), lls.get(comparison)
     rows = []
     for model, result in evals.items():
         ppl = task_metric(result, LAMBADA_TASKS, "perplexity")
+        own = lls.get(model)
+        ppl_ci = per_document.perplexity(own) or {}
+        vs_base = per_document.perplexity_change(base_lls, own) or {}
+        vs_other = per_document.perplexity_change(other_lls, own) or {}
         rows.append(
             {
                 "model": model,
                 "perplexity": ppl,
+                "perplexity_ci_low": ppl_ci.get("ci_low"),
+                "perplexity_ci_high": ppl_ci.get("ci_high"),
                 "acc": task_metric(result, LAMBADA_TASKS, "acc"),
+                "passages": _documents(result, LAMBADA_TASKS),
                 "ppl_change_vs_base_pct": pct_change(ppl, base),
+                "vs_base_ci_low_pct": vs_base.get("ci_low"),
+                "vs_base_ci_high_pct": vs_base.get("ci_high"),
                 "ppl_change_vs_comparison_pct": pct_change(ppl, other),
+                "vs_comparison_ci_low_pct": vs_other.get("ci_low"),
+                "vs_comparison_ci_high_pct": vs_other.get("ci_high"),
                 "reported_vs_base_pct": card["lambada_perplexity_change_vs_base"],
                 "reported_vs_comparison_pct": card["lambada_perplexity_change_vs_comparison"],
             }
@@ -183,20 +206,57 @@ def lambada_table(evals: Mapping[str, Mapping], comparison: str | None = None) -
     return pd.DataFrame(rows)
 
 
+def _documents(result: Mapping, tasks) -> int | None:
+    """How many documents the first of ``tasks`` that ran scored."""
+    found = per_document.task_entry(result, tasks)
+    return ((found[1].get("n_samples") or {}).get("effective") if found else None) or None
+
+
+def _accuracy(result: Mapping, model: str) -> tuple[dict | None, dict | None]:
+    """gsm8k strict-match per-problem values and the Wilson interval of the accuracy (from
+    the values, or else from the accuracy and the number of problems)."""
+    correct = per_document.values(result, GSM8K_TASKS, "exact_match", "strict-match", model)
+    if correct is not None:
+        return correct, per_document.accuracy(correct)
+    value = task_metric(result, GSM8K_TASKS, "exact_match", "strict-match")
+    n = _documents(result, GSM8K_TASKS)
+    if value is None or not n:
+        return None, None
+    return None, intervals.wilson(int(round(value * n)), n)
+
+
 def gsm8k_table(evals: Mapping[str, Mapping], think_pairs: Mapping[str, str]) -> pd.DataFrame:
     """3-shot gsm8k-style accuracy with original vs optimised think embeddings, per pair
-    ``{original model: think-optimised model}``, beside the card's 90.0 -> 96.7."""
+    ``{original model: think-optimised model}``: Wilson intervals, the change in points with
+    a paired bootstrap interval and the exact McNemar test over the same problems, beside the
+    card's 90.0 -> 96.7."""
     card = reported()["gsm8k_3shot_accuracy"]
     rows = []
     for original, optimised in think_pairs.items():
         before = task_metric(evals.get(original, {}), GSM8K_TASKS, "exact_match", "strict-match")
         after = task_metric(evals.get(optimised, {}), GSM8K_TASKS, "exact_match", "strict-match")
+        values_b, wilson_b = _accuracy(evals.get(original, {}), original)
+        values_a, wilson_a = _accuracy(evals.get(optimised, {}), optimised)
+        change = per_document.accuracy_change(values_b, values_a) or {}
+        test = change.get("mcnemar") or {}
         rows.append(
             {
                 "model": original,
+                "problems": (wilson_b or {}).get("n"),
+                "correct_original": (wilson_b or {}).get("successes"),
+                "correct_optimised": (wilson_a or {}).get("successes"),
                 "accuracy_original": None if before is None else 100 * before,
+                "original_ci_low": _pct((wilson_b or {}).get("ci_low")),
+                "original_ci_high": _pct((wilson_b or {}).get("ci_high")),
                 "accuracy_optimised": None if after is None else 100 * after,
+                "optimised_ci_low": _pct((wilson_a or {}).get("ci_low")),
+                "optimised_ci_high": _pct((wilson_a or {}).get("ci_high")),
                 "change_points": None if None in (before, after) else 100 * (after - before),
+                "change_ci_low": change.get("ci_low"),
+                "change_ci_high": change.get("ci_high"),
+                "mcnemar_b": test.get("b"),
+                "mcnemar_c": test.get("c"),
+                "mcnemar_p": test.get("p_value"),
                 "reported_original": card["original"],
                 "reported_optimised": card["optimised"],
             }
@@ -205,22 +265,32 @@ def gsm8k_table(evals: Mapping[str, Mapping], think_pairs: Mapping[str, str]) ->
 
 
 def bpb_table(evals: Mapping[str, Mapping], domains: list[str]) -> pd.DataFrame:
-    """Bits per byte per model (rows) and domain (columns), Uncheatable-Eval style."""
+    """Bits per byte per model (rows) and domain (columns), Uncheatable-Eval style, each with
+    a bootstrap interval over the domain's held-out documents (``<domain>_ci_low``,
+    ``<domain>_ci_high``)."""
     rows = []
     for model, result in evals.items():
         row = {"model": model}
         for domain in domains:
             tasks = [t.format(domain=domain) for t in BPB_TASKS]
             row[domain] = task_metric(result, tasks, "bits_per_byte")
+            pairs = None
+            if row[domain] is not None:
+                pairs = per_document.values(result, tasks, "bits_per_byte", model=model)
+            ci = per_document.bits_per_byte(pairs) or {}
+            row[f"{domain}_ci_low"], row[f"{domain}_ci_high"] = ci.get("ci_low"), ci.get("ci_high")
         rows.append(row)
-    return pd.DataFrame(rows, columns=["model", *domains])
+    columns = [c for d in domains for c in (d, f"{d}_ci_low", f"{d}_ci_high")]
+    return pd.DataFrame(rows, columns=["model", *columns])
 
 
 def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
-    """Per domain and model: distinct-1, EAD-1 and self-diversity with their intervals, and
-    distinct-1's change vs the base (paired over the same prompts, jackknife interval), with
-    the card's figures beside it. ``diversity_dirs``: {model: results/eval/<model>/diversity}."""
-    from stylemerge.diversity import distinct_change, read_generations
+    """Per domain and model: distinct-1, EAD-1 and self-diversity with their intervals,
+    distinct-1's change vs the base (paired over the same prompts, jackknife interval) with
+    the card's figures beside it, and self-diversity's (1 - pairwise BLEU) change vs the base
+    (paired bootstrap over the same prompts).
+    ``diversity_dirs``: {model: results/eval/<model>/diversity}."""
+    from stylemerge.diversity import distinct_change, read_generations, self_diversity_change
 
     card = reported()["distinct_1_change_vs_base"]
     metrics = {m: read_json(Path(p) / "metrics.json") for m, p in diversity_dirs.items()}
@@ -231,7 +301,7 @@ def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
     rows = []
     for model, result in metrics.items():
         for domain, values in sorted(result["domains"].items()):
-            change = {}
+            change, pairwise = {}, {}
             paired = (
                 base is not None
                 and domain in base
@@ -241,6 +311,12 @@ def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
             if paired:
                 change = distinct_change(
                     base[domain]["samples"], generations[model][domain]["samples"], n=1
+                )
+                pairwise = self_diversity_change(
+                    base[domain]["samples"],
+                    generations[model][domain]["samples"],
+                    seed=per_document.SEED,
+                    n_boot=per_document.ITERS,
                 )
             rows.append(
                 {
@@ -257,6 +333,10 @@ def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
                     "change_ci_low_pct": _pct(change.get("ci_low")),
                     "change_ci_high_pct": _pct(change.get("ci_high")),
                     "reported_change_pct": card.get(domain),
+                    "self_diversity_change_vs_base_pct": _pct(pairwise.get("value")),
+                    "self_diversity_change_ci_low_pct": _pct(pairwise.get("ci_low")),
+                    "self_diversity_change_ci_high_pct": _pct(pairwise.get("ci_high")),
+                    "prompts": values["distinct_1"].get("n_prompts"),
                 }
             )
     return pd.DataFrame(rows)
@@ -284,11 +364,14 @@ def make_tables(
     figures_dir: str | Path | None = None,
     chosen: str | None = None,
     provenance: Mapping | None = None,
+    ablation_mara: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Build and write every table under ``out_dir`` (and the figures under ``figures_dir``);
-    returns the frames by name. ``lm_eval`` are results/eval/<model>/lm_eval.json files and
-    ``diversity`` the results/eval/<model>/diversity directories; think-optimised models are
-    ``think_<model>``; ``chosen`` is the merge the figures single out."""
+    returns the frames by name, ``card`` (each claim of the model card, ours with its
+    interval and a verdict: :mod:`stylemerge.card`) first.  ``lm_eval`` are
+    results/eval/<model>/lm_eval.json files and ``diversity`` the results/eval/<model>/diversity
+    directories; think-optimised models are ``think_<model>``; ``chosen`` is the merge the card
+    and the figures single out."""
     evals = {Path(p).parent.name: read_json(p) for p in lm_eval}
     pairs = {m[len("think_") :]: m for m in evals if m.startswith("think_")}
     frames = {
@@ -318,6 +401,25 @@ def make_tables(
             "Think tokens: held-out CE on reasoning traces before -> after",
         ),
         "cost": (cost_table(benchmark_dir), "Cost per rule and job (Snakemake benchmarks)"),
+    }
+    if ablation_mara:
+        from stylemerge.ablation import mara_ablation_table
+
+        frames["ablation_mara"] = (
+            mara_ablation_table(
+                load_dirs(adapters),
+                {Path(p).parent.name: p for p in diversity},
+                evals,
+                chosen,
+            ),
+            "MARA ablation: each domain model and the chosen merge without and with MARA",
+        )
+    card = card_table(
+        {name: frame for name, (frame, _) in frames.items()}, reported(), chosen, comparison
+    )
+    frames = {
+        "card": (card, "The model card's claims: card, ours with its 95 % interval, n, verdict"),
+        **frames,
     }
     for name, (frame, caption) in frames.items():
         write_table(frame, Path(out_dir) / name, caption)

@@ -131,10 +131,13 @@ def collate(rows: Sequence[Sequence[int]], pad_id: int, device: str):
 
 @torch.no_grad()
 def heldout_ce(model, rows, think_ids, pad_id: int, batch_size: int, device: str) -> dict:
-    """Mean cross-entropy per token: overall, at the tags, and right after them."""
+    """Mean cross-entropy per token: overall, at the tags, and right after them; and per
+    held-out trace (``per_document``: its summed nats and its tokens, overall), for intervals
+    over traces."""
     think = torch.tensor(think_ids, device=device)
     sums = dict.fromkeys(("overall", "think_tags", "after_think_tags"), 0.0)
     counts = dict.fromkeys(sums, 0)
+    per_document: dict[str, list] = {"nats": [], "tokens": []}
     for start in range(0, len(rows), batch_size):
         ids, mask = collate(rows[start : start + batch_size], pad_id, device)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
@@ -147,11 +150,13 @@ def heldout_ce(model, rows, think_ids, pad_id: int, batch_size: int, device: str
         ):
             sums[key] += ce[where].double().sum().item()
             counts[key] += int(where.sum())
+        per_document["nats"] += torch.where(valid, ce.double(), 0.0).sum(dim=1).tolist()
+        per_document["tokens"] += valid.sum(dim=1).tolist()
     result = {key: sums[key] / counts[key] if counts[key] else None for key in sums}
     bad = {k: v for k, v in result.items() if v is not None and not math.isfinite(v)}
     if bad:
         raise FloatingPointError(f"held-out cross-entropy is not finite: {bad}")
-    return {**result, "tokens": counts}
+    return {**result, "tokens": counts, "per_document": per_document}
 
 
 def optimize_think_tokens(
@@ -232,7 +237,7 @@ def optimize_think_tokens(
                     heldout_cut)  # fmt: skip
     batch_size = settings["batch_size"]
     ce_before = heldout_ce(model, heldout_rows, ids, pad_id, batch_size, device)
-    log.info("held-out CE before: %s", ce_before)
+    log.info("held-out CE before: %s", {k: v for k, v in ce_before.items() if k != "per_document"})
 
     # A small explicit loop instead of transformers' Trainer: only two rows train, through a
     # gradient mask and plain Adam, and the loop says exactly that.
@@ -262,7 +267,7 @@ def optimize_think_tokens(
             param[ids] = param[ids].to(save_dtype).to(param.dtype)
             param.requires_grad_(False)
     ce_after = heldout_ce(model, heldout_rows, ids, pad_id, batch_size, device)
-    log.info("held-out CE after: %s", ce_after)
+    log.info("held-out CE after: %s", {k: v for k, v in ce_after.items() if k != "per_document"})
 
     frozen, think_change = {}, {}
     for name, param in model.named_parameters():
