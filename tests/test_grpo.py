@@ -30,6 +30,7 @@ SETTINGS = {
     "eval_samples": 2,
     "scorer_batch_size": 16,
     "require_specialised_proxy": True,
+    "mara": {"enabled": False, "threshold": {"quantile": 0.5}},
     "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
     "rewards": {
         "style_contrast": {"weight": 1.0},

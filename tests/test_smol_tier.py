@@ -25,7 +25,8 @@ def reduced_smol() -> dict:
                            eval_blocks=2)  # fmt: skip
     config["grpo"].update(max_prompts=8, eval_prompts=2, eval_samples=2)
     config["grpo"]["trainer"].update(
-        max_steps=2, per_device_train_batch_size=4, num_generations=2, max_completion_length=8,
+        # groups of four: with two, MARA's median threshold anchors one completion, its own anchor
+        max_steps=2, per_device_train_batch_size=4, num_generations=4, max_completion_length=8,
         logging_steps=1, save_steps=1,
     )  # fmt: skip
     config["merge"]["variants"] = {"karcher": {"method": "karcher"}}
@@ -56,8 +57,10 @@ def test_the_tier_plans_every_stage_on_the_converted_model(tmp_path):
     counts = planned(plan.stdout)
     # base and general proxy are the same GGUF: converted once; nothing is pretrained
     assert counts["convert_model"] == 1 and "pretrain_model" not in counts
-    for rule in ("train_proxy", "train_adapter", "apply_adapter"):
-        assert counts[rule] == 3
+    assert counts["train_proxy"] == 3
+    # the MARA ablation: every domain trained without and with MARA, both arms merged
+    assert counts["train_adapter"] == counts["apply_adapter"] == 6
+    assert counts["merge_models"] == 2 + 1  # karcher, linear, and karcher-mara
     assert counts["optimize_think_tokens"] == 2 and counts["make_tables"] == 1
     outputs = re.findall(r"^\s+output: (\S+)", plan.stdout, flags=re.MULTILINE)
     assert outputs and all(o.startswith("results/smol/") for o in outputs)
@@ -72,14 +75,28 @@ def test_every_stage_ran_on_smollm2(smol_run):
     for domain in DOMAINS:
         proxy = json.loads((results / "proxies" / domain / "metrics.json").read_text())
         assert proxy["specialised"] and proxy["own_gain"] > 0
-        adapter = json.loads((results / "adapters" / domain / "metrics.json").read_text())
-        assert adapter["steps"] == 2
+        for arm in ("", "-mara"):
+            adapter = json.loads((results / f"adapters/{domain}{arm}/metrics.json").read_text())
+            assert adapter["steps"] == 2 and adapter["settings"]["mara"]["enabled"] == bool(arm)
+            history = (results / f"adapters/{domain}{arm}/log_history.csv").read_text()
+            assert ("mara/anchored_frac" in history) == bool(arm)
+        mara = list(csv.DictReader((results / f"adapters/{domain}-mara/log_history.csv").open()))
+        bonus = [float(r["rewards/mara_bonus/mean"]) for r in mara if r["rewards/mara_bonus/mean"]]
+        assert bonus and any(b > 0 for b in bonus)  # MARA changed the rewards it trained on
     think = json.loads((results / "think" / "karcher" / "metrics.json").read_text())
     assert think["think_tokens_added"] and think["think_rows_init"] == "mean"
     assert (think["vocab_size_before"], think["vocab_size_after"]) == (49152, 49154)
     assert think["frozen_max_abs_change_overall"] == 0.0
-    for table in ("adapters", "lambada", "diversity", "think", "cost"):
+    for table in ("card", "adapters", "lambada", "diversity", "think", "cost"):
         assert (results / "tables" / f"{table}.csv").is_file()
+    ablation = list(csv.DictReader((results / "tables" / "ablation_mara.csv").open()))
+    assert [(r["unit"], r["domain"]) for r in ablation] == [
+        ("domain model", "bbc_news"),
+        ("domain model", "github_python"),
+        ("merge karcher", "bbc_news"),
+        ("merge karcher", "github_python"),
+    ]
+    assert all(r["diversity_verdict"] for r in ablation)
     # nothing of this run outside its own directories
     assert sorted(p.name for p in (smol_run / "results").iterdir()) == ["smol"]
     assert sorted(p.name for p in (smol_run / "logs").iterdir()) == ["smol"]

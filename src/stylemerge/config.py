@@ -253,7 +253,31 @@ def _cross_key_errors(config: Mapping) -> list[str]:
             f"config key 'evaluate.comparison': {comparison!r} is not one of "
             f"evaluate.comparisons ({', '.join(comparisons) or 'none configured'})"
         )
+    problems += _mara_errors(config)
     return problems
+
+
+def _mara_errors(config: Mapping) -> list[str]:
+    """MARA's requirements for every domain's GRPO settings, and for the -mara arm of the
+    ablation (``ablation.mara``), which trains every domain once more with MARA on."""
+    from stylemerge.mara import mara_config_errors
+
+    if "grpo" not in config or not config.get("domains"):
+        return []
+    ablation = (config.get("ablation") or {}).get("mara", False)
+    problems = []
+    for name, domain in config["domains"].items():
+        grpo = stage_settings(config, "grpo", name)
+        where = f"domains.{name}.grpo" if "grpo" in domain else "grpo"
+        if ablation and grpo["mara"]["enabled"]:
+            problems.append(
+                f"config key '{where}.mara.enabled': ablation.mara trains every domain without "
+                "MARA and again with it (the -mara arm); set enabled false"
+            )
+        elif ablation:
+            grpo = deep_merge(grpo, {"mara": {"enabled": True}})
+        problems += mara_config_errors(grpo, where)
+    return list(dict.fromkeys(problems))  # one message for a top-level key
 
 
 def deep_merge(base: Mapping, override: Mapping) -> dict:

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 from stylemerge.io import atomic_path, read_json, write_json
+from stylemerge.mara import make_trainer_class, mara_bonus
 from stylemerge.models import load_model, load_tokenizer
-from stylemerge.rewards import ProxyScorer, build_rewards
+from stylemerge.rewards import CharProfile, ProxyScorer, build_rewards, digit_punct_fraction
 from stylemerge.runtime import resolve_device, use_threads
 from stylemerge.shards import shard_texts
 from stylemerge.training import StopOnNonFinite
@@ -110,8 +111,11 @@ def evaluate_policy(
     general: ProxyScorer,
     settings: Mapping,
     seed: int,
+    profile: CharProfile | None = None,
 ) -> dict:
-    """Held-out reward components and fluency, averaged per prompt over its samples."""
+    """Held-out reward components and fluency, averaged per prompt over its samples; with the
+    domain's character ``profile``, also the drift from it (``char_profile_tv``: total
+    variation distance of each sample's character classes) and ``digit_punct_fraction``."""
     trainer = settings["trainer"]
     completions = sample_completions(
         model,
@@ -139,6 +143,16 @@ def evaluate_policy(
     components["total"] = per_prompt(total)
     # raw general-proxy log-prob (NaN for blank completions; summarise() skips those prompts)
     components["fluency_logprob"] = per_prompt(general.mean_logprobs(flat_prompts, flat))
+    # drift of the samples' characters (blank samples are left out of their prompt's mean)
+    drift = {"digit_punct_fraction": [digit_punct_fraction(c) for c in flat]}
+    if profile is not None:
+        drift["char_profile_tv"] = [profile.distance(c) for c in flat]
+    for name, values in drift.items():
+        groups = [
+            [v for v in values[i * k : (i + 1) * k] if math.isfinite(v)]
+            for i in range(len(prompts))
+        ]
+        components[name] = [statistics.fmean(g) if g else math.nan for g in groups]
     return {
         "per_prompt": components,
         "examples": [[p, c[0]] for p, c in zip(prompts[:3], completions[:3], strict=True)],
@@ -295,6 +309,7 @@ def train_adapter(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     texts = list(shard_texts([prompts_shard]))
+    profile = CharProfile.of_texts(texts)  # the domain's character classes, for drift
     train_prompts = make_prompts(
         tokenizer,
         texts,
@@ -328,14 +343,16 @@ def train_adapter(
         )
 
     general = scorer(general_proxy, general_proxy_revision)
-    reward_funcs, weights = build_rewards(settings["rewards"], scorer(proxy), general)
+    reward_funcs, weights = build_rewards(
+        settings["rewards"], scorer(proxy), general, profile=profile
+    )
 
     set_seed(seed)
     policy = load_model(
         base, trust_remote_code, base_revision, allow_pickle_weights=allow_pickle_weights
     ).to(device)
     before = evaluate_policy(
-        policy, tokenizer, eval_prompts, reward_funcs, weights, general, settings, seed
+        policy, tokenizer, eval_prompts, reward_funcs, weights, general, settings, seed, profile
     )
 
     checkpoint_dir = Path(checkpoint_dir)
@@ -351,13 +368,21 @@ def train_adapter(
         ),
     )
     trainer_settings.setdefault("report_to", [])
+    mara = settings["mara"]
+    trainer_class, extra = GRPOTrainer, {}
+    train_funcs, train_weights = list(reward_funcs), list(weights)
+    if mara["enabled"]:  # MARA's bonus is one more reward column (stylemerge.mara)
+        trainer_class = make_trainer_class()
+        extra = {"mara": {k: v for k, v in mara.items() if k != "enabled"}}
+        train_funcs.append(mara_bonus)
+        train_weights.append(1.0)
     args = GRPOConfig(
-        output_dir=str(checkpoint_dir), seed=seed, reward_weights=weights, **trainer_settings
+        output_dir=str(checkpoint_dir), seed=seed, reward_weights=train_weights, **trainer_settings
     )
     lora = settings["lora"]
-    trainer = GRPOTrainer(
+    trainer = trainer_class(
         model=policy,
-        reward_funcs=reward_funcs,
+        reward_funcs=train_funcs,
         args=args,
         train_dataset=Dataset.from_dict({"prompt": train_prompts}),
         processing_class=tokenizer,
@@ -369,6 +394,7 @@ def train_adapter(
             task_type="CAUSAL_LM",
         ),
         callbacks=[StopOnNonFinite()],
+        **extra,
     )
     if resume and completed_steps(resume) >= args.max_steps > 0:
         # Killed after its last checkpoint but before the output was in place: the checkpoint
@@ -378,19 +404,31 @@ def train_adapter(
     else:
         trainer.train(resume_from_checkpoint=resume)
     after = evaluate_policy(
-        trainer.model, tokenizer, eval_prompts, reward_funcs, weights, general, settings, seed
+        trainer.model,
+        tokenizer,
+        eval_prompts,
+        reward_funcs,
+        weights,
+        general,
+        settings,
+        seed,
+        profile,
     )
 
     history = trainer.state.log_history
     metrics = {
         "domain": domain,
         "heldout": summarise(before, after),
+        # per held-out prompt (same prompts and seed in every run of the domain): arms of an
+        # ablation are compared paired on these
+        "heldout_per_prompt": {"before": before["per_prompt"], "after": after["per_prompt"]},
         "examples": {"before": before["examples"], "after": after["examples"]},
         "train_prompts": len(train_prompts),
         "heldout_prompts": len(eval_prompts),
         "steps": trainer.state.global_step,
         "resumed_from": Path(resume).name if resume else None,
         "reward_weights": dict(zip([f.__name__ for f in reward_funcs], weights, strict=True)),
+        "char_profile": profile.as_dict(),
         "threads": threads,
         "settings": dict(settings),
         "provenance": dict(provenance or {}),

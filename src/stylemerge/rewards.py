@@ -7,7 +7,8 @@ tokenizer (at paper scale the policy is Qwen3 and the proxies SmolLM2: different
 vocabularies).  A reward never returns NaN: an empty or unscorable completion gets the
 configured ``invalid`` value and a warning.  Any other non-finite value (a proxy whose logits
 broke, a reward that misbehaves) stops the run with the GRPO step and the value
-(:func:`finite`).
+(:func:`finite`).  Rewards that do not use a proxy compare the completion with the domain's
+character profile (:class:`CharProfile`, built from its train shard).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -182,24 +186,128 @@ def repetition(n: int = 3, invalid: float = -1.0, **_) -> RewardFunc:
     return repetition
 
 
-# name -> factory(domain=ProxyScorer, general=ProxyScorer, **params) -> reward function
+# Character classes of a text's profile, in this order.
+CHAR_CLASSES = ("letter", "digit", "space", "punct", "other")
+
+
+@functools.lru_cache(maxsize=4096)
+def char_class(ch: str) -> int:
+    """Index in :data:`CHAR_CLASSES` of one character: letters (Unicode L*), digits and
+    other numerals (N*), whitespace (including newlines and tabs), punctuation and symbols
+    (P*, S*: brackets, operators, ``#``, ``$``), anything else (controls, marks, unassigned)."""
+    if ch.isspace():
+        return 2
+    major = unicodedata.category(ch)[0]
+    return {"L": 0, "N": 1, "P": 3, "S": 3}.get(major, 4)
+
+
+def char_counts(text: str) -> list[int]:
+    """Characters of ``text`` per class of :data:`CHAR_CLASSES`."""
+    counts = [0] * len(CHAR_CLASSES)
+    for ch, n in Counter(text).items():
+        counts[char_class(ch)] += n
+    return counts
+
+
+def _fractions(counts: Sequence[int]) -> tuple[float, ...] | None:
+    total = sum(counts)
+    return tuple(c / total for c in counts) if total else None
+
+
+def digit_punct_fraction(text: str) -> float:
+    """Share of the text's characters that are digits, punctuation or symbols (NaN for
+    blank text): the runs a proxy-gaming policy drifts to."""
+    if not text.strip():
+        return math.nan
+    counts = char_counts(text)
+    return (counts[1] + counts[3]) / sum(counts)
+
+
+@dataclass(frozen=True)
+class CharProfile:
+    """A domain's character-class distribution (:data:`CHAR_CLASSES`), pooled over its
+    documents; the reference that completions are compared with."""
+
+    fractions: tuple[float, ...]
+
+    def __post_init__(self):
+        if len(self.fractions) != len(CHAR_CLASSES) or not math.isclose(
+            sum(self.fractions), 1.0, abs_tol=1e-6
+        ):
+            raise ValueError(f"a character profile is {len(CHAR_CLASSES)} fractions summing to 1")
+
+    @classmethod
+    def of_texts(cls, texts: Iterable[str]) -> CharProfile:
+        counts = [0] * len(CHAR_CLASSES)
+        for text in texts:
+            counts = [a + b for a, b in zip(counts, char_counts(text), strict=True)]
+        fractions = _fractions(counts)
+        if fractions is None:
+            raise ValueError("no text to build a character profile from")
+        return cls(fractions)
+
+    def distance(self, text: str) -> float:
+        """Total variation distance (0: same mix of classes, 1: no class in common) between
+        the text's character classes and the profile; NaN for blank text."""
+        fractions = _fractions(char_counts(text)) if text.strip() else None
+        if fractions is None:
+            return math.nan
+        return 0.5 * sum(abs(a - b) for a, b in zip(fractions, self.fractions, strict=True))
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(CHAR_CLASSES, self.fractions, strict=True))
+
+
+def char_profile(
+    profile: CharProfile | None, tolerance: float = 0.2, invalid: float = -1.0, **_
+) -> RewardFunc:
+    """0 while the completion's character classes stay within ``tolerance`` (total variation
+    distance) of the domain's profile; minus the excess beyond it.
+
+    Guards the contrast reward against the drift to digit-and-punctuation runs that a
+    domain proxy can like more than the general proxy (code domains); the profile is that
+    of the domain's train shard."""
+    if profile is None:
+        raise ValueError(
+            "reward char_profile needs the domain's character profile (build_rewards(..., "
+            "profile=CharProfile.of_texts(train texts)))"
+        )
+
+    def char_profile(prompts, completions, completion_ids=None, **kwargs) -> list[float]:
+        distances = [profile.distance(as_text(c)) for c in completions]
+        penalties = [min(0.0, tolerance - d) if math.isfinite(d) else math.nan for d in distances]
+        return _finite_or(penalties, invalid, "char_profile")
+
+    return char_profile
+
+
+# name -> factory(domain=ProxyScorer, general=ProxyScorer, profile=CharProfile, **params)
+# -> reward function
 REWARDS: dict[str, Callable[..., RewardFunc]] = {
     "style_contrast": style_contrast,
     "fluency_floor": fluency_floor,
     "repetition": repetition,
+    "char_profile": char_profile,
 }
 
 
 def build_rewards(
-    specs: Mapping[str, Mapping], domain: ProxyScorer, general: ProxyScorer
+    specs: Mapping[str, Mapping],
+    domain: ProxyScorer,
+    general: ProxyScorer,
+    profile: CharProfile | None = None,
 ) -> tuple[list[RewardFunc], list[float]]:
-    """Reward functions and their weights from ``{name: {weight, **params}}``."""
+    """Reward functions and their weights from ``{name: {weight, **params}}``.
+
+    ``domain`` and ``general`` are the proxies' scorers, ``profile`` the domain's character
+    profile (from its train shard); each reward takes what it uses of them."""
     funcs, weights = [], []
     for name, spec in specs.items():
         if name not in REWARDS:
             raise KeyError(f"unknown reward {name!r} (known: {', '.join(REWARDS)})")
         params = {k: v for k, v in spec.items() if k != "weight"}
-        funcs.append(finite(REWARDS[name](domain=domain, general=general, **params)))
+        factory = REWARDS[name]
+        funcs.append(finite(factory(domain=domain, general=general, profile=profile, **params)))
         weights.append(float(spec.get("weight", 1.0)))
     return funcs, weights
 

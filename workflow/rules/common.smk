@@ -56,6 +56,21 @@ def _one_of(names):
     return "|".join(map(re.escape, names)) or "(?!)"  # (?!) matches nothing
 
 
+# Arms of the GRPO stage ("-": domain and merge names have none, and mergekit would read
+# "+" in a path as model+LoRA): "" is the recipe as configured; with ablation.mara, "-mara" trains
+# every domain again with MARA on (results/adapters/<domain>-mara, domain_models/<domain>-mara,
+# merges/<chosen>-mara), so the two can be compared side by side.
+ARMS = [""] + (["-mara"] if config["ablation"]["mara"] else [])
+
+
+def grpo_settings(domain, arm):
+    """A domain's GRPO settings in one arm."""
+    settings = stage_settings(config, "grpo", domain)
+    if arm == "-mara":
+        settings["mara"] = {**settings["mara"], "enabled": True}
+    return settings
+
+
 # the chosen merge and, for comparison, the base get optimised think tokens
 THINK_MODELS = [config["merge"]["chosen"]] + (
     ["base"] if config["think"]["compare_base"] else []
@@ -64,23 +79,33 @@ THINK_MODELS = [config["merge"]["chosen"]] + (
 
 # Model variants the evaluation stage scores, each at results/eval/<name>/: name -> local
 # directory made here, or a reference (hub id or directory) from config.
+# The MARA ablation compares the arms' domain models (their diversity at least, since that is
+# what MARA is for) and the chosen merge of each arm.
+_domain_models = {
+    f"domain_{d}{arm}": R(f"domain_models/{d}{arm}") for d in DOMAINS for arm in ARMS
+}
 _eval_parts = [
     {"base": None},
-    (
-        {f"domain_{d}": R(f"domain_models/{d}") for d in DOMAINS}
-        if config["evaluate"]["domain_models"]
-        else {}
-    ),
+    _domain_models if config["evaluate"]["domain_models"] else {},
     {name: R(f"merges/{name}") for name in config["merge"]["variants"]},
+    {
+        f"{config['merge']['chosen']}{arm}": R(
+            f"merges/{config['merge']['chosen']}{arm}"
+        )
+        for arm in ARMS[1:]
+    },
     {f"think_{name}": R(f"think/{name}") for name in THINK_MODELS},
     dict(config["evaluate"]["comparisons"]),
 ]
-EVAL_MODELS = {k: v for part in _eval_parts for k, v in part.items()}
-if len(EVAL_MODELS) != sum(len(part) for part in _eval_parts):
+LM_EVAL_MODELS = {k: v for part in _eval_parts for k, v in part.items()}
+if len(LM_EVAL_MODELS) != sum(len(part) for part in _eval_parts):
     raise WorkflowError(
         "model names to evaluate collide (base, domain_<d>, merge names, think_<m>, "
         "evaluate.comparisons): rename a merge variant or a comparison"
     )
+# diversity is measured on everything lm-eval scores, and on both arms' domain models
+DIVERSITY_MODELS = {**LM_EVAL_MODELS, **(_domain_models if len(ARMS) > 1 else {})}
+EVAL_MODELS = DIVERSITY_MODELS
 _lambada = config["evaluate"]["lm_eval"]["lambada"]["domains"]
 if any(
     t["name"] in ("stylemerge", "stylemerge_lambada")
@@ -100,6 +125,7 @@ wildcard_constraints:
     method=_one_of(config["merge"]["variants"]),
     think_model=_one_of(THINK_MODELS),
     eval_model=_one_of(EVAL_MODELS),
+    arm="(" + "|".join(map(re.escape, ARMS)) + ")",  # "" (the recipe) or "-mara"
     split="train|heldout",
 
 

@@ -1,4 +1,5 @@
-# GRPO LoRA adapters on the base model, one per domain, rewarded by the domain's proxy.
+# GRPO LoRA adapters on the base model, one per domain (and arm: see ARMS in common.smk),
+# rewarded by the domain's proxy.
 # Checkpoints live in results/checkpoints/{domain}: not an output, so Snakemake keeps them
 # when a job fails or is killed, and the rerun resumes from the last one.
 
@@ -11,11 +12,11 @@ rule train_adapter:
         prompts=R("shards/{domain}/train.jsonl"),
         heldout=R("shards/{domain}/heldout.jsonl"),
     output:
-        directory(R("adapters/{domain}")),
+        directory(R("adapters/{domain}{arm}")),
     log:
-        L("train_adapter/{domain}.log"),
+        L("train_adapter/{domain}{arm}.log"),
     benchmark:
-        R("benchmarks/train_adapter/{domain}.tsv")
+        R("benchmarks/train_adapter/{domain}{arm}.tsv")
     conda:
         "../../envs/train.yaml"
     threads: lambda wc: stage_settings(config, "grpo", wc.domain)["threads"]
@@ -30,8 +31,8 @@ rule train_adapter:
         base_revision=config["models"]["base"]["revision"],
         general_proxy=hub_ref("general_proxy"),
         general_proxy_revision=config["models"]["general_proxy"]["revision"],
-        checkpoints=R("checkpoints/{domain}"),
-        settings=lambda wc: stage_settings(config, "grpo", wc.domain),
+        checkpoints=R("checkpoints/{domain}{arm}"),
+        settings=lambda wc: grpo_settings(wc.domain, wc.arm),
         seed=config["seed"],
         device=config["device"],
         trust_remote_code=config["trust_remote_code"],

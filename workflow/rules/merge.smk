@@ -4,14 +4,14 @@
 rule apply_adapter:
     input:
         base=model_input("base"),
-        adapter=R("adapters/{domain}"),
+        adapter=R("adapters/{domain}{arm}"),
         heldout=shard_index("heldout"),
     output:
-        domain_model(directory(R("domain_models/{domain}"))),
+        domain_model(directory(R("domain_models/{domain}{arm}"))),
     log:
-        L("apply_adapter/{domain}.log"),
+        L("apply_adapter/{domain}{arm}.log"),
     benchmark:
-        R("benchmarks/apply_adapter/{domain}.tsv")
+        R("benchmarks/apply_adapter/{domain}{arm}.tsv")
     conda:
         "../../envs/merge.yaml"
     threads: config["merge"]["threads"]
@@ -32,14 +32,16 @@ rule apply_adapter:
 rule merge_models:
     input:
         base=model_input("base"),
-        domain_models=expand(R("domain_models/{domain}"), domain=DOMAINS),
+        domain_models=lambda wc: expand(
+            R("domain_models/{domain}{arm}"), domain=DOMAINS, arm=wc.arm
+        ),
         heldout=shard_index("heldout"),
     output:
-        directory(R("merges/{method}")),
+        directory(R("merges/{method}{arm}")),
     log:
-        L("merge_models/{method}.log"),
+        L("merge_models/{method}{arm}.log"),
     benchmark:
-        R("benchmarks/merge_models/{method}.tsv")
+        R("benchmarks/merge_models/{method}{arm}.tsv")
     conda:
         "../../envs/merge.yaml"
     threads: config["merge"]["threads"]

@@ -4,11 +4,12 @@
 
 rule make_tables:
     input:
-        adapters=expand(R("adapters/{domain}"), domain=DOMAINS),
-        merges=expand(R("merges/{method}"), method=config["merge"]["variants"]),
+        adapters=expand(R("adapters/{domain}{arm}"), domain=DOMAINS, arm=ARMS),
+        merges=expand(R("merges/{method}"), method=config["merge"]["variants"])
+        + [R(f"merges/{config['merge']['chosen']}{arm}") for arm in ARMS[1:]],
         think=expand(R("think/{think_model}"), think_model=THINK_MODELS),
-        lm_eval=expand(R("eval/{eval_model}/lm_eval.json"), eval_model=EVAL_MODELS),
-        diversity=expand(R("eval/{eval_model}/diversity"), eval_model=EVAL_MODELS),
+        lm_eval=expand(R("eval/{eval_model}/lm_eval.json"), eval_model=LM_EVAL_MODELS),
+        diversity=expand(R("eval/{eval_model}/diversity"), eval_model=DIVERSITY_MODELS),
     output:
         tables=report(
             directory(R("tables")),
@@ -33,5 +34,6 @@ rule make_tables:
         domains=DOMAINS,
         comparison=config["evaluate"]["comparison"],
         chosen=config["merge"]["chosen"],
+        ablation_mara=config["ablation"]["mara"],
     script:
         "../scripts/make_tables.py"

@@ -16,5 +16,6 @@ with to_file(snakemake.log[0]):
         comparison=snakemake.params.comparison,
         figures_dir=snakemake.output.figures,
         chosen=snakemake.params.chosen,
+        ablation_mara=snakemake.params.ablation_mara,
         provenance=provenance(snakemake.config, snakemake.config["seed"]),
     )

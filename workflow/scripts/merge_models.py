@@ -11,7 +11,11 @@ with to_file(snakemake.log[0]):
     merge_models(
         method=variant["method"],
         space=variant["space"],
-        domain_models={Path(p).name: p for p in snakemake.input.domain_models},
+        # keyed by domain: an arm's domain models are <domain><arm>
+        domain_models={
+            Path(p).name.removesuffix(snakemake.wildcards.arm): p
+            for p in snakemake.input.domain_models
+        },
         base=snakemake.input.base or snakemake.params.base,
         weights=snakemake.params.weights,
         heldout_shards=list(read_shard_index(snakemake.input.heldout).values()),

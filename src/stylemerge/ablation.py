@@ -1,0 +1,171 @@
+"""The MARA ablation table: each domain model and the chosen merge trained without and with
+MARA (arms "" and "-mara", see ``ARMS`` in workflow/rules/common.smk), side by side.
+
+Both arms of a domain are scored on the same held-out prompts with the same seed (the GRPO
+job's held-out evaluation, and measure_diversity's prompts), so every MARA-vs-plain figure
+is a paired comparison over prompts:
+
+- diversity: distinct-1 and self-diversity change vs the base for each arm, and MARA vs plain
+  directly (jackknife / paired bootstrap over prompts, :mod:`stylemerge.diversity`);
+- held-out style reward and fluency (the GRPO job's ``heldout_per_prompt``): each arm's change
+  from before training, and the difference of the changes, MARA − plain, with a paired
+  bootstrap over prompts;
+- lambada perplexity of the two merges, MARA vs plain (paired bootstrap over passages).
+
+The question the table answers (issue: MARA against mode collapse): does MARA lose less
+diversity vs the base, beyond the interval, at no significant cost in style reward?
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stylemerge import intervals, per_document
+
+ARM = "-mara"
+
+
+def _pct(result: Mapping | None, key: str) -> float | None:
+    value = (result or {}).get(key)
+    return None if value is None or not math.isfinite(value) else 100.0 * value
+
+
+def _mean_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (b - a).mean(axis=-1)
+
+
+def change_difference(plain: Mapping, mara: Mapping, component: str) -> dict | None:
+    """(after − before) of the MARA arm minus that of the plain arm, per held-out prompt,
+    mean with a paired bootstrap interval; None without per-prompt values (older results)."""
+    if "heldout_per_prompt" not in plain or "heldout_per_prompt" not in mara:
+        return None
+
+    def changes(metrics):
+        per_prompt = metrics["heldout_per_prompt"]
+        return [
+            a - b
+            for b, a in zip(
+                per_prompt["before"][component], per_prompt["after"][component], strict=True
+            )
+        ]
+
+    pairs = [
+        (p, m)
+        for p, m in zip(changes(plain), changes(mara), strict=True)
+        if math.isfinite(p) and math.isfinite(m)
+    ]
+    return intervals.paired_bootstrap(
+        _mean_diff,
+        [p for p, _ in pairs],
+        [m for _, m in pairs],
+        per_document.ITERS,
+        per_document.CI,
+        per_document.SEED,
+    )
+
+
+def verdict(result: Mapping | None, positive: str, negative: str) -> str:
+    side = intervals.excludes_zero(result)
+    if side is None:
+        return "not measured"
+    if not side:
+        return "not significant"
+    return positive if result["value"] > 0 else negative
+
+
+def _diversity_rows(unit: str, plain: str, mara: str, generations: Mapping) -> list[dict]:
+    """Per domain: both arms' diversity change vs the base and MARA vs plain."""
+    from stylemerge.diversity import distinct_change, self_diversity_change
+
+    base = generations.get("base", {})
+    rows = []
+    for domain in sorted(set(generations.get(plain, {})) & set(generations.get(mara, {}))):
+        a, b = generations[plain][domain], generations[mara][domain]
+        if a["prompts"] != b["prompts"]:
+            continue
+        row = {"unit": unit, "domain": domain, "prompts": len(a["prompts"])}
+        if domain in base and base[domain]["prompts"] == a["prompts"]:
+            for arm, samples in (("plain", a), ("mara", b)):
+                change = distinct_change(base[domain]["samples"], samples["samples"], n=1)
+                row[f"distinct_1_vs_base_pct_{arm}"] = _pct(change, "value")
+                row[f"distinct_1_vs_base_ci_{arm}"] = _ci(change)
+        d1 = distinct_change(a["samples"], b["samples"], n=1)
+        sd = self_diversity_change(
+            a["samples"], b["samples"], seed=per_document.SEED, n_boot=per_document.ITERS
+        )
+        row.update(
+            {
+                "distinct_1_mara_vs_plain_pct": _pct(d1, "value"),
+                "distinct_1_mara_vs_plain_ci": _ci(d1),
+                "self_diversity_mara_vs_plain_pct": _pct(sd, "value"),
+                "self_diversity_mara_vs_plain_ci": _ci(sd),
+                "diversity_verdict": verdict(d1, "MARA keeps more", "MARA keeps less"),
+            }
+        )
+        rows.append(row)
+    return rows
+
+
+def _ci(result: Mapping | None, scale: float = 100.0) -> str | None:
+    if not result or result.get("ci_low") is None or result.get("ci_high") is None:
+        return None
+    return f"[{scale * result['ci_low']:+.3g}, {scale * result['ci_high']:+.3g}]"
+
+
+def mara_ablation_table(
+    adapters: Mapping[str, Mapping],
+    diversity_dirs: Mapping[str, str | Path],
+    evals: Mapping[str, Mapping],
+    chosen: str | None,
+) -> pd.DataFrame:
+    """One row per domain model (and per domain of the chosen merge): the plain arm against
+    the MARA arm.  ``adapters``: {<domain> or <domain>-mara: metrics.json}; diversity and
+    lm-eval results keyed by evaluated model name (domain_<d>, domain_<d>-mara, <chosen>,
+    <chosen>-mara, base)."""
+    from stylemerge.diversity import read_generations
+    from stylemerge.tables import LAMBADA_TASKS
+
+    generations = {
+        m: read_generations(Path(p) / "generations.jsonl") for m, p in diversity_dirs.items()
+    }
+    rows = []
+    for domain in sorted(d for d in adapters if not d.endswith(ARM) and d + ARM in adapters):
+        plain, mara = adapters[domain], adapters[domain + ARM]
+        diversity = _diversity_rows(
+            "domain model", f"domain_{domain}", f"domain_{domain}{ARM}", generations
+        )
+        row = next((r for r in diversity if r["domain"] == domain), None) or {
+            "unit": "domain model",
+            "domain": domain,
+        }
+        for component, name in (("style_contrast", "style"), ("fluency_logprob", "fluency")):
+            for arm, metrics in (("plain", plain), ("mara", mara)):
+                change = metrics["heldout"][component]["change"]
+                row[f"{name}_change_{arm}"] = change["mean"]
+                row[f"{name}_change_se_{arm}"] = change["se"]
+            diff = change_difference(plain, mara, component)
+            row[f"{name}_mara_minus_plain"] = (diff or {}).get("value")
+            row[f"{name}_mara_minus_plain_ci"] = _ci(diff, 1.0)
+            if component == "style_contrast":
+                row["style_verdict"] = verdict(
+                    diff, "MARA gains style", "MARA costs style"
+                ).replace("not significant", "no significant cost")
+        rows.append(row)
+    if chosen is not None and chosen + ARM in generations:
+        merge_rows = _diversity_rows(f"merge {chosen}", chosen, chosen + ARM, generations)
+        if chosen in evals and chosen + ARM in evals:
+
+            def lls(model):
+                return per_document.values(evals[model], LAMBADA_TASKS, "perplexity", model=model)
+
+            lambada = per_document.perplexity_change(lls(chosen), lls(chosen + ARM))
+            for row in merge_rows:
+                row["lambada_ppl_mara_vs_plain_pct"] = (lambada or {}).get("value")
+                row["lambada_ppl_mara_vs_plain_ci"] = _ci(lambada, 1.0)
+        rows.extend(merge_rows)
+    return pd.DataFrame(rows)

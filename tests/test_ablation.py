@@ -1,0 +1,93 @@
+"""The MARA ablation table (stylemerge.ablation) on hand-made results."""
+
+import math
+
+import pytest
+
+from stylemerge.ablation import change_difference, mara_ablation_table, verdict
+from stylemerge.io import write_jsonl
+
+PROMPTS = [f"prompt {i}" for i in range(8)]
+
+
+def adapter(style_after, fluency_after):
+    before = {"style_contrast": [0.0] * 8, "fluency_logprob": [-2.0] * 8}
+    after = {"style_contrast": style_after, "fluency_logprob": fluency_after}
+
+    def summary(component):
+        changes = [a - b for a, b in zip(after[component], before[component], strict=True)]
+        mean = sum(changes) / len(changes)
+        return {"change": {"mean": mean, "se": 0.01, "n": len(changes)}}
+
+    return {
+        "heldout": {c: summary(c) for c in before},
+        "heldout_per_prompt": {"before": before, "after": after},
+    }
+
+
+def generations(tmp_path, model, texts_per_prompt):
+    directory = tmp_path / model
+    write_jsonl(
+        directory / "generations.jsonl",
+        [
+            {
+                "domain": "bbc_news",
+                "prompt_index": p,
+                "prompt": PROMPTS[p],
+                "sample_index": k,
+                "text": text,
+            }
+            for p, texts in enumerate(texts_per_prompt)
+            for k, text in enumerate(texts)
+        ],
+    )
+    return directory
+
+
+def varied(p):  # four samples per prompt, each of distinct words
+    return [" ".join(f"w{p}_{k}_{j}" for j in range(6)) for k in range(4)]
+
+
+def collapsed(p):  # four copies of one sentence
+    return ["the same words again and again"] * 4
+
+
+def test_mara_keeping_diversity_at_no_style_cost_is_reported_as_such(tmp_path):
+    adapters = {
+        "bbc_news": adapter([0.30, 0.32, 0.28, 0.31, 0.29, 0.30, 0.33, 0.27], [-2.1] * 8),
+        "bbc_news-mara": adapter([0.29, 0.33, 0.27, 0.32, 0.30, 0.29, 0.32, 0.28], [-2.3] * 8),
+    }
+    dirs = {
+        "base": generations(tmp_path, "base", [varied(p) for p in range(8)]),
+        "domain_bbc_news": generations(tmp_path, "plain", [collapsed(p) for p in range(8)]),
+        "domain_bbc_news-mara": generations(tmp_path, "mara", [varied(p) for p in range(8)]),
+    }
+    table = mara_ablation_table(adapters, dirs, {}, chosen=None)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["domain"] == "bbc_news" and row["prompts"] == 8
+    assert row["distinct_1_mara_vs_plain_pct"] > 100  # collapsed text has far fewer types
+    assert row["diversity_verdict"] == "MARA keeps more"
+    assert row["distinct_1_vs_base_pct_mara"] == pytest.approx(0.0)
+    assert row["distinct_1_vs_base_pct_plain"] < -50
+    assert row["style_verdict"] == "no significant cost"
+    assert row["fluency_mara_minus_plain"] == pytest.approx(-0.2)
+    assert row["fluency_mara_minus_plain_ci"] is not None
+
+
+def test_change_difference_is_paired_over_prompts():
+    plain = adapter([0.1 * i for i in range(8)], [-2.0] * 8)
+    mara = adapter([0.1 * i - 0.05 for i in range(8)], [-2.0] * 8)
+    diff = change_difference(plain, mara, "style_contrast")
+    # the prompts differ a lot, the arms by a constant: a paired interval is tight
+    assert diff["value"] == pytest.approx(-0.05)
+    assert diff["ci_high"] - diff["ci_low"] < 1e-9
+    assert verdict(diff, "gain", "cost") == "cost"
+    assert change_difference({"heldout": {}}, mara, "style_contrast") is None
+    assert verdict(None, "gain", "cost") == "not measured"
+
+
+def test_prompts_without_a_value_are_left_out_of_both_arms():
+    plain = adapter([0.1] * 8, [-2.0] * 8)
+    mara = adapter([0.2] * 7 + [math.nan], [-2.0] * 8)
+    assert change_difference(plain, mara, "style_contrast")["n"] == 7
