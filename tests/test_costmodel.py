@@ -281,3 +281,27 @@ def test_architecture_from_a_hub_config():
         "tie_word_embeddings": True,
     }
     assert Architecture.from_hf_config(qwen3) == KNOWN_MODELS["Qwen/Qwen3-4B-Base"]
+
+
+@pytest.mark.workflow
+def test_requested_jobs_match_the_dag_of_the_smol_ablation(tmp_path):
+    """The cost model counts the jobs Snakemake plans, the MARA ablation's arm included."""
+    from test_workflow import copy_workflow, planned, snakemake
+
+    workdir = copy_workflow(tmp_path, {})
+    plan = planned(snakemake(workdir, "all", "-n", "--cores", "2", "--configfile",
+                             "config/smol.yaml").stdout)  # fmt: skip
+    config = load_config(ROOT / "config" / "smol.yaml", SCHEMA)
+    assert config["ablation"]["mara"]
+    e = estimate(config)
+    jobs = {stage: r["jobs"] for stage, r in e.requested.items()}
+    assert jobs["grpo"] == plan["train_adapter"] == 2 * len(config["domains"])
+    assert jobs["merge"] == plan["apply_adapter"] + plan["merge_models"]
+    assert jobs["evaluate"] == plan["evaluate_lm"] + plan["measure_diversity"]
+    items = {(i["stage"], i["item"]) for i in e.items()}
+    assert ("grpo", "bbc_news-mara") in items and ("merge", "karcher-mara") in items
+    assert ("evaluate", "domain_bbc_news-mara") in items  # diversity only: no lm-eval rows
+    lm_rows = {
+        r.item for r in e.rows if r.stage == "evaluate" and r.component.startswith("lm_eval")
+    }
+    assert "domain_bbc_news-mara" not in lm_rows and "karcher-mara" in lm_rows

@@ -476,10 +476,18 @@ def grpo_schedule(settings: Mapping, train_documents: int) -> dict:
     }
 
 
+def arms(config: Mapping) -> list[str]:
+    """The GRPO stage's arms, as workflow/rules/common.smk names them: "" (the recipe) and,
+    with ablation.mara, "-mara" (every domain trained again with MARA, which costs no extra
+    pass: the reference log-probs it uses are computed anyway when beta > 0)."""
+    return [""] + (["-mara"] if config.get("ablation", {}).get("mara") else [])
+
+
 def _grpo(e: Estimate) -> None:
-    for domain in e.config["domains"]:
+    for domain, arm in ((d, a) for d in e.config["domains"] for a in arms(e.config)):
         s = stage_settings(e.config, "grpo", domain)
         g = grpo_schedule(s, e.data[domain].train_documents)
+        job = f"{domain}{arm}"
         seq, generated = g["sequence_tokens"], g["generated_completions"]
         rewards = s["rewards"]
         uses_domain = "style_contrast" in rewards
@@ -488,7 +496,7 @@ def _grpo(e: Estimate) -> None:
         add = e.add
         add(
             "grpo",
-            domain,
+            job,
             "generation (prompt + completion)",
             "base",
             generated * seq,
@@ -497,24 +505,24 @@ def _grpo(e: Estimate) -> None:
         )
         add(
             "grpo",
-            domain,
+            job,
             "policy training (LoRA)",
             "base",
             g["trained_completions"] * seq,
             g["train_factor"],
         )
         if g["old_logprobs"]:
-            add("grpo", domain, "sampling-policy log-probs", "base", generated * seq, FORWARD)
+            add("grpo", job, "sampling-policy log-probs", "base", generated * seq, FORWARD)
         if g["reference"]:
-            add("grpo", domain, "reference log-probs (beta > 0)", "base", generated * seq, FORWARD)
+            add("grpo", job, "reference log-probs (beta > 0)", "base", generated * seq, FORWARD)
         if uses_domain:
             add(
-                "grpo", domain, "reward: domain proxy", "general_proxy", generated * scored, FORWARD
+                "grpo", job, "reward: domain proxy", "general_proxy", generated * scored, FORWARD
             )
         if uses_general:
             add(
                 "grpo",
-                domain,
+                job,
                 "reward: general proxy",
                 "general_proxy",
                 generated * scored,
@@ -524,7 +532,7 @@ def _grpo(e: Estimate) -> None:
         samples = 2 * s["eval_prompts"] * s["eval_samples"]
         add(
             "grpo",
-            domain,
+            job,
             "held-out evaluation: generation",
             "base",
             samples * seq,
@@ -534,7 +542,7 @@ def _grpo(e: Estimate) -> None:
         proxies = 1 + (1 if uses_domain else 0)
         add(
             "grpo",
-            domain,
+            job,
             "held-out evaluation: proxies",
             "general_proxy",
             proxies * samples * scored,
@@ -547,10 +555,12 @@ def _merge(e: Estimate) -> None:
     m = e.config["merge"]
     blocks = _blocks(m["entropy_blocks"], e.heldout_tokens(), m["entropy_seq_len"])
     tokens = blocks * m["entropy_seq_len"]
-    for domain in e.config["domains"]:
+    applied = [f"{d}{arm}" for d in e.config["domains"] for arm in arms(e.config)]
+    for domain in applied:
         e.add("merge", f"apply_adapter/{domain}", "held-out entropy", "base", tokens, FORWARD)
-    e.request("merge", len(e.config["domains"]), m["runtime_min"], 0)
-    for name in m["variants"]:
+    e.request("merge", len(applied), m["runtime_min"], 0)
+    merges = list(m["variants"]) + [m["chosen"] + arm for arm in arms(e.config)[1:]]
+    for name in merges:
         # the inputs' entropies come from apply_adapter's metrics; the base and the merge
         e.add("merge", name, "held-out entropy: base and merge", "base", 2 * tokens, FORWARD)
         if m["calibrate_entropy"]:
@@ -562,7 +572,7 @@ def _merge(e: Estimate) -> None:
                 KARCHER_RECALIBRATIONS * tokens,
                 FORWARD,
             )
-    e.request("merge", len(m["variants"]), m["runtime_min"], m["gpus"])
+    e.request("merge", len(merges), m["runtime_min"], m["gpus"])
 
 
 def think_trace_tokens(think: Mapping) -> int:
@@ -600,14 +610,27 @@ def _think(e: Estimate) -> None:
 
 
 def eval_models(config: Mapping) -> dict[str, str | None]:
-    """Evaluated model name -> hub id for comparisons, None for the base's architecture."""
+    """Model name -> hub id for comparisons, None for the base's architecture: the models
+    lm-eval scores (LM_EVAL_MODELS of workflow/rules/common.smk)."""
     models: dict[str, str | None] = {"base": None}
     if config["evaluate"]["domain_models"]:
-        models.update({f"domain_{d}": None for d in config["domains"]})
+        models.update(dict.fromkeys(_domain_models(config)))
     models.update(dict.fromkeys(config["merge"]["variants"]))
+    models.update(dict.fromkeys(config["merge"]["chosen"] + arm for arm in arms(config)[1:]))
     models.update({f"think_{m}": None for m in think_models(config)})
     models.update(config["evaluate"]["comparisons"])
     return models
+
+
+def _domain_models(config: Mapping) -> list[str]:
+    return [f"domain_{d}{arm}" for d in config["domains"] for arm in arms(config)]
+
+
+def diversity_models(config: Mapping) -> dict[str, str | None]:
+    """The models whose diversity is measured: those lm-eval scores and, with an ablation,
+    every arm's domain models (DIVERSITY_MODELS of workflow/rules/common.smk)."""
+    extra = _domain_models(config) if len(arms(config)) > 1 else []
+    return {**eval_models(config), **dict.fromkeys(extra)}
 
 
 def _limited(documents: float, limit) -> float:
@@ -684,11 +707,12 @@ def _evaluate(e: Estimate) -> None:
     ev = e.config["evaluate"]
     lm, div = ev["lm_eval"], ev["diversity"]
     tasks = [t for task in lm["tasks"] for t in lm_eval_tasks(e, task)]
-    for name, ref in eval_models(e.config).items():
+    scored = eval_models(e.config)
+    for name, ref in diversity_models(e.config).items():
         model = "base" if ref is None else name
         if ref is not None and model not in e.sizes:
             e.sizes[model] = model_size(ref, e.overrides, name)
-        for task, context, generated in tasks:
+        for task, context, generated in tasks if name in scored else []:
             e.add("evaluate", name, f"lm_eval {task}", model, context, FORWARD)
             e.add(
                 "evaluate",
@@ -709,9 +733,8 @@ def _evaluate(e: Estimate) -> None:
             FORWARD,
             "generate",
         )
-    n = len(eval_models(e.config))
-    e.request("evaluate", n, lm["runtime_min"], lm["gpus"])
-    e.request("evaluate", n, div["runtime_min"], div["gpus"])
+    e.request("evaluate", len(scored), lm["runtime_min"], lm["gpus"])
+    e.request("evaluate", len(diversity_models(e.config)), div["runtime_min"], div["gpus"])
 
 
 def estimate(
