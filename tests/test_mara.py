@@ -200,7 +200,7 @@ def test_only_the_reference_pass_is_recorded(tmp_path, tiny_base):
         train_dataset=Dataset.from_dict({"prompt": ["a", "b"]}),
         processing_class=tokenizer,
         peft_config=LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False),
-        mara={"threshold": {"quantile": 0.5}},
+        mara={"threshold": 0.0},
     )
     ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 10, 11, 12]])
     mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
@@ -215,3 +215,20 @@ def test_only_the_reference_pass_is_recorded(tmp_path, tiny_base):
     expected = (logps * mask[:, -3:]).sum(1)
     assert torch.allclose(recorded, expected, atol=1e-4)
     assert valid.tolist() == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("quantile", "generations", "anchored"), [(0.5, 4, 2), (0.75, 4, 1), (0.75, 8, 2), (0.5, 2, 1)]
+)
+def test_a_quantile_that_anchors_one_completion_is_refused(quantile, generations, anchored):
+    """A group's best completion alone is its own anchor: MARA would be plain GRPO (seen on
+    the smol tier: quantile 0.75 of 4 generations trained exactly the plain adapter)."""
+    rewards = torch.arange(float(generations))
+    out = augment(rewards, -rewards, generations, BETA, quantile=quantile)
+    assert int(out.anchored.sum()) == anchored
+    trainer = {"beta": 0.04, "scale_rewards": "none", "num_generations": generations}
+    mara = {"enabled": True, "threshold": {"quantile": quantile}}
+    problems = mara_config_errors({"mara": mara, "trainer": trainer})
+    assert bool(problems) == (anchored < 2)
+    if problems:
+        assert "'grpo.mara.threshold'" in problems[0] and "change nothing" in problems[0]

@@ -106,6 +106,18 @@ def mara_config_errors(grpo: Mapping, where: str = "grpo") -> list[str]:
         return []
     trainer = grpo.get("trainer") or {}
     problems = []
+    threshold = mara.get("threshold", {"quantile": 0.5})
+    generations = trainer.get("num_generations", 8)  # trl's default
+    if (
+        isinstance(threshold, Mapping)
+        and anchored_per_group(threshold["quantile"], generations) < 2
+    ):
+        problems.append(
+            f"config key '{where}.mara.threshold': the {threshold['quantile']} quantile of "
+            f"{generations} rewards is cleared by only the best completion of a group, which is "
+            "its own anchor, so MARA would change nothing; lower the quantile or raise "
+            "trainer.num_generations"
+        )
     if not trainer.get("beta", 0.0) > 0:
         problems.append(
             f"config key '{where}.trainer.beta': MARA needs beta > 0 (with beta 0 trl skips "
@@ -123,6 +135,12 @@ def mara_config_errors(grpo: Mapping, where: str = "grpo") -> list[str]:
             "'sum_then_normalize' (its bonus is added to the weighted reward sum)"
         )
     return problems
+
+
+def anchored_per_group(quantile: float, generations: int) -> int:
+    """Completions (of distinct rewards) that clear a group's ``quantile``: torch.quantile
+    interpolates at position q·(G − 1) of the sorted rewards."""
+    return generations - math.ceil(quantile * (generations - 1))
 
 
 def threshold_args(threshold: float | Mapping) -> dict:
