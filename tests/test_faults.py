@@ -85,7 +85,8 @@ if _joblog:
         if not hasattr(job, "rule") or not hasattr(job, "threads"):
             return  # not a Snakemake script job
         torch = sys.modules.get("torch")
-        name = ",".join(str(v) for v in job.wildcards)
+        # a job's wildcard values (the recipe's GRPO arm is the empty string)
+        name = ",".join(str(v) for v in job.wildcards if str(v))
         record = {
             "pid": os.getpid(),
             "rule": job.rule,
