@@ -516,9 +516,7 @@ def _grpo(e: Estimate) -> None:
         if g["reference"]:
             add("grpo", job, "reference log-probs (beta > 0)", "base", generated * seq, FORWARD)
         if uses_domain:
-            add(
-                "grpo", job, "reward: domain proxy", "general_proxy", generated * scored, FORWARD
-            )
+            add("grpo", job, "reward: domain proxy", "general_proxy", generated * scored, FORWARD)
         if uses_general:
             add(
                 "grpo",
