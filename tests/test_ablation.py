@@ -5,7 +5,8 @@ import math
 import pytest
 
 from stylemerge.ablation import change_difference, mara_ablation_table, verdict
-from stylemerge.io import write_jsonl
+from stylemerge.io import write_json, write_jsonl
+from stylemerge.tables import diversity_table
 
 PROMPTS = [f"prompt {i}" for i in range(8)]
 
@@ -41,6 +42,12 @@ def generations(tmp_path, model, texts_per_prompt):
             for k, text in enumerate(texts)
         ],
     )
+    # the per-model values the diversity table copies (not what this table compares)
+    value = {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n_prompts": len(texts_per_prompt)}
+    write_json(
+        directory / "metrics.json",
+        {"domains": {"bbc_news": dict.fromkeys(("distinct_1", "ead_1", "self_diversity"), value)}},
+    )
     return directory
 
 
@@ -62,7 +69,7 @@ def test_mara_keeping_diversity_at_no_style_cost_is_reported_as_such(tmp_path):
         "domain_bbc_news": generations(tmp_path, "plain", [collapsed(p) for p in range(8)]),
         "domain_bbc_news-mara": generations(tmp_path, "mara", [varied(p) for p in range(8)]),
     }
-    table = mara_ablation_table(adapters, dirs, {}, chosen=None)
+    table = mara_ablation_table(adapters, dirs, diversity_table(dirs), {}, chosen=None)
     assert len(table) == 1
     row = table.iloc[0]
     assert row["domain"] == "bbc_news" and row["prompts"] == 8

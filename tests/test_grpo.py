@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from stylemerge.config import deep_merge
 from stylemerge.grpo import (
     ProxyNotSpecialisedError,
     check_proxy_specialised,
@@ -53,8 +54,19 @@ SETTINGS = {
 }
 
 
-def run(tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy, name="adapter", **extra):
-    settings = json.loads(json.dumps(SETTINGS))
+def run(
+    tmp_path,
+    shards,
+    tiny_base,
+    bbc_proxy,
+    tiny_general_proxy,
+    name="adapter",
+    overrides=None,
+    **extra,
+):
+    """train_adapter on the tiny models with SETTINGS, ``overrides`` merged over them and
+    ``extra`` trainer keys."""
+    settings = deep_merge(SETTINGS, overrides or {})
     settings["trainer"].update(extra)
     return train_adapter(
         base=tiny_base,

@@ -1,16 +1,14 @@
 """MARA (stylemerge.mara): the defining property on hand-made numbers, the config's refusals,
 and GRPO with MARA training the tiny models through trl."""
 
-import json
 import math
 
 import pandas as pd
 import pytest
 import torch
-from test_grpo import SETTINGS
+from test_grpo import run
 
 from stylemerge.config import ConfigError, validate_config
-from stylemerge.grpo import train_adapter
 from stylemerge.mara import augment, mara_config_errors, threshold_args
 
 BETA = 0.1
@@ -136,22 +134,9 @@ def test_the_config_checks_mara_per_domain_and_for_the_ablation_arm(schema_path)
 def test_grpo_with_mara_trains_the_tiny_models(
     tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy
 ):
-    settings = json.loads(json.dumps(SETTINGS))
-    settings["mara"] = {"enabled": True, "threshold": {"quantile": 0.5}}
-    settings["trainer"].update(scale_rewards="none", num_generations=4)
-    metrics = train_adapter(
-        base=tiny_base,
-        domain="bbc_news",
-        prompts_shard=shards["bbc_news"]["train"],
-        heldout_shard=shards["bbc_news"]["heldout"],
-        proxy=bbc_proxy,
-        general_proxy=tiny_general_proxy,
-        out_dir=tmp_path / "adapter",
-        checkpoint_dir=tmp_path / "checkpoints",
-        settings=settings,
-        seed=11,
-        threads=1,
-    )
+    mara = {"mara": {"enabled": True, "threshold": {"quantile": 0.5}}}
+    metrics = run(tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy, overrides=mara,
+                  scale_rewards="none", num_generations=4)  # fmt: skip
     assert metrics["steps"] == 4
     history = pd.read_csv(tmp_path / "adapter" / "log_history.csv")
     steps = history.dropna(subset=["mara/anchored_frac"])

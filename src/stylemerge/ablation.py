@@ -26,13 +26,9 @@ import numpy as np
 import pandas as pd
 
 from stylemerge import intervals, per_document
+from stylemerge.tables import LAMBADA_TASKS, percent
 
 ARM = "-mara"
-
-
-def _pct(result: Mapping | None, key: str) -> float | None:
-    value = (result or {}).get(key)
-    return None if value is None or not math.isfinite(value) else 100.0 * value
 
 
 def _mean_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -78,37 +74,53 @@ def verdict(result: Mapping | None, positive: str, negative: str) -> str:
     return positive if result["value"] > 0 else negative
 
 
-def _diversity_rows(unit: str, plain: str, mara: str, generations: Mapping) -> list[dict]:
-    """Per domain: both arms' diversity change vs the base and MARA vs plain."""
+def _diversity_rows(
+    unit: str, plain: str, mara: str, generations: Mapping, diversity: pd.DataFrame
+) -> list[dict]:
+    """Per domain: both arms' distinct-1 change vs the base (read from the diversity table,
+    computed once there) and MARA vs plain (paired over the same prompts)."""
     from stylemerge.diversity import distinct_change, self_diversity_change
 
-    base = generations.get("base", {})
     rows = []
     for domain in sorted(set(generations.get(plain, {})) & set(generations.get(mara, {}))):
         a, b = generations[plain][domain], generations[mara][domain]
         if a["prompts"] != b["prompts"]:
             continue
         row = {"unit": unit, "domain": domain, "prompts": len(a["prompts"])}
-        if domain in base and base[domain]["prompts"] == a["prompts"]:
-            for arm, samples in (("plain", a), ("mara", b)):
-                change = distinct_change(base[domain]["samples"], samples["samples"], n=1)
-                row[f"distinct_1_vs_base_pct_{arm}"] = _pct(change, "value")
-                row[f"distinct_1_vs_base_ci_{arm}"] = _ci(change)
+        for arm, model in (("plain", plain), ("mara", mara)):
+            vs_base = _vs_base(diversity, domain, model)
+            row[f"distinct_1_vs_base_pct_{arm}"] = vs_base["value"]
+            row[f"distinct_1_vs_base_ci_{arm}"] = _ci(vs_base, 1.0)
         d1 = distinct_change(a["samples"], b["samples"], n=1)
         sd = self_diversity_change(
             a["samples"], b["samples"], seed=per_document.SEED, n_boot=per_document.ITERS
         )
         row.update(
             {
-                "distinct_1_mara_vs_plain_pct": _pct(d1, "value"),
+                "distinct_1_mara_vs_plain_pct": percent(d1["value"]),
                 "distinct_1_mara_vs_plain_ci": _ci(d1),
-                "self_diversity_mara_vs_plain_pct": _pct(sd, "value"),
+                "self_diversity_mara_vs_plain_pct": percent(sd["value"]),
                 "self_diversity_mara_vs_plain_ci": _ci(sd),
                 "diversity_verdict": verdict(d1, "MARA keeps more", "MARA keeps less"),
             }
         )
         rows.append(row)
     return rows
+
+
+def _vs_base(diversity: pd.DataFrame, domain: str, model: str) -> dict:
+    """A model's distinct-1 change vs the base on a domain, in percent, from the diversity
+    table (:func:`stylemerge.tables.diversity_table`)."""
+    match = diversity[(diversity["domain"] == domain) & (diversity["model"] == model)]
+    columns = {
+        "value": "distinct_1_change_vs_base_pct",
+        "ci_low": "change_ci_low_pct",
+        "ci_high": "change_ci_high_pct",
+    }
+    if match.empty:
+        return dict.fromkeys(columns)
+    row = match.iloc[0]
+    return {k: None if pd.isna(row[c]) else float(row[c]) for k, c in columns.items()}
 
 
 def _ci(result: Mapping | None, scale: float = 100.0) -> str | None:
@@ -120,15 +132,16 @@ def _ci(result: Mapping | None, scale: float = 100.0) -> str | None:
 def mara_ablation_table(
     adapters: Mapping[str, Mapping],
     diversity_dirs: Mapping[str, str | Path],
+    diversity: pd.DataFrame,
     evals: Mapping[str, Mapping],
     chosen: str | None,
 ) -> pd.DataFrame:
     """One row per domain model (and per domain of the chosen merge): the plain arm against
-    the MARA arm.  ``adapters``: {<domain> or <domain>-mara: metrics.json}; diversity and
-    lm-eval results keyed by evaluated model name (domain_<d>, domain_<d>-mara, <chosen>,
-    <chosen>-mara, base)."""
+    the MARA arm.  ``adapters``: {<domain> or <domain>-mara: metrics.json}; diversity
+    directories and lm-eval results keyed by evaluated model name (domain_<d>,
+    domain_<d>-mara, <chosen>, <chosen>-mara, base); ``diversity``: the diversity table of
+    those directories (:func:`stylemerge.tables.diversity_table`)."""
     from stylemerge.diversity import read_generations
-    from stylemerge.tables import LAMBADA_TASKS
 
     generations = {
         m: read_generations(Path(p) / "generations.jsonl") for m, p in diversity_dirs.items()
@@ -136,10 +149,10 @@ def mara_ablation_table(
     rows = []
     for domain in sorted(d for d in adapters if not d.endswith(ARM) and d + ARM in adapters):
         plain, mara = adapters[domain], adapters[domain + ARM]
-        diversity = _diversity_rows(
-            "domain model", f"domain_{domain}", f"domain_{domain}{ARM}", generations
+        arm_rows = _diversity_rows(
+            "domain model", f"domain_{domain}", f"domain_{domain}{ARM}", generations, diversity
         )
-        row = next((r for r in diversity if r["domain"] == domain), None) or {
+        row = next((r for r in arm_rows if r["domain"] == domain), None) or {
             "unit": "domain model",
             "domain": domain,
         }
@@ -157,7 +170,9 @@ def mara_ablation_table(
                 ).replace("not significant", "no significant cost")
         rows.append(row)
     if chosen is not None and chosen + ARM in generations:
-        merge_rows = _diversity_rows(f"merge {chosen}", chosen, chosen + ARM, generations)
+        merge_rows = _diversity_rows(
+            f"merge {chosen}", chosen, chosen + ARM, generations, diversity
+        )
         if chosen in evals and chosen + ARM in evals:
 
             def lls(model):

@@ -7,8 +7,8 @@ tokenizer (at paper scale the policy is Qwen3 and the proxies SmolLM2: different
 vocabularies).  A reward never returns NaN: an empty or unscorable completion gets the
 configured ``invalid`` value and a warning.  Any other non-finite value (a proxy whose logits
 broke, a reward that misbehaves) stops the run with the GRPO step and the value
-(:func:`finite`).  Rewards that do not use a proxy compare the completion with the domain's
-character profile (:class:`CharProfile`, built from its train shard).
+(:func:`finite`).  ``char_profile`` compares the completion's character classes with the
+domain's (:class:`CharProfile`, built from its train shard) instead of using a proxy.
 """
 
 from __future__ import annotations

@@ -246,11 +246,11 @@ def gsm8k_table(evals: Mapping[str, Mapping], think_pairs: Mapping[str, str]) ->
                 "correct_original": (wilson_b or {}).get("successes"),
                 "correct_optimised": (wilson_a or {}).get("successes"),
                 "accuracy_original": None if before is None else 100 * before,
-                "original_ci_low": _pct((wilson_b or {}).get("ci_low")),
-                "original_ci_high": _pct((wilson_b or {}).get("ci_high")),
+                "original_ci_low": percent((wilson_b or {}).get("ci_low")),
+                "original_ci_high": percent((wilson_b or {}).get("ci_high")),
                 "accuracy_optimised": None if after is None else 100 * after,
-                "optimised_ci_low": _pct((wilson_a or {}).get("ci_low")),
-                "optimised_ci_high": _pct((wilson_a or {}).get("ci_high")),
+                "optimised_ci_low": percent((wilson_a or {}).get("ci_low")),
+                "optimised_ci_high": percent((wilson_a or {}).get("ci_high")),
                 "change_points": None if None in (before, after) else 100 * (after - before),
                 "change_ci_low": change.get("ci_low"),
                 "change_ci_high": change.get("ci_high"),
@@ -329,20 +329,21 @@ def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
                     "self_diversity": values["self_diversity"]["value"],
                     "self_diversity_ci_low": values["self_diversity"]["ci_low"],
                     "self_diversity_ci_high": values["self_diversity"]["ci_high"],
-                    "distinct_1_change_vs_base_pct": _pct(change.get("value")),
-                    "change_ci_low_pct": _pct(change.get("ci_low")),
-                    "change_ci_high_pct": _pct(change.get("ci_high")),
+                    "distinct_1_change_vs_base_pct": percent(change.get("value")),
+                    "change_ci_low_pct": percent(change.get("ci_low")),
+                    "change_ci_high_pct": percent(change.get("ci_high")),
                     "reported_change_pct": card.get(domain),
-                    "self_diversity_change_vs_base_pct": _pct(pairwise.get("value")),
-                    "self_diversity_change_ci_low_pct": _pct(pairwise.get("ci_low")),
-                    "self_diversity_change_ci_high_pct": _pct(pairwise.get("ci_high")),
+                    "self_diversity_change_vs_base_pct": percent(pairwise.get("value")),
+                    "self_diversity_change_ci_low_pct": percent(pairwise.get("ci_low")),
+                    "self_diversity_change_ci_high_pct": percent(pairwise.get("ci_high")),
                     "prompts": values["distinct_1"].get("n_prompts"),
                 }
             )
     return pd.DataFrame(rows)
 
 
-def _pct(fraction: float | None) -> float | None:
+def percent(fraction: float | None) -> float | None:
+    """A fraction in percent (None when missing or not finite)."""
     return None if fraction is None or not math.isfinite(fraction) else 100.0 * fraction
 
 
@@ -409,6 +410,7 @@ def make_tables(
             mara_ablation_table(
                 load_dirs(adapters),
                 {Path(p).parent.name: p for p in diversity},
+                frames["diversity"][0],
                 evals,
                 chosen,
             ),
