@@ -92,7 +92,7 @@ def _row(claim, model, card, unit, interval, found: Mapping | None, **fields) ->
         "n": found.get("n"),
         "interval": interval,
         "verdict": verdict(sign, ours, low, high, found.get("significant")),
-        "detail": detail if found else found.get("why", "not in this run"),
+        "detail": detail if found else "not in this run",
     }
 
 
