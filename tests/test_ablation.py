@@ -5,7 +5,7 @@ import math
 import pytest
 
 from stylemerge.ablation import change_difference, mara_ablation_table, verdict
-from stylemerge.io import write_json, write_jsonl
+from stylemerge.files import write_json, write_jsonl
 from stylemerge.tables import diversity_table
 
 PROMPTS = [f"prompt {i}" for i in range(8)]

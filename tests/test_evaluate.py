@@ -20,7 +20,7 @@ from stylemerge.evaluate import (
     make_hflm,
     prepare_task_data,
 )
-from stylemerge.io import sha256_file
+from stylemerge.files import sha256_file
 from stylemerge.shards import read_shard, write_shard_index
 
 HARNESS_TASKS = Path(__import__("lm_eval").__file__).parent / "tasks"

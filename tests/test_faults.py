@@ -17,7 +17,7 @@ uninterrupted, `--cores 2`):
   that domain's GRPO job fails.
 
 The faults are injected by a `sitecustomize` module on the jobs' PYTHONPATH (HOOK below): it
-pauses a job at a chosen `os.replace` (the rename of stylemerge.io.atomic_path), records each
+pauses a job at a chosen `os.replace` (the rename of stylemerge.files.atomic_path), records each
 job's rule, threads, runtime and lifetime, and makes one job fail once. It changes no result.
 """
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import SMOLLM2
-from stylemerge.io import read_json, sha256_file
+from stylemerge.files import read_json, sha256_file
 from stylemerge.model_sources import (
     UNREACHABLE,
     ModelSourceError,

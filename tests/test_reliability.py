@@ -21,7 +21,7 @@ import yaml
 
 from conftest import PRETRAIN, ROOT, TINY, write_jsonl
 from stylemerge.config import ConfigError, validate_config
-from stylemerge.io import DataError
+from stylemerge.files import DataError
 from stylemerge.models import ModelError, load_model, load_tokenizer
 
 SECRET = "hf_reliabilityTestSecret0123456789"

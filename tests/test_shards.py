@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conftest import read_jsonl, write_jsonl
-from stylemerge.io import DataError
+from stylemerge.files import DataError
 from stylemerge.shards import build_shards, is_heldout, read_shard
 from stylemerge.sources import builtin_corpora, read_source
 

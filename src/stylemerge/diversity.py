@@ -67,7 +67,7 @@ from pathlib import Path
 import numpy as np
 
 from stylemerge import intervals
-from stylemerge.io import atomic_path, write_json, write_jsonl
+from stylemerge.files import atomic_path, write_json, write_jsonl
 from stylemerge.models import load_model, load_tokenizer
 from stylemerge.provenance import package_versions
 from stylemerge.runtime import resolve_device, use_threads
@@ -596,7 +596,7 @@ def read_generations(path: str | Path) -> dict[str, dict]:
     """``generations.jsonl`` of :func:`measure_diversity` as
     ``{domain: {"prompts": [prompt, ...], "samples": [[text, ...], ...]}}``, in prompt and
     sample order (for :func:`distinct_change` between two models' files)."""
-    from stylemerge.io import read_jsonl
+    from stylemerge.files import read_jsonl
 
     domains: dict[str, dict] = {}
     for _, record in read_jsonl(path):

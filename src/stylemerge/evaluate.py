@@ -46,7 +46,7 @@ from typing import Any
 import yaml
 
 from stylemerge import arithmetic
-from stylemerge.io import sha256_file, write_json, write_jsonl
+from stylemerge.files import sha256_file, write_json, write_jsonl
 from stylemerge.models import load_model, load_tokenizer
 from stylemerge.runtime import resolve_device, use_threads
 from stylemerge.shards import read_shard

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from stylemerge.io import atomic_path, read_json, write_json
+from stylemerge.files import atomic_path, read_json, write_json
 from stylemerge.mara import make_trainer_class, mara_bonus
 from stylemerge.models import load_model, load_tokenizer
 from stylemerge.rewards import CharProfile, ProxyScorer, build_rewards, digit_punct_fraction

@@ -191,7 +191,7 @@ def merge_models(
     allow_pickle_weights: bool = False,
 ) -> dict:
     """Merge the domain models with mergekit; measure (and optionally calibrate) entropy."""
-    from stylemerge.io import atomic_path, read_json, write_json
+    from stylemerge.files import atomic_path, read_json, write_json
     from stylemerge.models import check_model_dir, load_model, load_tokenizer
     from stylemerge.runtime import resolve_device, use_threads
 
@@ -275,7 +275,7 @@ def apply_adapter(
     trained on another base is refused (:func:`check_adapter_base`)."""
     from peft import PeftModel
 
-    from stylemerge.io import atomic_path, write_json
+    from stylemerge.files import atomic_path, write_json
     from stylemerge.models import ModelError, load_model, load_tokenizer
     from stylemerge.runtime import resolve_device, use_threads
 
@@ -325,7 +325,7 @@ def same_model_ref(a: str | Path, b: str | Path) -> bool:
 def check_adapter_base(adapter: str | Path, base: str | Path) -> str | None:
     """The base model ``adapter`` records (peft's ``base_model_name_or_path``); an error
     naming both unless it is ``base``."""
-    from stylemerge.io import read_json
+    from stylemerge.files import read_json
     from stylemerge.models import ModelError
 
     config_file = Path(adapter) / "adapter_config.json"

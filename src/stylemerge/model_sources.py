@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from stylemerge.io import atomic_path, sha256_file, write_json
+from stylemerge.files import atomic_path, sha256_file, write_json
 from stylemerge.models import ModelError
 
 log = logging.getLogger(__name__)

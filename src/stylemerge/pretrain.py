@@ -8,7 +8,7 @@ import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from stylemerge.io import atomic_path, write_json
+from stylemerge.files import atomic_path, write_json
 from stylemerge.models import build_tiny_model, load_tokenizer
 from stylemerge.runtime import resolve_device, use_threads
 from stylemerge.shards import shard_texts

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from stylemerge.io import atomic_path, write_json
+from stylemerge.files import atomic_path, write_json
 from stylemerge.models import load_model, load_tokenizer
 from stylemerge.runtime import resolve_device, use_threads
 from stylemerge.shards import shard_texts

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from stylemerge.io import DataError, read_json, read_jsonl, sha256_file, write_json, write_jsonl
+from stylemerge.files import DataError, read_json, read_jsonl, sha256_file, write_json, write_jsonl
 from stylemerge.sources import Document, read_source
 
 SPLITS = ("train", "heldout")

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from stylemerge.io import DataError, read_jsonl, read_text
+from stylemerge.files import DataError, read_jsonl, read_text
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import yaml
 
 from stylemerge import intervals, per_document
 from stylemerge.card import card_table
-from stylemerge.io import read_json, write_json
+from stylemerge.files import read_json, write_json
 
 
 def reported() -> dict:

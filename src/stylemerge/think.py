@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from stylemerge.io import atomic_path, write_json
+from stylemerge.files import atomic_path, write_json
 from stylemerge.models import ModelError, load_model, load_tokenizer
 from stylemerge.runtime import resolve_device, use_threads
 from stylemerge.tokenizer import THINK_TOKENS

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from stylemerge.io import atomic_path, write_json
+from stylemerge.files import atomic_path, write_json
 from stylemerge.shards import read_shard, shard_texts
 
 EOS = "<|endoftext|>"

@@ -1,5 +1,5 @@
 # Translation only: snakemake.* -> stylemerge.merge.apply_adapter
-from stylemerge.logging import to_file
+from stylemerge.joblog import to_file
 from stylemerge.merge import apply_adapter
 from stylemerge.provenance import provenance
 from stylemerge.shards import read_shard_index

@@ -1,5 +1,5 @@
 # Translation only: snakemake.* -> stylemerge.shards.build_shards
-from stylemerge.logging import to_file
+from stylemerge.joblog import to_file
 from stylemerge.provenance import provenance
 from stylemerge.shards import build_shards
 

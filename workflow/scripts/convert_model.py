@@ -1,5 +1,5 @@
 # Translation only: snakemake.* -> stylemerge.model_sources.import_model
-from stylemerge.logging import to_file
+from stylemerge.joblog import to_file
 from stylemerge.model_sources import import_model, source_from_config
 from stylemerge.runtime import use_threads
 

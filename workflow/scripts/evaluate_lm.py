@@ -1,7 +1,7 @@
 # Translation only: snakemake.* -> stylemerge.evaluate.run_lm_eval (packaged task data written
 # to a temporary directory under the job's tmpdir, then lm-eval; one JSON at the fixed path)
 from stylemerge.evaluate import run_lm_eval
-from stylemerge.logging import to_file
+from stylemerge.joblog import to_file
 from stylemerge.provenance import provenance
 from stylemerge.shards import read_shard_index
 

@@ -1,5 +1,5 @@
 # Translation only: snakemake.* -> stylemerge.shards.write_shard_index
-from stylemerge.logging import to_file
+from stylemerge.joblog import to_file
 from stylemerge.shards import write_shard_index
 
 with to_file(snakemake.log[0]):

@@ -1,5 +1,5 @@
 # Translation only: snakemake.* -> stylemerge.tables.make_tables
-from stylemerge.logging import to_file
+from stylemerge.joblog import to_file
 from stylemerge.provenance import provenance
 from stylemerge.tables import make_tables
 

@@ -1,6 +1,6 @@
 # Translation only: snakemake.* -> stylemerge.diversity.measure_diversity
 from stylemerge.diversity import measure_diversity
-from stylemerge.logging import to_file
+from stylemerge.joblog import to_file
 from stylemerge.provenance import provenance
 from stylemerge.shards import read_shard_index
 

@@ -1,7 +1,7 @@
 # Translation only: snakemake.* -> stylemerge.merge.merge_models
 from pathlib import Path
 
-from stylemerge.logging import to_file
+from stylemerge.joblog import to_file
 from stylemerge.merge import merge_models
 from stylemerge.provenance import provenance
 from stylemerge.shards import read_shard_index

@@ -1,7 +1,7 @@
 # Translation only: snakemake.* -> stylemerge.arithmetic.build_traces (the data source chosen
 # by settings["data"]) and stylemerge.think.optimize_think_tokens
 from stylemerge.arithmetic import build_traces
-from stylemerge.logging import to_file
+from stylemerge.joblog import to_file
 from stylemerge.provenance import provenance
 from stylemerge.think import optimize_think_tokens
 

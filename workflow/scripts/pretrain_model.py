@@ -1,5 +1,5 @@
 # Translation only: snakemake.* -> stylemerge.pretrain.pretrain_tiny_model
-from stylemerge.logging import to_file
+from stylemerge.joblog import to_file
 from stylemerge.pretrain import pretrain_tiny_model
 from stylemerge.provenance import provenance
 from stylemerge.shards import read_shard_index

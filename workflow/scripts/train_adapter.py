@@ -1,6 +1,6 @@
 # Translation only: snakemake.* -> stylemerge.grpo.train_adapter
 from stylemerge.grpo import train_adapter
-from stylemerge.logging import to_file
+from stylemerge.joblog import to_file
 from stylemerge.provenance import provenance
 
 with to_file(snakemake.log[0]):

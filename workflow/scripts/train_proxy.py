@@ -1,5 +1,5 @@
 # Translation only: snakemake.* -> stylemerge.proxies.train_proxy
-from stylemerge.logging import to_file
+from stylemerge.joblog import to_file
 from stylemerge.provenance import provenance
 from stylemerge.proxies import train_proxy
 from stylemerge.shards import read_shard_index

@@ -1,5 +1,5 @@
 # Translation only: snakemake.* -> stylemerge.tokenizer.train_tokenizer
-from stylemerge.logging import to_file
+from stylemerge.joblog import to_file
 from stylemerge.provenance import provenance
 from stylemerge.runtime import use_threads
 from stylemerge.shards import read_shard_index
