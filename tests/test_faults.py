@@ -183,7 +183,13 @@ class Snakemake:
 def job_block(plan: str, rule: str, wildcards: str) -> str:
     """The dry run's entry of the job of `rule` with `wildcards` ("" when not planned)."""
     for block in re.split(r"^(?:local)?rule ", plan, flags=re.M)[1:]:
-        if block.startswith(f"{rule}:") and f"wildcards: {wildcards}" in block:
+        # whole values: "eval_model=karcher" is not "eval_model=karcher_deltas"
+        line = re.search(r"^\s*wildcards: (.*)$", block, flags=re.M)
+        if (
+            block.startswith(f"{rule}:")
+            and line
+            and set(wildcards.split(", ")) <= set(line.group(1).split(", "))
+        ):
             return block
     return ""
 
