@@ -29,14 +29,19 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+_notes = []  # defaults that follow the run's domains, said once here
 try:
     config.update(
         validate_config(
-            config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+            config,
+            Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",
+            _notes,
         )
     )
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
+for _note in _notes:
+    logger.info(_note)
 
 
 # `--cores N` beyond the cores this machine offers would run N threads' worth of torch jobs
@@ -44,7 +49,7 @@ except ConfigError as err:
 # 10x slower).  Locally, cap the scheduler at the available cores; each job sets torch's
 # threads from its rule's `threads`, so the jobs together never exceed the machine.
 # Cluster runs (--executor slurm) are unaffected: their jobs run on other nodes.
-from stylemerge.runtime import available_cores
+from stylemerge.job import JOB_CONFIG_KEYS, available_cores
 
 if (
     workflow.local_exec

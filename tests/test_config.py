@@ -217,3 +217,51 @@ def test_grpo_trainer_settings_merge_and_domain_overrides(schema_path):
     assert a["trainer"]["max_steps"] == b["trainer"]["max_steps"] == 7
     assert a["trainer"]["beta"] == 0.1 and b["trainer"]["beta"] == 0.04
     assert b["trainer"]["num_generations"] == 8  # a default kept beside the user's key
+
+
+def test_a_default_that_names_domains_keeps_those_of_the_run(schema_path):
+    """The lambada domains' default names three prose domains; a run of bbc_news and
+    github_python evaluates lambada on bbc_news alone, and says so."""
+    config = load("config.yaml")
+    config["domains"] = {d: config["domains"][d] for d in ("bbc_news", "github_python")}
+    notes = []
+    validated = validate_config(config, schema_path, notes)
+    assert validated["evaluate"]["lm_eval"]["lambada"]["domains"] == ["bbc_news"]
+    assert notes == [
+        "config key 'evaluate.lm_eval.lambada.domains' defaults to bbc_news: the run's domains "
+        "among its default (bbc_news, wikipedia_english, ao3_english)"
+    ]
+    # all nine: the default as it is, nothing to say
+    notes = []
+    nine = validate_config(load("config.yaml"), schema_path, notes)
+    assert nine["evaluate"]["lm_eval"]["lambada"]["domains"] == [
+        "bbc_news", "wikipedia_english", "ao3_english"
+    ]  # fmt: skip
+    assert notes == []
+
+
+def test_a_run_without_prose_domains_drops_lambada_and_says_so(schema_path):
+    config = load("config.yaml")
+    config["domains"] = {"github_python": config["domains"]["github_python"]}
+    notes = []
+    validated = validate_config(config, schema_path, notes)
+    assert [t["name"] for t in validated["evaluate"]["lm_eval"]["tasks"]] == [
+        "stylemerge_gsm8k", "stylemerge_bpb"
+    ]  # fmt: skip
+    assert "stylemerge_lambada dropped" in notes[-1]
+    # the tag of all packaged tasks keeps the others, with its few-shot count
+    config["evaluate"] = {"lm_eval": {"tasks": [{"name": "stylemerge", "num_fewshot": 2}]}}
+    tasks = validate_config(config, schema_path)["evaluate"]["lm_eval"]["tasks"]
+    assert tasks == [
+        {"name": "stylemerge_gsm8k", "num_fewshot": 2},
+        {"name": "stylemerge_bpb", "num_fewshot": 2},
+    ]
+    # a domain named by hand must be in the run
+    config["evaluate"] = {"lm_eval": {"lambada": {"domains": ["bbc_news"]}}}
+    message = rejected(config, schema_path)
+    assert "config key 'evaluate.lm_eval.lambada.domains': bbc_news not among the domains" in (
+        message
+    )
+    # lambada alone, and no domain for it: nothing left is an error, not an empty table
+    config["evaluate"] = {"lm_eval": {"tasks": [{"name": "stylemerge_lambada"}]}}
+    assert "'evaluate.lm_eval.tasks': no task left to evaluate" in rejected(config, schema_path)

@@ -29,6 +29,7 @@ from stylemerge.diversity import (
     self_diversity_change,
     self_diversity_per_prompt,
 )
+from stylemerge.job import JobSettings
 
 sacrebleu = pytest.importorskip("sacrebleu")
 
@@ -333,7 +334,7 @@ def test_measure_diversity_end_to_end(tmp_path, shards, tiny_base, monkeypatch):
     out = tmp_path / "diversity"
     provenance = {"config_sha256": "abc", "seed": 9}
     metrics = measure_diversity(
-        tiny_base, heldout, out, SETTINGS, seed=9, threads=1, provenance=provenance
+        JobSettings(seed=9, provenance=provenance), tiny_base, heldout, out, SETTINGS
     )
 
     # batched sampling, once per domain: (prompts, K, max_new_tokens, T, top_p, seed, batch)
@@ -374,18 +375,18 @@ def test_measure_diversity_end_to_end(tmp_path, shards, tiny_base, monkeypatch):
 
     # seeded: the same settings give the same samples
     again = tmp_path / "again"
-    measure_diversity(tiny_base, heldout, again, SETTINGS, seed=9, threads=1)
+    measure_diversity(JobSettings(seed=9), tiny_base, heldout, again, SETTINGS)
     assert (again / "generations.jsonl").read_text() == (out / "generations.jsonl").read_text()
 
 
 def test_measure_diversity_needs_pairs(tmp_path, shards, tiny_base):
     with pytest.raises(ValueError, match="samples must be at least 2"):
         measure_diversity(
+            JobSettings(seed=1),
             tiny_base,
             {"bbc_news": shards["bbc_news"]["heldout"]},
             tmp_path / "x",
             {**SETTINGS, "samples": 1},
-            seed=1,
         )
 
 

@@ -21,6 +21,7 @@ from stylemerge.evaluate import (
     prepare_task_data,
 )
 from stylemerge.files import sha256_file
+from stylemerge.job import JobSettings
 from stylemerge.shards import read_shard, write_shard_index
 
 HARNESS_TASKS = Path(__import__("lm_eval").__file__).parent / "tasks"
@@ -65,14 +66,15 @@ def evaluated(tiny_base, shards, tmp_path_factory) -> tuple[Path, dict]:
     snakemake = types.SimpleNamespace(
         input=types.SimpleNamespace(model=str(tiny_base), heldout=str(index)),
         params=types.SimpleNamespace(
-            model=None,
+            job={
+                "seed": SEED,
+                "device": "cpu",
+                "trust_remote_code": False,
+                "allow_pickle_weights": False,
+            },  # fmt: skip
+            model={"ref": None, "revision": None},
             settings=SETTINGS,
-            seed=SEED,
             arithmetic_heldout_fraction=HELDOUT_FRACTION,
-            device="cpu",
-            trust_remote_code=False,
-            allow_pickle_weights=False,
-            revision=None,
         ),
         resources=types.SimpleNamespace(tmpdir=str(root / "tmp")),
         output=[str(out)],
@@ -344,17 +346,20 @@ def test_generations_keep_think_tags_and_score(task_dir, tiny_base, tmp_path, mo
         hflm_class(), "_model_generate", oracle_generate({d["question"]: d["answer"] for d in docs})
     )
     out = tmp_path / "results" / "eval" / "oracle" / "lm_eval.json"
+    settings = {
+        **SETTINGS,
+        "tasks": [{"name": GSM8K, "num_fewshot": 1}],
+        "batch_size": 4,
+        "limit": 4,
+        "max_length": 512,
+        "samples": 4,
+    }
     result = evaluate_lm(
+        JobSettings(seed=SEED, provenance={"seed": SEED}),
         tiny_base,
         out,
-        [{"name": GSM8K, "num_fewshot": 1}],
+        settings,
         include_path=task_dir["include_path"],
-        batch_size=4,
-        limit=4,
-        seed=SEED,
-        max_length=512,
-        samples=4,
-        provenance={"seed": SEED},
     )
     gsm = json.loads(out.read_text())["tasks"][GSM8K]
     assert gsm == result["tasks"][GSM8K]
@@ -370,7 +375,7 @@ def test_generations_keep_think_tags_and_score(task_dir, tiny_base, tmp_path, mo
 def test_think_tags_survive_decoding_even_when_special(tiny_base):
     from lm_eval.models.huggingface import HFLM
 
-    lm = make_hflm(tiny_base)
+    lm = make_hflm(JobSettings(), tiny_base)
     lm.tokenizer.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
     text = " <think> 3 * 4 = 12 </think> #### 12"
     ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"] + [lm.eot_token_id]
@@ -384,8 +389,12 @@ def test_task_errors_name_the_task(task_dir, tiny_base, tmp_path):
     out = tmp_path / "lm_eval.json"
     with pytest.raises(ValueError, match="stylemerge_nope.*stylemerge_gsm8k"):
         evaluate_lm(
-            tiny_base, out, [{"name": "stylemerge_nope"}], include_path=task_dir["include_path"]
+            JobSettings(),
+            tiny_base,
+            out,
+            {**SETTINGS, "tasks": [{"name": "stylemerge_nope"}]},
+            include_path=task_dir["include_path"],
         )
     with pytest.raises(ValueError, match="prepare_task_data"):
-        evaluate_lm(tiny_base, out, [{"name": LAMBADA}], include_path=None)
+        evaluate_lm(JobSettings(), tiny_base, out, {**SETTINGS, "tasks": [{"name": LAMBADA}]})
     assert not out.exists()

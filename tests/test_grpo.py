@@ -20,7 +20,9 @@ from stylemerge.grpo import (
     mean_se,
     train_adapter,
 )
+from stylemerge.job import JobSettings
 from stylemerge.models import load_model, load_tokenizer
+from stylemerge.shards import DomainShards
 from stylemerge.trl_fields import GRPO_CONFIG_FIELDS, current_fields
 
 SETTINGS = {
@@ -69,17 +71,14 @@ def run(
     settings = deep_merge(SETTINGS, overrides or {})
     settings["trainer"].update(extra)
     return train_adapter(
+        JobSettings(seed=11),
         base=tiny_base,
-        domain="bbc_news",
-        prompts_shard=shards["bbc_news"]["train"],
-        heldout_shard=shards["bbc_news"]["heldout"],
-        proxy=bbc_proxy,
         general_proxy=tiny_general_proxy,
+        proxy=bbc_proxy,
+        shards=DomainShards("bbc_news", shards["bbc_news"]["train"], shards["bbc_news"]["heldout"]),
         out_dir=tmp_path / name,
         checkpoint_dir=tmp_path / f"{name}-checkpoints",
         settings=settings,
-        seed=11,
-        threads=1,
     )
 
 
@@ -122,11 +121,13 @@ import json, sys
 sys.path.insert(0, {tests!r})
 from test_grpo import SETTINGS
 from stylemerge.grpo import train_adapter
+from stylemerge.job import JobSettings
+from stylemerge.shards import DomainShards
 settings = json.loads(json.dumps(SETTINGS))
 settings["trainer"].update(max_steps=16, save_steps=2)
-train_adapter(base={base!r}, domain="bbc_news", prompts_shard={train!r}, heldout_shard={heldout!r},
-              proxy={proxy!r}, general_proxy={general!r}, out_dir={out!r},
-              checkpoint_dir={ckpt!r}, settings=settings, seed=11, threads=1)
+train_adapter(JobSettings(seed=11), base={base!r}, general_proxy={general!r}, proxy={proxy!r},
+              shards=DomainShards("bbc_news", {train!r}, {heldout!r}), out_dir={out!r},
+              checkpoint_dir={ckpt!r}, settings=settings)
 """
 
 

@@ -9,6 +9,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from stylemerge.job import JobSettings
 from stylemerge.merge import (
     CONFIG_NAME,
     entropy_and_loss,
@@ -165,8 +166,8 @@ def test_merge_models_records_entropies_and_loads(
 ):
     out = tmp_path / "merge"
     metrics = merge_models(
-        "karcher",
-        "weights",
+        JobSettings(),
+        {"method": "karcher", "space": "weights"},
         domain_models,
         tiny_base,
         {},

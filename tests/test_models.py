@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import PRETRAIN, TINY
+from stylemerge.job import JobSettings
 from stylemerge.models import ModelError, build_tiny_model, check_model_dir, load_model
 from stylemerge.pretrain import pretrain_tiny_model
 from stylemerge.tokenizer import EOS, THINK_TOKENS, train_tokenizer
@@ -79,7 +80,7 @@ def test_pack_appends_eos_and_cuts_blocks(tokenizer_dir):
 def test_pretraining_lowers_heldout_loss_and_saves_safetensors(shards, tokenizer_dir, tmp_path):
     out = tmp_path / "model"
     metrics = pretrain_tiny_model(
-        tokenizer_dir, shards["train"], shards["heldout"], out, TINY, PRETRAIN, seed=3, threads=1
+        JobSettings(seed=3), tokenizer_dir, shards["train"], shards["heldout"], out, TINY, PRETRAIN
     )
     assert math.isclose(metrics["heldout_loss_untrained"], metrics["uniform_loss"], rel_tol=0.05)
     assert metrics["heldout_loss"] < metrics["heldout_loss_untrained"] - 0.5
@@ -99,24 +100,22 @@ def test_pretraining_lowers_heldout_loss_and_saves_safetensors(shards, tokenizer
 def test_pretraining_is_deterministic_for_a_seed(shards, tokenizer_dir, tmp_path):
     settings = {**PRETRAIN, "steps": 5}
     a = pretrain_tiny_model(
+        JobSettings(seed=7),
         tokenizer_dir,
         shards["train"],
         shards["heldout"],
         tmp_path / "a",
         TINY,
         settings,
-        seed=7,
-        threads=1,
     )
     b = pretrain_tiny_model(
+        JobSettings(seed=7),
         tokenizer_dir,
         shards["train"],
         shards["heldout"],
         tmp_path / "b",
         TINY,
         settings,
-        seed=7,
-        threads=1,
     )
     assert a["heldout_loss"] == b["heldout_loss"]
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
@@ -141,14 +140,13 @@ def test_model_dir_checks(tmp_path):
 def test_corrupt_model_dir_is_named(tmp_path, shards, tokenizer_dir):
     out = tmp_path / "model"
     pretrain_tiny_model(
+        JobSettings(seed=1),
         tokenizer_dir,
         shards["train"],
         shards["heldout"],
         out,
         TINY,
         {**PRETRAIN, "steps": 1},
-        seed=1,
-        threads=1,
     )
     (out / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelError, match=str(out)):

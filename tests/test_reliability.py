@@ -22,7 +22,9 @@ import yaml
 from conftest import PRETRAIN, ROOT, TINY, write_jsonl
 from stylemerge.config import ConfigError, validate_config
 from stylemerge.files import DataError
+from stylemerge.job import JobSettings
 from stylemerge.models import ModelError, load_model, load_tokenizer
+from stylemerge.shards import DomainShards
 
 SECRET = "hf_reliabilityTestSecret0123456789"
 
@@ -130,7 +132,12 @@ def test_adapter_applies_to_its_own_base_however_the_path_is_written(
     recorded = json.loads((base_adapter / "adapter_config.json").read_text())
     assert recorded["base_model_name_or_path"] == str(tiny_base)
     metrics = apply_adapter(
-        f"{tiny_base}/", base_adapter, shards["heldout"], tmp_path / "m", MERGE_SETTINGS
+        JobSettings(),
+        f"{tiny_base}/",
+        base_adapter,
+        shards["heldout"],
+        tmp_path / "m",
+        MERGE_SETTINGS,
     )
     assert math.isfinite(metrics["heldout"]["loss"])
     assert (tmp_path / "m" / "model.safetensors").is_file()
@@ -145,7 +152,12 @@ def test_adapter_of_another_base_is_refused_naming_both(
     # merge the adapter into it without a word
     with pytest.raises(ModelError) as err:
         apply_adapter(
-            tiny_general_proxy, base_adapter, shards["heldout"], tmp_path / "m", MERGE_SETTINGS
+            JobSettings(),
+            tiny_general_proxy,
+            base_adapter,
+            shards["heldout"],
+            tmp_path / "m",
+            MERGE_SETTINGS,
         )
     message = str(err.value)
     assert str(base_adapter) in message
@@ -170,7 +182,9 @@ def test_adapter_whose_shapes_do_not_fit_the_base_is_refused_naming_both(
     shutil.copytree(tiny_base, base)
 
     with pytest.raises(ModelError) as err:
-        apply_adapter(base, adapter, shards["heldout"], tmp_path / "m", MERGE_SETTINGS)
+        apply_adapter(
+            JobSettings(), base, adapter, shards["heldout"], tmp_path / "m", MERGE_SETTINGS
+        )
     message = str(err.value)
     assert f"{adapter}: the adapter does not fit base '{base}'" in message
     assert "size mismatch" in message
@@ -182,7 +196,9 @@ def test_a_directory_that_is_not_an_adapter_is_named(tiny_base, shards, tmp_path
 
     (tmp_path / "adapter").mkdir()
     with pytest.raises(ModelError, match=r"adapter: no adapter_config\.json"):
-        apply_adapter(tiny_base, tmp_path / "adapter", shards["heldout"], tmp_path / "m", {})
+        apply_adapter(
+            JobSettings(), tiny_base, tmp_path / "adapter", shards["heldout"], tmp_path / "m", {}
+        )
 
 
 # --- bad input: think tags a tokenizer cannot hold as single tokens ---------------------------
@@ -261,17 +277,16 @@ def test_a_nan_reward_stops_grpo_with_its_step_and_keeps_the_checkpoints(
     settings["trainer"].update(max_steps=4, save_steps=2, logging_steps=1)
     with pytest.raises(FloatingPointError) as err:
         train_adapter(
+            JobSettings(seed=11),
             base=tiny_base,
-            domain="bbc_news",
-            prompts_shard=shards["bbc_news"]["train"],
-            heldout_shard=shards["bbc_news"]["heldout"],
-            proxy=bbc_proxy,
             general_proxy=tiny_general_proxy,
+            proxy=bbc_proxy,
+            shards=DomainShards(
+                "bbc_news", shards["bbc_news"]["train"], shards["bbc_news"]["heldout"]
+            ),
             out_dir=tmp_path / "adapter",
             checkpoint_dir=tmp_path / "checkpoints",
             settings=settings,
-            seed=11,
-            threads=1,
         )
     assert str(err.value).startswith("reward flaky is nan at step 2 (completion 0;")
     assert not (tmp_path / "adapter").exists()
@@ -321,7 +336,8 @@ def test_allow_pickle_weights_is_off_by_default(schema_path):
 
 
 def library_loaders():
-    """Every library function that loads a model for a stage (it takes trust_remote_code)."""
+    """Every library function that takes the safety switches loose (a trust_remote_code
+    parameter)."""
     import importlib
     import pkgutil
 
@@ -338,31 +354,42 @@ def library_loaders():
     return found
 
 
-# load_tokenizer reads no weights; run_mergekit is reached through merge_models, which checks
-# every input directory first
-NOT_LOADERS = {"stylemerge.models.load_tokenizer", "stylemerge.merge.run_mergekit"}
+def test_the_safety_switches_reach_every_stage_in_its_job_settings():
+    """Stages take trust_remote_code and allow_pickle_weights in their JobSettings (off unless
+    the config turns them on), never loose: only the low-level loaders take them as values."""
+    import ast
 
+    from stylemerge.job import JobSettings
 
-def test_every_loader_and_script_passes_allow_pickle_weights_on():
-    loaders = library_loaders()
-    assert "stylemerge.grpo.train_adapter" in loaders and len(loaders) > 8
-    missing = [
-        name
-        for name, params in loaders.items()
-        if name not in NOT_LOADERS
-        and (
-            "allow_pickle_weights" not in params
-            or params["allow_pickle_weights"].default is not False
-        )
-    ]
-    assert not missing, f"no allow_pickle_weights=False parameter: {missing}"
-    scripts = sorted((ROOT / "workflow" / "scripts").glob("*.py"))
-    unthreaded = [
-        s.name
-        for s in scripts
-        if "trust_remote_code=" in s.read_text() and "allow_pickle_weights=" not in s.read_text()
-    ]
-    assert not unthreaded, f"scripts that do not pass allow_pickle_weights: {unthreaded}"
+    assert set(library_loaders()) == {
+        "stylemerge.models.load_model",
+        "stylemerge.models.load_tokenizer",
+        "stylemerge.merge.run_mergekit",
+    }
+    assert JobSettings().allow_pickle_weights is False and JobSettings().trust_remote_code is False
+    config = validate_config(
+        yaml.safe_load((ROOT / "config" / "config.yaml").read_text()),
+        ROOT / "workflow" / "schemas" / "config.schema.yaml",
+    )
+    job = JobSettings.from_config({**config, "allow_pickle_weights": True})
+    assert job.allow_pickle_weights is True and job.trust_remote_code is False
+    # every script whose entry point loads a model builds the job's settings and passes them
+    loading = 0
+    for script in sorted((ROOT / "workflow" / "scripts").glob("*.py")):
+        source = script.read_text()
+        if "model_reference(" not in source:
+            continue
+        loading += 1
+        calls = [
+            node
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        ]
+        entry = [c for c in calls if c.func.id not in ("model_reference", "job_settings")]
+        assert any(
+            c.args and ast.unparse(c.args[0]) in ("job_settings(snakemake)", "job") for c in entry
+        ), f"{script.name}: the entry point does not get the job's settings"
+    assert loading == 7  # proxy, adapter, apply, merge, think, lm-eval, diversity
 
 
 def test_merge_models_refuses_a_pickle_only_input(pickle_only_model, tiny_base, shards, tmp_path):
@@ -370,8 +397,8 @@ def test_merge_models_refuses_a_pickle_only_input(pickle_only_model, tiny_base, 
 
     with pytest.raises(ModelError, match="set allow_pickle_weights: true"):
         merge_models(
-            "karcher",
-            "weights",
+            JobSettings(),
+            {"method": "karcher", "space": "weights"},
             {"a": tiny_base, "b": pickle_only_model},
             tiny_base,
             {},
@@ -523,16 +550,14 @@ def test_train_adapter_refuses_a_hub_token_in_its_settings(tmp_path):
     settings["trainer"]["hub_token"] = SECRET
     with pytest.raises(ValueError) as err:
         train_adapter(
+            JobSettings(seed=1),
             base=tmp_path / "none",
-            domain="d",
-            prompts_shard=tmp_path / "none.jsonl",
-            heldout_shard=tmp_path / "none.jsonl",
-            proxy=tmp_path / "none",
             general_proxy=tmp_path / "none",
+            proxy=tmp_path / "none",
+            shards=DomainShards("d", tmp_path / "none.jsonl", tmp_path / "none.jsonl"),
             out_dir=tmp_path / "out",
             checkpoint_dir=tmp_path / "ckpt",
             settings=settings,
-            seed=1,
         )
     assert "may not set hub_token: a hub token comes from the environment (HF_TOKEN)" in str(
         err.value

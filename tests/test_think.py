@@ -26,6 +26,7 @@ from stylemerge.arithmetic import (
     problem_split,
     split_problems,
 )
+from stylemerge.job import JobSettings
 from stylemerge.models import ModelError, load_model, load_tokenizer
 from stylemerge.shards import is_heldout
 from stylemerge.think import ensure_think_tokens, optimize_think_tokens
@@ -48,9 +49,8 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def think(model_dir, out, settings=SETTINGS, data=DATA, seed=5):
-    traces = build_traces(data, seed)
     return optimize_think_tokens(
-        model_dir, out, traces["train"], traces["heldout"], settings, seed=seed, threads=1
+        JobSettings(seed=seed), model_dir, build_traces(data, seed), out, settings
     )
 
 
@@ -387,7 +387,9 @@ def test_the_optimisation_is_deterministic_for_a_seed(tiny_base, tmp_path):
     assert a["heldout_ce_after"] == b["heldout_ce_after"]
     assert torch.equal(weights(tmp_path / "a")[EMBED], weights(tmp_path / "b")[EMBED])
     with pytest.raises(ValueError, match="needs train and held-out traces, got 0 and 1"):
-        optimize_think_tokens(tiny_base, tmp_path / "c", [], ["x"], settings, seed=0)
+        optimize_think_tokens(
+            JobSettings(), tiny_base, {"train": [], "heldout": ["x"]}, tmp_path / "c", settings
+        )
 
 
 def test_a_nan_loss_stops_with_its_step(tiny_base, tmp_path):
@@ -403,13 +405,14 @@ def test_the_snakemake_script_translates_to_one_library_call(tiny_base, tmp_path
     snakemake = types.SimpleNamespace(
         input=types.SimpleNamespace(model=str(tiny_base)),
         params=types.SimpleNamespace(
-            model=None,
+            job={
+                "seed": 3,
+                "device": "cpu",
+                "trust_remote_code": False,
+                "allow_pickle_weights": False,
+            },  # fmt: skip
+            model={"ref": None, "revision": None},
             settings=settings,
-            seed=3,
-            device="cpu",
-            trust_remote_code=False,
-            allow_pickle_weights=False,
-            revision=None,
         ),
         output=[str(tmp_path / "think" / "base")],
         log=[str(tmp_path / "logs" / "base.log")],

@@ -18,6 +18,13 @@ import jsonschema
 import yaml
 
 SOURCE_KEY = "source"
+# Keys whose schema default names domains: left to its default, such a key takes the default's
+# domains that the run has (a run of bbc_news alone evaluates lambada on bbc_news).
+LAMBADA_DOMAINS = ("evaluate", "lm_eval", "lambada", "domains")
+DOMAIN_DEFAULTS = (LAMBADA_DOMAINS,)
+LAMBADA_TASKS = ("stylemerge", "stylemerge_lambada")  # the packaged tasks that hold lambada
+# what the tag "stylemerge" is without lambada (stylemerge.lm_tasks)
+PACKAGED_WITHOUT_LAMBADA = ("stylemerge_gsm8k", "stylemerge_bpb")
 # Schema annotation: a user-given object is merged over the default object, not instead of it.
 MERGE_DEFAULT = "x-merge-default"
 
@@ -194,11 +201,15 @@ def _errors(schema: dict, instance: Any) -> list[str]:
     return sorted({_describe(e) for e in errors})
 
 
-def validate_config(config: Mapping, schema: dict | str | Path) -> dict:
+def validate_config(
+    config: Mapping, schema: dict | str | Path, notes: list[str] | None = None
+) -> dict:
     """Validate ``config`` and return a copy with the schema's defaults filled in.
 
     Per-domain stage overrides stay sparse (no defaults are filled into them), so that an
     override changes only the keys it names and the rest come from the top-level stage.
+    A default that names domains keeps those the run has (``DOMAIN_DEFAULTS``); where that
+    drops any, a line saying so is appended to ``notes`` (the Snakefile logs them).
     Raises :class:`ConfigError` listing every offending key.
     """
     if not isinstance(schema, dict):
@@ -216,6 +227,7 @@ def validate_config(config: Mapping, schema: dict | str | Path) -> dict:
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
 
+    unset = [path for path in DOMAIN_DEFAULTS if _get(config, path) is None]
     overrides = {}
     for name, domain in (config.get("domains") or {}).items():
         overrides[name] = {k: domain.pop(k) for k in list(domain) if k != SOURCE_KEY}
@@ -224,6 +236,17 @@ def validate_config(config: Mapping, schema: dict | str | Path) -> dict:
         raise ConfigError(f"schema default is invalid: {_describe(error)}")
     for name, stage_overrides in overrides.items():
         config["domains"][name].update(stage_overrides)
+    for path in unset:
+        default, run = _get(config, path), list(config.get("domains") or {})
+        qualifying = [d for d in default if d in run]
+        _get(config, path[:-1])[path[-1]] = qualifying
+        if qualifying != default and notes is not None:
+            notes.append(
+                f"config key '{_key(path)}' defaults to {', '.join(qualifying) or 'none'}: "
+                f"the run's domains among its default ({', '.join(default)})"
+            )
+    if LAMBADA_DOMAINS in unset:
+        _drop_lambada_without_domains(config, notes)
     problems = _cross_key_errors(config)
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
@@ -253,8 +276,54 @@ def _cross_key_errors(config: Mapping) -> list[str]:
             f"config key 'evaluate.comparison': {comparison!r} is not one of "
             f"evaluate.comparisons ({', '.join(comparisons) or 'none configured'})"
         )
+    problems += _lambada_errors(config)
     problems += _mara_errors(config)
     return problems
+
+
+def _get(config: Mapping, path: tuple) -> Any:
+    """The value at ``path`` in nested mappings, None where a level is missing."""
+    for key in path:
+        if not isinstance(config, Mapping) or key not in config:
+            return None
+        config = config[key]
+    return config
+
+
+def _drop_lambada_without_domains(config: dict, notes: list[str] | None) -> None:
+    """A run with none of the default lambada domains (no plain prose: the last word of code
+    or LaTeX is no word) evaluates the other tasks, and says so."""
+    lm_eval = (config.get("evaluate") or {}).get("lm_eval")
+    if not lm_eval or _get(config, LAMBADA_DOMAINS):
+        return
+    tasks = []
+    for task in lm_eval["tasks"]:
+        if task["name"] == "stylemerge":
+            tasks += [{**task, "name": name} for name in PACKAGED_WITHOUT_LAMBADA]
+        elif task["name"] != "stylemerge_lambada":
+            tasks.append(task)
+    if tasks != lm_eval["tasks"]:
+        lm_eval["tasks"] = tasks
+        if notes is not None:
+            notes.append(
+                "config key 'evaluate.lm_eval.tasks': stylemerge_lambada dropped, no domain "
+                "of the run has lambada's plain prose (set evaluate.lm_eval.lambada.domains "
+                "to evaluate it on others)"
+            )
+
+
+def _lambada_errors(config: Mapping) -> list[str]:
+    """The packaged lambada task needs domains of the run (and at least one task remains)."""
+    lm_eval = (config.get("evaluate") or {}).get("lm_eval") or {}
+    if "tasks" in lm_eval and not lm_eval["tasks"]:
+        return ["config key 'evaluate.lm_eval.tasks': no task left to evaluate"]
+    if not any(task["name"] in LAMBADA_TASKS for task in lm_eval.get("tasks") or []):
+        return []
+    wanted, run = _get(config, LAMBADA_DOMAINS) or [], set(config.get("domains") or {})
+    missing = [d for d in wanted if d not in run]
+    if missing:
+        return [f"config key '{_key(LAMBADA_DOMAINS)}': {', '.join(missing)} not among the domains"]
+    return []
 
 
 def _mara_errors(config: Mapping) -> list[str]:

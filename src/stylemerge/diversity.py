@@ -68,9 +68,9 @@ import numpy as np
 
 from stylemerge import intervals
 from stylemerge.files import atomic_path, write_json, write_jsonl
-from stylemerge.models import load_model, load_tokenizer
+from stylemerge.job import JobSettings
+from stylemerge.models import ModelReference
 from stylemerge.provenance import package_versions
-from stylemerge.runtime import resolve_device, use_threads
 from stylemerge.shards import shard_texts
 
 log = logging.getLogger(__name__)
@@ -682,18 +682,12 @@ def score_samples(
 
 
 def measure_diversity(
-    model_ref: str | Path,
+    job: JobSettings,
+    model_ref: ModelReference | str | Path,
     heldout_shards: Mapping[str, str | Path],
     out_dir: str | Path,
     settings: Mapping,
-    seed: int,
-    device: str = "cpu",
-    threads: int = 1,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
-    provenance: Mapping | None = None,
     embed: Embed | None = None,
-    allow_pickle_weights: bool = False,
 ) -> dict:
     """Sample from ``model_ref`` on every domain's held-out prompts and measure diversity.
 
@@ -706,20 +700,18 @@ def measure_diversity(
     started = time.perf_counter()
     from stylemerge.grpo import make_prompts, sample_completions
 
-    threads = use_threads(threads)
-    device = resolve_device(device)
+    job, model_ref = job.apply(), ModelReference.of(model_ref)
+    device, seed = job.device, job.seed
     prompts_wanted, samples = settings["prompts"], settings["samples"]
     if samples < 2:
         raise ValueError(f"diversity.samples must be at least 2 (pairs), got {samples}")
     if not heldout_shards:
         raise ValueError("measure_diversity: no held-out shards")
 
-    tokenizer = load_tokenizer(model_ref, trust_remote_code, revision)
+    tokenizer = model_ref.tokenizer(job)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = load_model(
-        model_ref, trust_remote_code, revision, allow_pickle_weights=allow_pickle_weights
-    ).to(device)
+    model = model_ref.model(job).to(device)
     vocab_size = settings.get("ead_vocab_size") or len(tokenizer)
 
     embedding: dict
@@ -798,7 +790,8 @@ def measure_diversity(
         )
 
     metrics = {
-        "model": str(model_ref),
+        "model": model_ref.ref,
+        "revision": model_ref.revision,
         "domains": domains,
         "ead_vocab_size": vocab_size,
         "ci": settings["ci"],
@@ -809,10 +802,10 @@ def measure_diversity(
         ),
         "seeds": {"seed": seed, "sampling": seeds, "derivation": "derive_seed(seed, domain)"},
         "device": device,
-        "threads": threads,
+        "threads": job.threads,
         "seconds": round(time.perf_counter() - started, 3),
         "settings": dict(settings),
-        "provenance": dict(provenance or {}),
+        "provenance": dict(job.provenance),
     }
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()

@@ -47,8 +47,8 @@ import yaml
 
 from stylemerge import arithmetic
 from stylemerge.files import sha256_file, write_json, write_jsonl
-from stylemerge.models import load_model, load_tokenizer
-from stylemerge.runtime import resolve_device, use_threads
+from stylemerge.job import JobSettings, resolve_device
+from stylemerge.models import ModelReference
 from stylemerge.shards import read_shard
 from stylemerge.tokenizer import THINK_TOKENS
 
@@ -263,27 +263,21 @@ def hflm_class():
 
 
 def make_hflm(
-    model_ref: str | Path,
-    device: str = "cpu",
+    job: JobSettings,
+    model_ref: ModelReference | str | Path,
     batch_size: int | str = 1,
     max_length: int | None = None,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
-    allow_pickle_weights: bool = False,
 ):
-    """The harness's HF model around a model loaded from safetensors, on ``device`` (HFLM
-    takes a loaded model's own device; its default would be cuda)."""
-    device = resolve_device(device)
-    tokenizer = load_tokenizer(model_ref, trust_remote_code, revision)
-    model = load_model(
-        model_ref, trust_remote_code, revision, allow_pickle_weights=allow_pickle_weights
-    ).to(device)
+    """The harness's HF model around a model loaded from safetensors, on the job's device
+    (HFLM takes a loaded model's own device; its default would be cuda)."""
+    model_ref = ModelReference.of(model_ref)
+    model = model_ref.model(job).to(resolve_device(job.device))
     return hflm_class()(
         pretrained=model,
-        tokenizer=tokenizer,
+        tokenizer=model_ref.tokenizer(job),
         batch_size=batch_size,
         max_length=max_length,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=job.trust_remote_code,
     )
 
 
@@ -411,37 +405,30 @@ def _load_tasks(task_manager, tasks: Sequence[Mapping]) -> list:
 
 
 def evaluate_lm(
-    model_ref: str | Path,
+    job: JobSettings,
+    model_ref: ModelReference | str | Path,
     out_json: str | Path,
-    tasks: Sequence[Mapping],
+    settings: Mapping,
     include_path: str | Path | None = None,
-    device: str = "cpu",
-    batch_size: int | str = 8,
-    limit: int | float | None = None,
-    seed: int = 1234,
-    threads: int = 1,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
-    max_length: int | None = None,
-    bootstrap_iters: int = 100000,
-    samples: int = 3,
     task_data: Mapping | None = None,
-    provenance: Mapping | None = None,
-    allow_pickle_weights: bool = False,
 ) -> dict:
     """Run lm-eval's ``simple_evaluate`` on ``model_ref`` and write the compact result to
     ``out_json``; return it.
 
-    ``tasks``: ``[{"name": task, group or tag, "num_fewshot": n or None (the task's own)}]``.
+    ``settings`` (the config's ``evaluate.lm_eval``): ``tasks``, ``[{"name": task, group or
+    tag, "num_fewshot": n or None (the task's own)}]``; ``limit``, documents per task (a
+    fraction below 1), None for all; ``samples``, documents per generation task whose
+    generations are kept in the result (every task's per-document metric values are kept,
+    under ``per_document``); ``batch_size``, ``max_length``, ``bootstrap_iters``.
     ``include_path``: the directory of :func:`prepare_task_data` (needed for ``stylemerge_*``
     tasks); the harness's own tasks are indexed only when a task is not packaged here.
-    ``limit``: documents per task (a fraction below 1), None for all.  ``samples``: documents
-    per generation task whose generations are kept in the result (every task's per-document
-    metric values are kept, under ``per_document``).  ``task_data``: what
-    :func:`prepare_task_data` returned (each data file's sha256 goes into the result).  Seeds:
-    ``seed`` for python, numpy, torch and the few-shot sampler."""
+    ``task_data``: what :func:`prepare_task_data` returned (each data file's sha256 goes into
+    the result).  The job's seed seeds python, numpy, torch and the few-shot sampler."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
+
+    tasks, batch_size, limit = settings["tasks"], settings["batch_size"], settings["limit"]
+    bootstrap_iters, seed = settings["bootstrap_iters"], job.seed
 
     if not tasks:
         raise ValueError("evaluate_lm: no tasks")
@@ -450,13 +437,11 @@ def evaluate_lm(
     if local and include_path is None:
         raise ValueError(f"tasks {local} are packaged tasks: prepare_task_data first")
     include_defaults = len(local) < len(names)
-    threads = use_threads(threads)
+    job, model_ref = job.apply(), ModelReference.of(model_ref)
     started = time.monotonic()
     task_manager = TaskManager(include_path=include_path, include_defaults=include_defaults)
     objects = _load_tasks(task_manager, tasks)  # before the model: a bad name fails fast
-    lm = make_hflm(
-        model_ref, device, batch_size, max_length, trust_remote_code, revision, allow_pickle_weights
-    )
+    lm = make_hflm(job, model_ref, batch_size, settings["max_length"])
     log.info("lm-eval on %s: %s", model_ref, ", ".join(names))
     results = simple_evaluate(
         model=lm,
@@ -495,7 +480,7 @@ def evaluate_lm(
         logged = results.get("samples", {}).get(name, [])
         if config.get("output_type") == "generate_until":
             entry["generation_kwargs"] = _jsonable(config.get("generation_kwargs"))
-            entry["generations"] = _generations(logged, samples)
+            entry["generations"] = _generations(logged, settings["samples"])
         entry["per_document"] = _per_document(logged)
         task_results[name] = entry
     groups = {}
@@ -509,7 +494,8 @@ def evaluate_lm(
         }
     model_info = results.get("config", {})
     result = {
-        "model": str(model_ref),
+        "model": model_ref.ref,
+        "revision": model_ref.revision,
         "tasks": task_results,
         "groups": groups,
         "lm_eval": {
@@ -528,31 +514,25 @@ def evaluate_lm(
             },
             "model_num_parameters": model_info.get("model_num_parameters"),
             "model_dtype": _jsonable(model_info.get("model_dtype")),
-            "threads": threads,
+            "threads": job.threads,
             "seconds": round(seconds, 2),
         },
         # the packaged tasks' data files (paths relative to the temporary task directory)
         "task_data": _jsonable(task_data["tasks"], include_path) if task_data else None,
-        "provenance": dict(provenance or {}),
+        "provenance": dict(job.provenance),
     }
     write_json(out_json, result)
     return result
 
 
 def run_lm_eval(
-    model_ref: str | Path,
+    job: JobSettings,
+    model_ref: ModelReference | str | Path,
     heldout_shards: Mapping[str, str | Path],
     out_json: str | Path,
     settings: Mapping,
-    seed: int,
     heldout_fraction: float,
     scratch_dir: str | Path | None = None,
-    device: str = "cpu",
-    threads: int = 1,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
-    provenance: Mapping | None = None,
-    allow_pickle_weights: bool = False,
 ) -> dict:
     """The ``evaluate_lm`` step: write the packaged tasks' data when ``settings["tasks"]``
     names any (in a temporary directory under ``scratch_dir``, removed afterwards; the result
@@ -570,25 +550,7 @@ def run_lm_eval(
         if local:
             wanted = tuple(local) if PREFIX not in local else (LAMBADA, GSM8K, BPB)
             task_data = prepare_task_data(
-                heldout_shards, tmp, settings, seed, heldout_fraction, wanted
+                heldout_shards, tmp, settings, job.seed, heldout_fraction, wanted
             )
             include_path = task_data["include_path"]
-        return evaluate_lm(
-            model_ref,
-            out_json,
-            tasks,
-            include_path=include_path,
-            device=device,
-            batch_size=settings["batch_size"],
-            limit=settings["limit"],
-            seed=seed,
-            threads=threads,
-            trust_remote_code=trust_remote_code,
-            revision=revision,
-            max_length=settings["max_length"],
-            bootstrap_iters=settings["bootstrap_iters"],
-            samples=settings["samples"],
-            task_data=task_data,
-            provenance=provenance,
-            allow_pickle_weights=allow_pickle_weights,
-        )
+        return evaluate_lm(job, model_ref, out_json, settings, include_path, task_data)

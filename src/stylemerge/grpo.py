@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from stylemerge.files import atomic_path, read_json, write_json
+from stylemerge.job import JobSettings
 from stylemerge.mara import make_trainer_class, mara_bonus
-from stylemerge.models import load_model, load_tokenizer
+from stylemerge.models import ModelReference
 from stylemerge.rewards import CharProfile, ProxyScorer, build_rewards, digit_punct_fraction
-from stylemerge.runtime import resolve_device, use_threads
-from stylemerge.shards import shard_texts
+from stylemerge.shards import DomainShards, shard_texts
 from stylemerge.training import StopOnNonFinite
 from stylemerge.trl_fields import MANAGED
 
@@ -258,33 +258,28 @@ def check_proxy_specialised(proxy: str | Path, domain: str) -> None:
 
 
 def train_adapter(
-    base: str | Path,
-    domain: str,
-    prompts_shard: str | Path,
-    heldout_shard: str | Path,
+    job: JobSettings,
+    base: ModelReference | str | Path,
+    general_proxy: ModelReference | str | Path,
     proxy: str | Path,
-    general_proxy: str | Path,
+    shards: DomainShards,
     out_dir: str | Path,
     checkpoint_dir: str | Path,
     settings: Mapping,
-    seed: int,
-    device: str = "cpu",
-    threads: int = 1,
-    trust_remote_code: bool = False,
-    base_revision: str | None = None,
-    general_proxy_revision: str | None = None,
-    provenance: Mapping | None = None,
-    allow_pickle_weights: bool = False,
 ) -> dict:
-    """Train one domain's LoRA adapter with GRPO; save adapter, log history and metrics."""
+    """Train one domain's LoRA adapter on ``base`` with GRPO, rewarded by the domain's
+    ``proxy`` (against ``general_proxy``) on the prompts of ``shards``; save adapter, log
+    history and metrics."""
     import pandas as pd
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
-    threads = use_threads(threads)
-    device = resolve_device(device)
+    job = job.apply()
+    device, seed, domain = job.device, job.seed, shards.domain
+    base, general_proxy = ModelReference.of(base), ModelReference.of(general_proxy)
+    proxy = ModelReference.of(proxy)
     trainer_settings = dict(settings["trainer"])
     managed = sorted(set(trainer_settings) & set(MANAGED))
     if managed:
@@ -304,11 +299,11 @@ def train_adapter(
         )
 
     if settings["require_specialised_proxy"]:
-        check_proxy_specialised(proxy, domain)
-    tokenizer = load_tokenizer(base, trust_remote_code, base_revision)
+        check_proxy_specialised(proxy.ref, domain)
+    tokenizer = base.tokenizer(job)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    texts = list(shard_texts([prompts_shard]))
+    texts = list(shard_texts([shards.train]))
     profile = CharProfile.of_texts(texts)  # the domain's character classes, for drift
     train_prompts = make_prompts(
         tokenizer,
@@ -317,7 +312,7 @@ def train_adapter(
         settings["prompts_per_document"],
         settings["max_prompts"],
     )
-    heldout_texts = list(shard_texts([heldout_shard]))
+    heldout_texts = list(shard_texts([shards.heldout]))
     # few held-out documents (small corpora): take more windows from each
     per_document = max(
         settings["prompts_per_document"], math.ceil(settings["eval_prompts"] / len(heldout_texts))
@@ -333,24 +328,20 @@ def train_adapter(
         )
     log.info("%d train prompts, %d held-out prompts", len(train_prompts), len(eval_prompts))
 
-    def scorer(ref, revision=None):
+    def scorer(model: ModelReference):
         return ProxyScorer(
-            load_model(
-                ref, trust_remote_code, revision, allow_pickle_weights=allow_pickle_weights
-            ).to(device),
-            load_tokenizer(ref, trust_remote_code, revision),
+            model.model(job).to(device),
+            model.tokenizer(job),
             batch_size=settings["scorer_batch_size"],
         )
 
-    general = scorer(general_proxy, general_proxy_revision)
+    general = scorer(general_proxy)
     reward_funcs, weights = build_rewards(
         settings["rewards"], scorer(proxy), general, profile=profile
     )
 
     set_seed(seed)
-    policy = load_model(
-        base, trust_remote_code, base_revision, allow_pickle_weights=allow_pickle_weights
-    ).to(device)
+    policy = base.model(job).to(device)
     before = evaluate_policy(
         policy, tokenizer, eval_prompts, reward_funcs, weights, general, settings, seed, profile
     )
@@ -361,9 +352,10 @@ def train_adapter(
         fingerprint(
             settings=settings,
             seed=seed,
-            base=str(base),
-            proxy=str(proxy),
-            general_proxy=str(general_proxy),
+            # a changed revision is another model: its checkpoints are not resumed
+            base=base.as_dict(),
+            proxy=proxy.as_dict(),
+            general_proxy=general_proxy.as_dict(),
             prompts=train_prompts,
         ),
     )
@@ -429,9 +421,9 @@ def train_adapter(
         "resumed_from": Path(resume).name if resume else None,
         "reward_weights": dict(zip([f.__name__ for f in reward_funcs], weights, strict=True)),
         "char_profile": profile.as_dict(),
-        "threads": threads,
+        "threads": job.threads,
         "settings": dict(settings),
-        "provenance": dict(provenance or {}),
+        "provenance": dict(job.provenance),
     }
     with atomic_path(out_dir) as tmp:
         trainer.model.save_pretrained(tmp)

@@ -14,9 +14,14 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
+
+if TYPE_CHECKING:
+    from stylemerge.job import JobSettings
+    from stylemerge.models import ModelReference
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +91,7 @@ def run_mergekit(
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
 
-    from stylemerge.runtime import use_threads
+    from stylemerge.job import use_threads
 
     register_methods()
     use_threads(threads)  # run_merge ignores MergeOptions.num_threads
@@ -176,43 +181,41 @@ def calibrate_entropy(
 
 
 def merge_models(
-    method: str,
-    space: str,
+    job: JobSettings,
+    variant: Mapping,
     domain_models: Mapping[str, str | Path],
-    base: str | Path,
+    base: ModelReference | str | Path,
     weights: Mapping[str, float],
     heldout_shards: Sequence[str | Path],
     out_dir: str | Path,
     settings: Mapping,
-    threads: int = 1,
-    device: str = "cpu",
-    trust_remote_code: bool = False,
-    provenance: Mapping | None = None,
-    allow_pickle_weights: bool = False,
 ) -> dict:
-    """Merge the domain models with mergekit; measure (and optionally calibrate) entropy."""
+    """Merge the domain models with mergekit as ``variant`` says (the config's
+    ``merge.variants.<name>``: ``method``, ``space``, ``parameters``); measure (and optionally
+    calibrate) entropy."""
     from stylemerge.files import atomic_path, read_json, write_json
-    from stylemerge.models import check_model_dir, load_model, load_tokenizer
-    from stylemerge.runtime import resolve_device, use_threads
+    from stylemerge.models import ModelReference
 
-    threads = use_threads(threads)
-    device = resolve_device(device)
+    job = job.apply()
+    device, base = job.device, ModelReference.of(base)
+    method, space = variant["method"], variant["space"]
     config = mergekit_config(
         method,
         space,
         {k: str(v) for k, v in domain_models.items()},
-        str(base),
+        base.mergekit,  # mergekit loads the base at the pinned revision too
         weights,
-        settings.get("parameters"),
+        variant.get("parameters"),
         settings["dtype"],
     )
-    for ref in (*domain_models.values(), base):  # mergekit reads them too: same rules
-        check_model_dir(ref, allow_pickle_weights)
-    tokenizer = load_tokenizer(base, trust_remote_code)
+    models = [ModelReference.of(path) for path in domain_models.values()]
+    for model in (*models, base):  # mergekit reads them too: same rules
+        model.check(job)
+    tokenizer = base.tokenizer(job)
     blocks = heldout_blocks(tokenizer, heldout_shards, settings)
 
-    def load(ref):
-        return load_model(ref, trust_remote_code, allow_pickle_weights=allow_pickle_weights)
+    def load(model):
+        return ModelReference.of(model).model(job)
 
     inputs = {}
     for name, path in domain_models.items():
@@ -229,7 +232,7 @@ def merge_models(
     target = sum(v["entropy"] for v in inputs.values()) / len(inputs)
 
     with atomic_path(out_dir) as tmp:
-        run_mergekit(config, tmp, threads=threads, trust_remote_code=trust_remote_code)
+        run_mergekit(config, tmp, threads=job.threads, trust_remote_code=job.trust_remote_code)
         merged = load(tmp).to(device)
         measured = entropy_and_loss(merged, blocks)
         metrics = {
@@ -245,7 +248,7 @@ def merge_models(
                 "blocks": len(blocks),
             },
             "calibration": None,
-            "provenance": dict(provenance or {}),
+            "provenance": dict(job.provenance),
         }
         if settings["calibrate_entropy"]:
             scale = calibrate_entropy(merged, blocks, target)
@@ -258,17 +261,12 @@ def merge_models(
 
 
 def apply_adapter(
-    base: str | Path,
+    job: JobSettings,
+    base: ModelReference | str | Path,
     adapter: str | Path,
     heldout_shards: Sequence[str | Path],
     out_dir: str | Path,
     settings: Mapping,
-    threads: int = 1,
-    device: str = "cpu",
-    trust_remote_code: bool = False,
-    revision: str | None = None,
-    provenance: Mapping | None = None,
-    allow_pickle_weights: bool = False,
 ) -> dict:
     """The domain model: the adapter merged into the base (peft ``merge_and_unload``), saved
     as safetensors with its held-out entropy and loss (the merge's inputs).  An adapter
@@ -276,35 +274,28 @@ def apply_adapter(
     from peft import PeftModel
 
     from stylemerge.files import atomic_path, write_json
-    from stylemerge.models import ModelError, load_model, load_tokenizer
-    from stylemerge.runtime import resolve_device, use_threads
+    from stylemerge.models import ModelError, ModelReference
 
-    threads = use_threads(threads)
-    device = resolve_device(device)
-    recorded = check_adapter_base(adapter, base)
-    tokenizer = load_tokenizer(base, trust_remote_code, revision)
-    model = load_model(
-        base,
-        trust_remote_code,
-        revision,
-        dtype=settings["dtype"],
-        allow_pickle_weights=allow_pickle_weights,
-    )
+    job = job.apply()
+    base = ModelReference.of(base)
+    recorded = check_adapter_base(adapter, base.ref)
+    tokenizer = base.tokenizer(job)
+    model = base.model(job, dtype=settings["dtype"])
     try:
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     except (RuntimeError, ValueError) as err:  # size mismatch, target modules not found
         detail = str(err).strip().splitlines()
         raise ModelError(
-            f"{adapter}: the adapter does not fit base {str(base)!r} (it was trained on "
+            f"{adapter}: the adapter does not fit base {base.ref!r} (it was trained on "
             f"{recorded!r}): {' '.join(line.strip() for line in detail[:3])}"
         ) from err
     blocks = heldout_blocks(tokenizer, heldout_shards, settings)
     metrics = {
         "adapter": str(adapter),
-        "heldout": entropy_and_loss(model.to(device), blocks),
+        "heldout": entropy_and_loss(model.to(job.device), blocks),
         "blocks": len(blocks),
         "seq_len": settings["entropy_seq_len"],
-        "provenance": dict(provenance or {}),
+        "provenance": dict(job.provenance),
     }
     with atomic_path(out_dir) as tmp:
         model.save_pretrained(tmp)

@@ -8,8 +8,13 @@ care which.  Weights load from safetensors only (pickle files only when the conf
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stylemerge.job import JobSettings
 
 
 class ModelError(ValueError):
@@ -18,6 +23,47 @@ class ModelError(ValueError):
 
 # Weight files that torch.load unpickles (safetensors files hold tensors only).
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelReference:
+    """A model to load: a hub id or a local directory, and the hub revision it is pinned to.
+
+    The two travel together so that no stage can load a hub model at another revision than
+    the config names (load through :meth:`tokenizer` and :meth:`model`)."""
+
+    ref: str
+    revision: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "ref", str(self.ref))
+
+    @classmethod
+    def of(cls, model: ModelReference | str | Path) -> ModelReference:
+        """``model`` as a reference (a bare hub id or path is unpinned)."""
+        return model if isinstance(model, ModelReference) else cls(str(model))
+
+    def __str__(self) -> str:
+        return self.ref if self.revision is None else f"{self.ref}@{self.revision}"
+
+    @property
+    def mergekit(self) -> str:
+        """As a mergekit YAML names it (``model@revision``)."""
+        return str(self)
+
+    def as_dict(self) -> dict:
+        return {"ref": self.ref, "revision": self.revision}
+
+    def tokenizer(self, job: JobSettings):
+        return load_tokenizer(self.ref, job.trust_remote_code, self.revision)
+
+    def model(self, job: JobSettings, dtype: str | None = None):
+        return load_model(
+            self.ref, job.trust_remote_code, self.revision, dtype, job.allow_pickle_weights
+        )
+
+    def check(self, job: JobSettings) -> None:
+        check_model_dir(self.ref, job.allow_pickle_weights)
 
 
 def check_model_dir(ref: str | Path, allow_pickle_weights: bool = False) -> None:

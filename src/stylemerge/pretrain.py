@@ -9,8 +9,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from stylemerge.files import atomic_path, write_json
+from stylemerge.job import JobSettings
 from stylemerge.models import build_tiny_model, load_tokenizer
-from stylemerge.runtime import resolve_device, use_threads
 from stylemerge.shards import shard_texts
 from stylemerge.training import fit_causal_lm, pack
 
@@ -18,31 +18,27 @@ log = logging.getLogger(__name__)
 
 
 def pretrain_tiny_model(
+    job: JobSettings,
     tokenizer_dir: str | Path,
     train_shards: Iterable[str | Path],
     heldout_shards: Iterable[str | Path],
     out_dir: str | Path,
     tiny: Mapping,
     settings: Mapping,
-    seed: int,
-    device: str = "cpu",
-    threads: int = 1,
-    provenance: Mapping | None = None,
 ) -> dict:
     """Build the tiny model, pretrain it, save it (safetensors + tokenizer + metrics.json)."""
     from transformers import set_seed
 
-    threads = use_threads(threads)
-    device = resolve_device(device)
+    job = job.apply()
     tokenizer = load_tokenizer(tokenizer_dir)
     seq_len = settings["seq_len"]
     train = pack(tokenizer, shard_texts(train_shards), seq_len)
     heldout = pack(tokenizer, shard_texts(heldout_shards), seq_len)[: settings["eval_blocks"]]
     log.info("train blocks %d, held-out blocks %d, seq_len %d", len(train), len(heldout), seq_len)
 
-    set_seed(seed)
+    set_seed(job.seed)
     model = build_tiny_model(tokenizer, tiny)
-    fit = fit_causal_lm(model, train, {"heldout": heldout}, settings, seed, device)
+    fit = fit_causal_lm(model, train, {"heldout": heldout}, settings, job.seed, job.device)
     metrics = {
         "architecture": tiny["architecture"],
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -54,11 +50,11 @@ def pretrain_tiny_model(
         "heldout_loss": fit["heldout_loss_after"]["heldout"],
         "uniform_loss": math.log(len(tokenizer)),
         "train_loss": fit["train_loss"],
-        "threads": threads,
+        "threads": job.threads,
         "log_history": fit["log_history"],
         "settings": dict(settings),
         "tiny": dict(tiny),
-        "provenance": dict(provenance or {}),
+        "provenance": dict(job.provenance),
     }
     log.info(
         "held-out loss %.3f -> %.3f (uniform %.3f)",

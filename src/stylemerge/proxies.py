@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from stylemerge.files import atomic_path, write_json
-from stylemerge.models import load_model, load_tokenizer
-from stylemerge.runtime import resolve_device, use_threads
+from stylemerge.job import JobSettings
+from stylemerge.models import ModelReference
 from stylemerge.shards import shard_texts
 from stylemerge.training import fit_causal_lm, pack
 
@@ -20,43 +20,31 @@ log = logging.getLogger(__name__)
 
 
 def train_proxy(
-    general_proxy: str | Path,
+    job: JobSettings,
+    general_proxy: ModelReference | str | Path,
     domain: str,
     train_shard: str | Path,
     heldout_shards: Mapping[str, str | Path],
     out_dir: str | Path,
     settings: Mapping,
-    seed: int,
-    device: str = "cpu",
-    threads: int = 1,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
-    provenance: Mapping | None = None,
-    allow_pickle_weights: bool = False,
 ) -> dict:
     """Fine-tune ``general_proxy`` on ``domain``; save it with ``metrics.json``."""
     from transformers import set_seed
 
-    threads = use_threads(threads)
-    device = resolve_device(device)
+    job = job.apply()
+    general_proxy = ModelReference.of(general_proxy)
     if domain not in heldout_shards:
         raise ValueError(f"no held-out shard for the proxy's own domain {domain!r}")
-    tokenizer = load_tokenizer(general_proxy, trust_remote_code, revision)
-    set_seed(seed)
-    model = load_model(
-        general_proxy,
-        trust_remote_code,
-        revision,
-        dtype="float32",
-        allow_pickle_weights=allow_pickle_weights,
-    )
+    tokenizer = general_proxy.tokenizer(job)
+    set_seed(job.seed)
+    model = general_proxy.model(job, dtype="float32")
     seq_len = settings["seq_len"]
     train = pack(tokenizer, shard_texts([train_shard]), seq_len)
     eval_sets = {
         name: pack(tokenizer, shard_texts([path]), seq_len)[: settings["eval_blocks"]]
         for name, path in heldout_shards.items()
     }
-    fit = fit_causal_lm(model, train, eval_sets, settings, seed, device)
+    fit = fit_causal_lm(model, train, eval_sets, settings, job.seed, job.device)
     before, after = fit["heldout_loss_before"], fit["heldout_loss_after"]
     gain = {name: before[name] - after[name] for name in before}
     others = [g for name, g in gain.items() if name != domain]
@@ -72,10 +60,10 @@ def train_proxy(
         "train_blocks": len(train),
         "train_loss": fit["train_loss"],
         "tokens_seen": fit["tokens_seen"],
-        "threads": threads,
+        "threads": job.threads,
         "log_history": fit["log_history"],
         "settings": dict(settings),
-        "provenance": dict(provenance or {}),
+        "provenance": dict(job.provenance),
     }
     log.info(
         "%s: own held-out loss %.3f -> %.3f; specialised=%s",

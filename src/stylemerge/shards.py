@@ -7,6 +7,7 @@ a source never moves the ones already there from one split to the other.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -16,6 +17,15 @@ from stylemerge.files import DataError, read_json, read_jsonl, sha256_file, writ
 from stylemerge.sources import Document, read_source
 
 SPLITS = ("train", "heldout")
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainShards:
+    """One domain's two shard files."""
+
+    domain: str
+    train: str | Path
+    heldout: str | Path
 
 
 def is_heldout(doc_id: str, heldout_fraction: float) -> bool:

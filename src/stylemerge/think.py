@@ -45,8 +45,8 @@ from pathlib import Path
 import torch
 
 from stylemerge.files import atomic_path, write_json
-from stylemerge.models import ModelError, load_model, load_tokenizer
-from stylemerge.runtime import resolve_device, use_threads
+from stylemerge.job import JobSettings
+from stylemerge.models import ModelError, ModelReference
 from stylemerge.tokenizer import THINK_TOKENS
 
 log = logging.getLogger(__name__)
@@ -160,47 +160,40 @@ def heldout_ce(model, rows, think_ids, pad_id: int, batch_size: int, device: str
 
 
 def optimize_think_tokens(
-    model_ref: str | Path,
+    job: JobSettings,
+    model_ref: ModelReference | str | Path,
+    traces: Mapping,
     out_dir: str | Path,
-    train_texts: Sequence[str],
-    heldout_texts: Sequence[str],
     settings: Mapping,
-    seed: int,
-    device: str = "cpu",
-    threads: int = 1,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
-    data: Mapping | None = None,
-    provenance: Mapping | None = None,
-    allow_pickle_weights: bool = False,
 ) -> dict:
-    """Train the think-token rows of ``model_ref`` on ``train_texts``; save the model
+    """Train the think-token rows of ``model_ref`` on ``traces["train"]``; save the model
     (safetensors), its tokenizer and ``metrics.json`` to ``out_dir``.
 
-    ``settings``: ``steps``, ``learning_rate``, ``batch_size``, ``max_length``.  ``data``
-    describes where the texts came from (recorded in the metrics)."""
+    ``traces``: ``train`` and ``heldout`` texts and ``info`` on where they came from (recorded
+    in the metrics), as :func:`stylemerge.arithmetic.build_traces` returns them.
+    ``settings``: ``steps``, ``learning_rate``, ``batch_size``, ``max_length``."""
     from transformers import set_seed
 
+    train_texts, heldout_texts = traces["train"], traces["heldout"]
     if not train_texts or not heldout_texts:
         raise ValueError(
             f"think-token optimisation needs train and held-out traces, got "
             f"{len(train_texts)} and {len(heldout_texts)}"
         )
-    threads = use_threads(threads)
-    device = resolve_device(device)
-    tokenizer = load_tokenizer(model_ref, trust_remote_code, revision)
+    job = job.apply()
+    device = job.device
+    model_ref = ModelReference.of(model_ref)
+    tokenizer = model_ref.tokenizer(job)
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
-    model = load_model(
-        model_ref, trust_remote_code, revision, allow_pickle_weights=allow_pickle_weights
-    )
+    model = model_ref.model(job)
     save_dtype = model.get_input_embeddings().weight.dtype
     vocab_before, rows_before = len(tokenizer), model.get_input_embeddings().weight.shape[0]
     # the loaded embeddings, to check at the end that no pre-existing row but a tag's changed
     loaded = {name: p.detach().to("cpu", copy=True) for name, p in embedding_params(model).items()}
     ids, added = ensure_think_tokens(tokenizer, model, model_ref)
-    set_seed(seed)  # after resizing, which draws (discarded) random rows from the global RNG
+    set_seed(job.seed)  # after resizing, which draws (discarded) random rows from the global RNG
     model.float().eval()  # no dropout: the rest of the network is fixed
 
     embed = model.get_input_embeddings().weight
@@ -243,7 +236,7 @@ def optimize_think_tokens(
     # gradient mask and plain Adam, and the loop says exactly that.
     steps, log_every = settings["steps"], max(1, settings["steps"] // 20)
     order: list[int] = []
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(job.seed)
     history, started = [], time.monotonic()
     for step in range(1, steps + 1):
         while len(order) < batch_size:
@@ -314,12 +307,12 @@ def optimize_think_tokens(
         "truncated": {"train": train_cut, "heldout": heldout_cut},
         "train_seconds": round(train_seconds, 2),
         "saved_dtype": str(save_dtype).removeprefix("torch."),
-        "threads": threads,
+        "threads": job.threads,
         "device": device,
         "log_history": history,
         "settings": dict(settings),
-        "data": dict(data or {}),
-        "provenance": dict(provenance or {}),
+        "data": dict(traces.get("info") or {}),
+        "provenance": dict(job.provenance),
     }
     log.info(
         "held-out CE %.4f -> %.4f; at think tags %s -> %s",

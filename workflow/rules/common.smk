@@ -25,6 +25,9 @@ def L(path):
 
 
 DOMAINS = list(config["domains"])
+# The config's part of every job's stylemerge.job.JobSettings (seed, device, safety switches):
+# a param of each rule that takes one, so that changing it reruns those jobs.
+JOB = {key: config[key] for key in JOB_CONFIG_KEYS}
 # Models with neither `ref` nor `gguf` are built and pretrained here (the embedded default);
 # `gguf` models are converted once into a Hugging Face directory (smol tier); the others are
 # hub ids or local directories that rules reference directly.  Built and converted models
@@ -106,16 +109,6 @@ if len(LM_EVAL_MODELS) != sum(len(part) for part in _eval_parts):
 # diversity is measured on everything lm-eval scores, and on both arms' domain models
 DIVERSITY_MODELS = {**LM_EVAL_MODELS, **(_domain_models if len(ARMS) > 1 else {})}
 EVAL_MODELS = DIVERSITY_MODELS
-_lambada = config["evaluate"]["lm_eval"]["lambada"]["domains"]
-if any(
-    t["name"] in ("stylemerge", "stylemerge_lambada")
-    for t in config["evaluate"]["lm_eval"]["tasks"]
-):
-    if [d for d in _lambada if d not in DOMAINS]:
-        raise WorkflowError(
-            f"config key 'evaluate.lm_eval.lambada.domains': "
-            f"{', '.join(d for d in _lambada if d not in DOMAINS)} not among the domains"
-        )
 
 
 wildcard_constraints:
@@ -150,9 +143,16 @@ def model_input(name):
 
 
 def hub_ref(name):
-    """The hub id a script loads when the model is no local input (else None): scripts take
-    `snakemake.input.<name> or snakemake.params.<name>`."""
+    """The hub id a script loads when the model is no local input (else None)."""
     return None if model_input(name) else config["models"][name]["ref"]
+
+
+def model_param(name):
+    """What a script needs beside the tracked input to load config model `name`: its hub id
+    (None when it is a local input) and the revision it is pinned to. Scripts read both with
+    stylemerge.snakemake_job.model_reference, so a revision cannot be dropped on the way.
+    """
+    return {"ref": hub_ref(name), "revision": config["models"][name]["revision"]}
 
 
 def domain_model(path):
@@ -193,12 +193,18 @@ def eval_model_input(wildcards):
     return path if path.startswith(R("")) or Path(path).is_dir() else []
 
 
-def eval_model_ref(wildcards):
-    """The hub id a script loads when the evaluated model is no local input (else None)."""
+def eval_model_param(wildcards):
+    """model_param of the evaluated model: the base's, or a comparison's hub id."""
     path = EVAL_MODELS[wildcards.eval_model]
     if path is None:
-        return hub_ref("base")
-    return None if eval_model_input(wildcards) else path
+        return model_param("base")
+    return {"ref": None if eval_model_input(wildcards) else path, "revision": None}
+
+
+def think_model_param(wildcards):
+    if wildcards.think_model == "base":
+        return model_param("base")
+    return {"ref": None, "revision": None}  # a merge made here: a local input
 
 
 def gguf_input(wildcards):

@@ -19,17 +19,11 @@ rule evaluate_lm:
         runtime=attempt_scaled(config["evaluate"]["lm_eval"]["runtime_min"]),
         gpu=config["evaluate"]["lm_eval"]["gpus"],
     params:
-        model=eval_model_ref,
-        revision=lambda wc: (
-            config["models"]["base"]["revision"] if wc.eval_model == "base" else None
-        ),
+        job=JOB,
+        model=eval_model_param,
         settings=config["evaluate"]["lm_eval"],
-        seed=config["seed"],
         # the think stage's split: arithmetic test problems are never its training problems
         arithmetic_heldout_fraction=config["think"]["data"]["heldout_fraction"],
-        device=config["device"],
-        trust_remote_code=config["trust_remote_code"],
-        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/evaluate_lm.py"
 
@@ -52,14 +46,8 @@ rule measure_diversity:
         runtime=attempt_scaled(config["evaluate"]["diversity"]["runtime_min"]),
         gpu=config["evaluate"]["diversity"]["gpus"],
     params:
-        model=eval_model_ref,
-        revision=lambda wc: (
-            config["models"]["base"]["revision"] if wc.eval_model == "base" else None
-        ),
+        job=JOB,
+        model=eval_model_param,
         settings=config["evaluate"]["diversity"],
-        seed=config["seed"],
-        device=config["device"],
-        trust_remote_code=config["trust_remote_code"],
-        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/measure_diversity.py"

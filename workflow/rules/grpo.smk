@@ -27,15 +27,10 @@ rule train_adapter:
         ),
         gpu=lambda wc: stage_settings(config, "grpo", wc.domain)["gpus"],
     params:
-        base=hub_ref("base"),
-        base_revision=config["models"]["base"]["revision"],
-        general_proxy=hub_ref("general_proxy"),
-        general_proxy_revision=config["models"]["general_proxy"]["revision"],
+        job=JOB,
+        base=model_param("base"),
+        general_proxy=model_param("general_proxy"),
         checkpoints=R("checkpoints/{domain}{arm}"),
         settings=lambda wc: grpo_settings(wc.domain, wc.arm),
-        seed=config["seed"],
-        device=config["device"],
-        trust_remote_code=config["trust_remote_code"],
-        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/train_adapter.py"

@@ -19,12 +19,9 @@ rule apply_adapter:
         mem_mb=config["merge"]["mem_mb"],
         runtime=attempt_scaled(config["merge"]["runtime_min"]),
     params:
-        base=hub_ref("base"),
-        revision=config["models"]["base"]["revision"],
+        job=JOB,
+        base=model_param("base"),
         settings=config["merge"],
-        device=config["device"],
-        trust_remote_code=config["trust_remote_code"],
-        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/apply_adapter.py"
 
@@ -50,12 +47,10 @@ rule merge_models:
         runtime=attempt_scaled(config["merge"]["runtime_min"]),
         gpu=config["merge"]["gpus"],
     params:
-        base=hub_ref("base"),
+        job=JOB,
+        base=model_param("base"),
         variant=lambda wc: config["merge"]["variants"][wc.method],
         weights={d: stage_settings(config, "merge", d)["weight"] for d in DOMAINS},
         settings=config["merge"],
-        device=config["device"],
-        trust_remote_code=config["trust_remote_code"],
-        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/merge_models.py"

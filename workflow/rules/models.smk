@@ -46,10 +46,9 @@ rule pretrain_model:
         ),
         gpu=lambda wc: config["models"][wc.model]["pretrain"]["gpus"],
     params:
+        job=JOB,
         tiny=lambda wc: config["models"][wc.model]["tiny"],
         settings=lambda wc: config["models"][wc.model]["pretrain"],
-        seed=config["seed"],
-        device=config["device"],
     script:
         "../scripts/pretrain_model.py"
 

@@ -22,12 +22,8 @@ rule train_proxy:
         ),
         gpu=lambda wc: stage_settings(config, "proxy", wc.domain)["gpus"],
     params:
-        general_proxy=hub_ref("general_proxy"),
-        revision=config["models"]["general_proxy"]["revision"],
+        job=JOB,
+        general_proxy=model_param("general_proxy"),
         settings=lambda wc: stage_settings(config, "proxy", wc.domain),
-        seed=config["seed"],
-        device=config["device"],
-        trust_remote_code=config["trust_remote_code"],
-        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/train_proxy.py"

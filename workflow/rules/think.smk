@@ -19,14 +19,8 @@ rule optimize_think_tokens:
         runtime=attempt_scaled(config["think"]["runtime_min"]),
         gpu=config["think"]["gpus"],
     params:
-        model=lambda wc: hub_ref("base") if wc.think_model == "base" else None,
-        revision=lambda wc: (
-            config["models"]["base"]["revision"] if wc.think_model == "base" else None
-        ),
+        job=JOB,
+        model=think_model_param,
         settings=config["think"],
-        seed=config["seed"],
-        device=config["device"],
-        trust_remote_code=config["trust_remote_code"],
-        allow_pickle_weights=config["allow_pickle_weights"],
     script:
         "../scripts/optimize_think_tokens.py"

@@ -2,24 +2,15 @@
 # by settings["data"]) and stylemerge.think.optimize_think_tokens
 from stylemerge.arithmetic import build_traces
 from stylemerge.joblog import to_file
-from stylemerge.provenance import provenance
+from stylemerge.snakemake_job import job_settings, model_reference
 from stylemerge.think import optimize_think_tokens
 
 with to_file(snakemake.log[0]):
-    settings = snakemake.params.settings
-    traces = build_traces(settings["data"], seed=snakemake.params.seed)
+    job = job_settings(snakemake)
     optimize_think_tokens(
-        model_ref=snakemake.input.model or snakemake.params.model,
+        job,
+        model_ref=model_reference(snakemake, "model"),
+        traces=build_traces(snakemake.params.settings["data"], seed=job.seed),
         out_dir=snakemake.output[0],
-        train_texts=traces["train"],
-        heldout_texts=traces["heldout"],
-        settings=settings,
-        seed=snakemake.params.seed,
-        device=snakemake.params.device,
-        threads=snakemake.threads,
-        trust_remote_code=snakemake.params.trust_remote_code,
-        allow_pickle_weights=snakemake.params.allow_pickle_weights,
-        revision=snakemake.params.revision,
-        data=traces["info"],
-        provenance=provenance(snakemake.config, snakemake.params.seed),
+        settings=snakemake.params.settings,
     )

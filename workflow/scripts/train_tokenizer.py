@@ -1,7 +1,7 @@
 # Translation only: snakemake.* -> stylemerge.tokenizer.train_tokenizer
+from stylemerge.job import use_threads
 from stylemerge.joblog import to_file
 from stylemerge.provenance import provenance
-from stylemerge.runtime import use_threads
 from stylemerge.shards import read_shard_index
 from stylemerge.tokenizer import train_tokenizer
 

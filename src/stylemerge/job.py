@@ -1,0 +1,80 @@
+"""What every job shares: its seed, device, threads, safety switches and provenance.
+
+A ``JobSettings`` is built once per job from the config (``JobSettings.from_config``, which
+the Snakemake scripts call through ``stylemerge.snakemake_job``), passed whole to the library
+entry point, and applied there once (``apply``: threads, device, seed).  Adding a setting
+means adding a field here, not a parameter to every entry point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+# the config's top-level keys a JobSettings holds (the rest: threads from the rule)
+JOB_CONFIG_KEYS = ("seed", "device", "trust_remote_code", "allow_pickle_weights")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSettings:
+    seed: int = 0
+    device: str = "cpu"  # cpu, cuda or auto
+    threads: int = 1
+    trust_remote_code: bool = False  # run a model repository's own Python code
+    allow_pickle_weights: bool = False  # load *.bin/*.pt weights where no safetensors exist
+    # what made the result (stylemerge.provenance); copied into every result's JSON
+    provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_config(cls, config: Mapping, threads: int = 1) -> JobSettings:
+        """A job's settings from the validated config (the provenance is recorded now)."""
+        from stylemerge.provenance import provenance
+
+        return cls(
+            **{key: config[key] for key in JOB_CONFIG_KEYS},
+            threads=threads,
+            provenance=provenance(config, config["seed"]),
+        )
+
+    def apply(self) -> JobSettings:
+        """Set torch's threads and the global seeds; return the settings as applied (threads
+        capped at the available cores, ``auto`` resolved to a device)."""
+        from transformers import set_seed
+
+        applied = dataclasses.replace(
+            self, threads=use_threads(self.threads), device=resolve_device(self.device)
+        )
+        set_seed(self.seed)
+        return applied
+
+
+def available_cores() -> int:
+    """Cores this process may use (respects a Slurm job's or container's CPU set)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def use_threads(threads: int) -> int:
+    """Make torch (and the Rust tokenizers) use ``threads``, capped at the available cores:
+    more threads than cores makes every job many times slower."""
+    import torch
+
+    n = max(1, min(int(threads), available_cores()))
+    torch.set_num_threads(n)
+    os.environ["RAYON_NUM_THREADS"] = str(n)
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if n > 1 else "false"
+    return n
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config device is 'cuda' but torch sees no CUDA device")
+    return device

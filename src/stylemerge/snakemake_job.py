@@ -1,0 +1,28 @@
+"""What every Snakemake script needs from its job, built in one place.
+
+Scripts stay translations (``snakemake.*`` -> a library entry point); these helpers make the
+two values every entry point takes whole: the job's settings and its model references.
+"""
+
+from __future__ import annotations
+
+from stylemerge.job import JobSettings
+from stylemerge.models import ModelReference
+
+
+def job_settings(snakemake) -> JobSettings:
+    """Seed, device, threads, safety switches and provenance of this job.  The config's
+    values come through ``params.job`` (common.smk ``JOB``): as a param, changing one reruns
+    the jobs that use it."""
+    return JobSettings.from_config({**snakemake.config, **snakemake.params.job}, snakemake.threads)
+
+
+def model_reference(snakemake, name: str) -> ModelReference:
+    """The model the rule calls ``name``: its tracked local directory ``input.<name>``, or
+    the hub id in ``params.<name>`` (common.smk ``model_param``), with its revision."""
+    param = getattr(snakemake.params, name)
+    local = getattr(snakemake.input, name, None)
+    ref = str(local) if local else param["ref"]
+    if not ref:
+        raise ValueError(f"rule {snakemake.rule}: model {name!r} is neither input nor hub id")
+    return ModelReference(ref, param["revision"])
