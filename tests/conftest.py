@@ -28,11 +28,12 @@ TINY_SHAPE = {
 @pytest.fixture(scope="session")
 def workflow_run(tmp_path_factory) -> Path:
     """test_workflow.REDUCED run to completion (`snakemake --cores 2 all`) in a temporary copy
-    of the workflow, once per session: tests read it or copy its results (test_faults); a test
-    that changes it puts it back."""
+    of the workflow, committed as a git repository (provenance records its revision), once
+    per session: tests read it or copy its results (test_faults); a test that changes it puts
+    it back."""
     from test_workflow import REDUCED, copy_workflow, snakemake
 
-    workdir = copy_workflow(tmp_path_factory.mktemp("wf"), REDUCED)
+    workdir = copy_workflow(tmp_path_factory.mktemp("wf"), REDUCED, git=True)
     snakemake(workdir, "--cores", "2", "all")
     return workdir
 

@@ -78,11 +78,151 @@ def test_pct_change():
     assert pct_change(1.0, 0.0) is None and pct_change(None, 1.0) is None
 
 
-def test_reported_figures_are_the_cards():
+# The card's claims in words, independent of reported.yaml's numbers: lower lambada
+# perplexity than the base and than GRPO-Wave, more distinct-1 on its two domains, higher
+# gsm8k accuracy with the optimised think rows, lower held-out cross-entropy on the traces.
+CLAIMED_DIRECTION = {
+    "lambada_perplexity_change_vs_base": -1,
+    "lambada_perplexity_change_vs_comparison": -1,
+    "distinct_1_change_vs_base.ao3_english": 1,
+    "distinct_1_change_vs_base.bbc_news": 1,
+    "gsm8k_3shot_accuracy.optimised - original": 1,
+    "think_heldout_ce_change": -1,
+}
+GSM8K_CLAIM = "gsm8k 3-shot accuracy, original -> optimised think tokens (90.0 -> 96.7 %)"
+
+
+def reported_changes(card) -> dict[str, float]:
+    """Each figure of reported.yaml as a change (gsm8k: optimised - original), by path."""
+    changes = {}
+    for key, value in card.items():
+        if key == "gsm8k_3shot_accuracy":
+            changes[f"{key}.optimised - original"] = value["optimised"] - value["original"]
+        elif isinstance(value, dict):
+            changes.update({f"{key}.{name}": figure for name, figure in value.items()})
+        else:
+            changes[key] = value
+    return changes
+
+
+def test_reported_figures_point_the_way_the_card_claims():
+    changes = reported_changes(reported())
+    assert {key: math.copysign(1, value) for key, value in changes.items()} == CLAIMED_DIRECTION
+    accuracy = reported()["gsm8k_3shot_accuracy"]
+    assert 0 <= accuracy["original"] <= 100 and 0 <= accuracy["optimised"] <= 100
+
+
+def test_every_reported_figure_is_the_card_figure_of_one_claim():
+    from stylemerge.card import card_table
+
     card = reported()
-    assert card["lambada_perplexity_change_vs_base"] == -9.63
-    assert card["distinct_1_change_vs_base"] == {"ao3_english": 10.5, "bbc_news": 3.6}
-    assert card["gsm8k_3shot_accuracy"] == {"original": 90.0, "optimised": 96.7}
+    frame = card_table({}, card, "karcher", comparison="wave")
+    figures = dict(zip(frame["claim"], frame["card"], strict=True))
+    changes = reported_changes(card)
+    expected = {
+        "lambada perplexity vs base": changes["lambada_perplexity_change_vs_base"],
+        "lambada perplexity vs wave": changes["lambada_perplexity_change_vs_comparison"],
+        "distinct-1 vs base, ao3_english": changes["distinct_1_change_vs_base.ao3_english"],
+        "distinct-1 vs base, bbc_news": changes["distinct_1_change_vs_base.bbc_news"],
+        GSM8K_CLAIM: changes["gsm8k_3shot_accuracy.optimised - original"],
+        "think tokens: held-out cross-entropy": changes["think_heldout_ce_change"],
+    }
+    assert {c: f for c, f in figures.items() if pd.notna(f)} == pytest.approx(expected)
+    # the only claims without a figure are the card's "more diverse sampling", in words
+    assert all(c.startswith("pairwise diversity") for c, f in figures.items() if pd.isna(f))
+
+
+def test_the_readme_quotes_the_reported_figures():
+    """The README's card table, typed by hand, quotes each figure of reported.yaml once."""
+    import re
+
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text().replace("\u2212", "-")  # typographic minus
+    section = readme.split("### The card's claims", 1)[1]
+    rows = [line for line in section.split("\n\n", 2)[1].splitlines() if line.startswith("|")]
+    assert rows[0].split("|")[2].strip() == "card"
+    quoted = [float(x) for row in rows[2:] for x in re.findall(r"[-+]?\d+\.\d+", row.split("|")[2])]
+    card = reported()
+    figures = [
+        card["lambada_perplexity_change_vs_base"],
+        card["lambada_perplexity_change_vs_comparison"],
+        *card["distinct_1_change_vs_base"].values(),
+        card["gsm8k_3shot_accuracy"]["original"],
+        card["gsm8k_3shot_accuracy"]["optimised"],
+        card["think_heldout_ce_change"],
+    ]
+    assert sorted(quoted) == sorted(figures)
+
+
+def moving(card, factor: float) -> dict[str, pd.DataFrame]:
+    """Frames in which the chosen merge moves ``factor`` times each of the card's figures,
+    with an interval of +-50 % around it (pairwise diversity: by ``factor`` points)."""
+
+    def around(value):
+        return sorted((0.5 * value, 1.5 * value))
+
+    lambada = {"model": "karcher", "passages": 50}
+    for prefix, key in (("vs_base", "base"), ("vs_comparison", "comparison")):
+        value = factor * card[f"lambada_perplexity_change_vs_{key}"]
+        lambada[f"ppl_change_{prefix}_pct"] = value
+        lambada[f"{prefix}_ci_low_pct"], lambada[f"{prefix}_ci_high_pct"] = around(value)
+    diversity = []
+    for domain, figure in card["distinct_1_change_vs_base"].items():
+        low, high = around(factor * figure)
+        pair_low, pair_high = around(factor)
+        diversity.append(
+            {"domain": domain, "model": "karcher", "prompts": 16,
+             "distinct_1_change_vs_base_pct": factor * figure, "change_ci_low_pct": low,
+             "change_ci_high_pct": high, "self_diversity_change_vs_base_pct": factor,
+             "self_diversity_change_ci_low_pct": pair_low,
+             "self_diversity_change_ci_high_pct": pair_high}
+        )  # fmt: skip
+    gsm = card["gsm8k_3shot_accuracy"]
+    change = factor * (gsm["optimised"] - gsm["original"])
+    low, high = around(change)
+    think_change = factor * card["think_heldout_ce_change"]
+    think_low, think_high = around(think_change)
+    return {
+        "lambada": pd.DataFrame([lambada]),
+        "diversity": pd.DataFrame(diversity),
+        "gsm8k_think": pd.DataFrame(
+            [
+                {
+                    "model": "karcher",
+                    "problems": 30,
+                    "correct_original": 27,
+                    "correct_optimised": 29,
+                    "change_points": change,
+                    "change_ci_low": low,
+                    "change_ci_high": high,
+                    "mcnemar_p": 0.01,
+                }
+            ]
+        ),
+        "think": pd.DataFrame(
+            [
+                {
+                    "model": "karcher",
+                    "ce_change_pct": think_change,
+                    "ce_change_ci_low_pct": think_low,
+                    "ce_change_ci_high_pct": think_high,
+                    "heldout_traces": 24,
+                }
+            ]
+        ),
+    }
+
+
+def test_a_result_that_moves_as_the_card_says_agrees_with_every_claim():
+    from stylemerge.card import card_table
+
+    card = reported()
+    same = card_table(moving(card, 1.0), card, "karcher", comparison="wave")
+    assert set(same["verdict"]) == {"agrees"}, same[["claim", "verdict"]]
+    assert len(same) == 2 + 2 * len(card["distinct_1_change_vs_base"]) + 2
+    other = card_table(moving(card, -1.0), card, "karcher", comparison="wave")
+    assert set(other["verdict"]) == {"opposite"}, other[["claim", "verdict"]]
 
 
 def test_adapters_table_marks_changes_beyond_two_se():

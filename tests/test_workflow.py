@@ -112,7 +112,9 @@ def snakemake(workdir, *args, check=True):
     return result
 
 
-def copy_workflow(dest, config):
+def copy_workflow(dest, config, git=False):
+    """The workflow with ``config`` as its config.yaml in ``dest``; with ``git``, committed
+    there as a repository (as users run it: provenance then records a revision)."""
     for part in ("Snakefile", "workflow", "config", "profiles", "envs", "src"):
         src = ROOT / part
         if src.is_dir():
@@ -129,6 +131,10 @@ def copy_workflow(dest, config):
             f"Lab note {i}: the sample was stirred for {i + 3} minutes at room temperature, "
             f"then left to settle overnight before weighing.\n"
         )
+    if git:
+        identity = ["-c", "user.name=stylemerge tests", "-c", "user.email=tests@invalid"]
+        for args in (["init", "-q"], ["add", "-A"], [*identity, "commit", "-q", "-m", "run"]):
+            subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
     return dest
 
 
@@ -293,6 +299,33 @@ def test_tables(workflow_run):
     assert {"pretrain_model", "train_adapter", "merge_models"} <= set(cost["rule"])
     provenance = json.loads((tables / "provenance.json").read_text())
     assert provenance["seed"] == REDUCED["seed"] and provenance["config_sha256"]
+
+
+def test_model_card_of_the_chosen_merge(workflow_run):
+    import pandas as pd
+
+    results = workflow_run / "results"
+    merge = results / "merges" / "karcher"
+    text = (merge / "README.md").read_text()
+    assert text == (results / "tables" / "model_card.md").read_text()
+    assert not (results / "merges" / "karcher_deltas" / "README.md").exists()
+    assert text.startswith("---\n")
+    front, body = text[4:].split("\n---\n", 1)
+    meta = yaml.safe_load(front)
+    assert {"base_model", "license", "library_name", "tags"} <= set(meta)
+    assert (meta["base_model"], meta["license"]) == ("base", "apache-2.0")
+    assert meta["library_name"] == "transformers" and "karcher" in meta["tags"]
+    assert "datasets" not in meta  # builtin and local sources only
+    assert "```yaml\n" + (merge / "mergekit_config.yml").read_text() + "```" in body
+    for claim in pd.read_csv(results / "tables" / "card.csv")["claim"]:
+        assert f"| {claim} " in body, claim
+    revision = json.loads((merge / "metrics.json").read_text())["provenance"]["git"]["revision"]
+    assert revision and f"| git revision | `{revision}` |" in body
+    assert "hf upload <user>/<repo> results/merges/karcher" in body
+    # README.md came after the merge, into its directory: Snakemake reads the directory's
+    # time from .snakemake_timestamp, so nothing downstream of the merge is outdated
+    assert (merge / "README.md").stat().st_mtime > (merge / ".snakemake_timestamp").stat().st_mtime
+    assert "Nothing to be done" in snakemake(workflow_run, "-n", "--cores", "2", "all").stdout
 
 
 def test_report_holds_every_table_and_figure_with_its_caption(workflow_run, tmp_path):

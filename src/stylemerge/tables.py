@@ -366,13 +366,17 @@ def make_tables(
     chosen: str | None = None,
     provenance: Mapping | None = None,
     ablation_mara: bool = False,
+    chosen_dir: str | Path | None = None,
+    recipe: Mapping | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Build and write every table under ``out_dir`` (and the figures under ``figures_dir``);
     returns the frames by name, ``card`` (each claim of the model card, ours with its
     interval and a verdict: :mod:`stylemerge.card`) first.  ``lm_eval`` are
     results/eval/<model>/lm_eval.json files and ``diversity`` the results/eval/<model>/diversity
     directories; think-optimised models are ``think_<model>``; ``chosen`` is the merge the card
-    and the figures single out."""
+    and the figures single out.  With ``chosen_dir`` (that merge's directory) and ``recipe``
+    (:func:`stylemerge.model_card.recipe`), its model card is written as
+    ``tables/model_card.md`` and installed as ``chosen_dir/README.md``."""
     evals = {Path(p).parent.name: read_json(p) for p in lm_eval}
     pairs = {m[len("think_") :]: m for m in evals if m.startswith("think_")}
     frames = {
@@ -427,6 +431,10 @@ def make_tables(
         write_table(frame, Path(out_dir) / name, caption)
     if provenance is not None:
         write_json(Path(out_dir) / "provenance.json", provenance)
+    if chosen_dir is not None:
+        from stylemerge.model_card import write_model_card
+
+        write_model_card(chosen_dir, out_dir, recipe, provenance)
     tables = {name: frame for name, (frame, _) in frames.items()}
     if figures_dir is not None:
         from stylemerge.figures import make_figures

@@ -1,5 +1,9 @@
 # The paper tables and the report's figures, from the result JSONs of every stage.
 # `snakemake --report results/report.html` shows both with the captions in workflow/report.
+# Also the chosen merge's model card: tables/model_card.md, installed as
+# merges/<chosen>/README.md. Writing into that input directory makes nothing outdated:
+# Snakemake takes a directory output's mtime from its .snakemake_timestamp file.
+from stylemerge.model_card import recipe as card_recipe
 
 
 rule make_tables:
@@ -10,6 +14,7 @@ rule make_tables:
         think=expand(R("think/{think_model}"), think_model=THINK_MODELS),
         lm_eval=expand(R("eval/{eval_model}/lm_eval.json"), eval_model=LM_EVAL_MODELS),
         diversity=expand(R("eval/{eval_model}/diversity"), eval_model=DIVERSITY_MODELS),
+        chosen=R(f"merges/{config['merge']['chosen']}"),
     output:
         tables=report(
             directory(R("tables")),
@@ -35,5 +40,6 @@ rule make_tables:
         comparison=config["evaluate"]["comparison"],
         chosen=config["merge"]["chosen"],
         ablation_mara=config["ablation"]["mara"],
+        recipe=card_recipe(config),
     script:
         "../scripts/make_tables.py"

@@ -18,4 +18,6 @@ with to_file(snakemake.log[0]):
         chosen=snakemake.params.chosen,
         ablation_mara=snakemake.params.ablation_mara,
         provenance=provenance(snakemake.config, snakemake.config["seed"]),
+        chosen_dir=snakemake.input.chosen,
+        recipe=snakemake.params.recipe,
     )

@@ -1,0 +1,363 @@
+"""The Hugging Face model card of the chosen merge: ``results/merges/<chosen>/README.md``.
+
+:func:`model_card` builds the text from plain values alone (tested without a run): YAML front
+matter (base_model, license, library_name, tags, datasets), the recipe in a few lines, the
+mergekit YAML the merge used, the card table (``tables/card.md``: each claim of the original
+card, ours with its interval and a verdict), how to load and upload the model, and the
+provenance of the weights.  :func:`recipe` picks the recipe's values out of the validated
+config (the Snakefile passes them to ``make_tables`` as params); :func:`write_model_card`
+reads the merge directory and the tables, writes ``tables/model_card.md`` and installs it as
+the merge directory's ``README.md``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path, PurePath
+from typing import Any
+
+import yaml
+
+from stylemerge.files import read_json
+
+README = "README.md"
+CARD_COPY = "model_card.md"
+# stylemerge.merge.CONFIG_NAME (not imported: it imports torch, which make_tables' environment
+# does not have; tests/test_model_card.py checks the two agree)
+MERGEKIT_CONFIG = "mergekit_config.yml"
+# the tags every card carries; the merge method's family is added (karcher, linear, ties)
+TAGS = ("merge", "mergekit", "grpo", "lora", "style-transfer", "stylemerge")
+# GRPO trainer settings the recipe names (the rest are in the config, hashed in provenance)
+TRAINER_KEYS = (
+    "max_steps",
+    "per_device_train_batch_size",
+    "num_generations",
+    "max_completion_length",
+    "learning_rate",
+    "lr_scheduler_type",
+    "beta",
+    "temperature",
+)
+VERDICTS = (
+    "**agrees**: the interval excludes 0 and ours has the card's sign; **opposite**: it "
+    "excludes 0 with the other sign; **not significant**: it includes 0 (gsm8k: exact McNemar "
+    "p >= 0.05); **not measured**: not in this run."
+)
+
+
+# --- from the config -------------------------------------------------------------------------
+
+
+def _model_name(name: str, model: Mapping) -> str:
+    """A model's name for the card: its hub id, or else the name of its local directory or
+    GGUF file, or else its name in the config (a tiny model built here)."""
+    ref = model.get("ref")
+    if ref:
+        return PurePath(ref).name if Path(ref).is_dir() else ref
+    gguf = model.get("gguf")
+    if gguf:
+        return PurePath(gguf["path"]).name.removesuffix(".gguf")
+    return name
+
+
+def _model_origin(name: str, model: Mapping) -> str:
+    """Where a model came from, in words."""
+    ref, gguf = model.get("ref"), model.get("gguf")
+    if ref:
+        where = "local directory" if Path(ref).is_dir() else "hub"
+        revision = f" (revision `{model['revision']}`)" if model.get("revision") else ""
+        return f"`{ref}` ({where}){revision}"
+    if gguf:
+        pypi = gguf.get("pypi")
+        source = f" from the PyPI wheel `{pypi['package']}=={pypi['version']}`" if pypi else ""
+        return f"`{PurePath(gguf['path']).name}`{source}, dequantized to {gguf['dtype']}"
+    tiny = model.get("tiny") or {}
+    return (
+        f"a tiny {tiny.get('architecture', 'qwen3')} model ({tiny.get('num_hidden_layers')} "
+        f"layers, width {tiny.get('hidden_size')}) built and pretrained by this workflow"
+    )
+
+
+def _is_hub_id(path: str) -> bool:
+    return not (path.startswith(("/", ".", "~")) or Path(path).exists())
+
+
+def _source(source: Mapping, domain: str) -> str:
+    """A domain's source, in words."""
+    if source["type"] == "builtin":
+        return f"builtin corpus `{source.get('corpus') or domain}` (shipped with stylemerge)"
+    if source["type"] == "local":
+        return "local files " + ", ".join(f"`{p}`" for p in source["paths"])
+    where = ", ".join(f"{k}={v}" for k, v in (source.get("where") or {}).items())
+    parts = [f"split `{source.get('split', 'train')}`"]
+    if source.get("name"):
+        parts.insert(0, f"config `{source['name']}`")
+    if source.get("revision"):
+        parts.append(f"revision `{source['revision']}`")
+    if where:
+        parts.append(where)
+    return f"hub data set `{source['path']}` ({', '.join(parts)})"
+
+
+def _flat_keys(node: Mapping, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in node.items():
+        if isinstance(value, Mapping) and value:
+            keys += _flat_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def recipe(config: Mapping) -> dict[str, Any]:
+    """The values the card states, from the validated config: plain data, so that the rule
+    can declare them as params (editing ``release.license`` rewrites the card)."""
+    chosen = config["merge"]["chosen"]
+    variant = config["merge"]["variants"][chosen]
+    base = config["models"]["base"]
+    grpo = config["grpo"]
+    domains = config["domains"]
+    datasets = [
+        d["source"]["path"]
+        for d in domains.values()
+        if d["source"]["type"] == "hf" and _is_hub_id(d["source"]["path"])
+    ]
+    return {
+        "chosen": chosen,
+        "base_model": config["release"]["base_model"] or _model_name("base", base),
+        "base_origin": _model_origin("base", base),
+        "general_proxy": _model_origin("general_proxy", config["models"]["general_proxy"]),
+        "license": config["release"]["license"],
+        "datasets": list(dict.fromkeys(datasets)),
+        "domains": {name: _source(d["source"], name) for name, d in domains.items()},
+        "grpo": {
+            "lora": {k: grpo["lora"][k] for k in ("r", "alpha", "dropout") if k in grpo["lora"]},
+            "target_modules": list(grpo["lora"].get("target_modules") or []),
+            "rewards": {name: r["weight"] for name, r in grpo["rewards"].items()},
+            "trainer": {k: grpo["trainer"][k] for k in TRAINER_KEYS if k in grpo["trainer"]},
+            "max_prompts": grpo["max_prompts"],
+            "mara": bool(grpo["mara"]["enabled"]),
+            "overrides": {
+                name: _flat_keys(d["grpo"]) for name, d in domains.items() if d.get("grpo")
+            },
+        },
+        "merge": {
+            "method": variant["method"],
+            "space": variant["space"],
+            "parameters": dict(variant.get("parameters") or {}),
+            "dtype": config["merge"]["dtype"],
+        },
+        "think": {"steps": config["think"]["steps"], "shots": config["think"]["data"]["shots"]},
+    }
+
+
+# --- the text --------------------------------------------------------------------------------
+
+
+def _tags(method: str) -> list[str]:
+    family = "karcher" if method.startswith("karcher") else method
+    return [*TAGS[:2], family, *TAGS[2:]]
+
+
+def front_matter(recipe: Mapping) -> dict[str, Any]:
+    """The card's metadata (Hugging Face model-card YAML)."""
+    meta: dict[str, Any] = {
+        "base_model": recipe["base_model"],
+        "license": recipe["license"],
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "tags": _tags(recipe["merge"]["method"]),
+    }
+    if recipe.get("datasets"):
+        meta["datasets"] = list(recipe["datasets"])
+    return meta
+
+
+def _mergekit_command(merge: Mapping) -> str:
+    """mergekit's own CLI, or the same with stylemerge's methods registered
+    (karcher_weighted, Karcher over task vectors)."""
+    own = merge["method"] in ("linear", "ties") or (
+        merge["method"] == "karcher" and merge["space"] == "weights"
+    )
+    return "mergekit-yaml" if own else "stylemerge-mergekit-yaml"
+
+
+def _number(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _recipe_lines(recipe: Mapping) -> list[str]:
+    grpo, merge = recipe["grpo"], recipe["merge"]
+    trainer = grpo["trainer"]
+    rewards = ", ".join(f"`{name}` ({_number(w)})" for name, w in grpo["rewards"].items())
+    lora = grpo["lora"]
+    modules = f" on {', '.join(grpo['target_modules'])}" if grpo["target_modules"] else ""
+    steps = [
+        f"{trainer['max_steps']} steps" if "max_steps" in trainer else None,
+        f"batch {trainer['per_device_train_batch_size']}"
+        if "per_device_train_batch_size" in trainer
+        else None,
+        f"{trainer['num_generations']} completions per prompt"
+        if "num_generations" in trainer
+        else None,
+        f"up to {trainer['max_completion_length']} tokens each"
+        if "max_completion_length" in trainer
+        else None,
+        f"learning rate {_number(trainer['learning_rate'])}"
+        + (f" ({trainer['lr_scheduler_type']})" if "lr_scheduler_type" in trainer else "")
+        if "learning_rate" in trainer
+        else None,
+        f"KL beta {_number(trainer['beta'])}" if "beta" in trainer else None,
+        f"temperature {_number(trainer['temperature'])}" if "temperature" in trainer else None,
+    ]
+    lines = [
+        f"- **Base model**: {recipe['base_origin']}.",
+        f"- **Domains** ({len(recipe['domains'])}), one LoRA adapter each:",
+        *(f"  - `{name}`: {source}" for name, source in recipe["domains"].items()),
+        f"- **GRPO** (trl): LoRA r={lora.get('r')}, alpha={lora.get('alpha')}{modules}; "
+        f"rewards {rewards}, the style reward scored by a proxy fine-tuned on the domain "
+        f"from {recipe['general_proxy']}; "
+        + ", ".join(s for s in steps if s)
+        + f"; at most {grpo['max_prompts']} prompts per domain; MARA "
+        + ("on" if grpo["mara"] else "off")
+        + ".",
+    ]
+    for name, keys in grpo["overrides"].items():
+        lines.append(f"  - `{name}` overrides " + ", ".join(f"`{k}`" for k in keys) + ".")
+    parameters = ", ".join(f"{k}={_number(v)}" for k, v in merge["parameters"].items())
+    lines += [
+        "- **Merge**: each adapter merged into the base (a domain model), then the domain "
+        f"models merged with mergekit: `{merge['method']}` over the {merge['space']}"
+        + (f" ({parameters})" if parameters else "")
+        + f", computed in {merge['dtype']} (configuration below).",
+        f"- **Think tokens**: the `<think>`/`</think>` embedding rows of this merge are "
+        f"optimised separately ({recipe['think']['steps']} steps on "
+        f"{recipe['think']['shots']}-shot reasoning traces) into `think/{recipe['chosen']}`, "
+        "a sibling of this directory; this directory holds the merge before that step.",
+    ]
+    return lines
+
+
+def _provenance_lines(provenance: Mapping | None, tables: Mapping | None) -> list[str]:
+    if not provenance:
+        return ["No provenance recorded with the merge."]
+    git = provenance.get("git") or {}
+    revision = git.get("revision")
+    state = " (with uncommitted changes)" if git.get("dirty") else ""
+    lines = [
+        "| | |",
+        "| --- | --- |",
+        f"| git revision | `{revision}`{state} |"
+        if revision
+        else "| git revision | unknown (not run from a git checkout) |",
+        f"| config sha256 | `{provenance.get('config_sha256')}` |",
+        f"| seed | {provenance.get('seed')} |",
+        f"| merged | {provenance.get('created')} |",
+        f"| python | {provenance.get('python')} |",
+    ]
+    for package, version in (provenance.get("packages") or {}).items():
+        if version is not None:
+            lines.append(f"| {package} | {version} |")
+    tables_git = ((tables or {}).get("git") or {}).get("revision")
+    if tables and tables_git != revision:
+        lines += ["", f"The evaluation tables were made at git revision `{tables_git}`."]
+    return lines
+
+
+def model_card(
+    recipe: Mapping,
+    mergekit_config: str,
+    card_table: str,
+    provenance: Mapping | None,
+    path: str,
+    tables_provenance: Mapping | None = None,
+) -> str:
+    """The README.md of the chosen merge.  ``recipe``: :func:`recipe`; ``mergekit_config``:
+    the merge's ``mergekit_config.yml``; ``card_table``: ``tables/card.md``; ``provenance``:
+    the merge's (its metrics.json); ``path``: the merge directory, as the upload command
+    names it; ``tables_provenance``: the tables' (named where its git revision differs)."""
+    meta = yaml.safe_dump(front_matter(recipe), sort_keys=False, allow_unicode=True)
+    chosen = recipe["chosen"]
+    lines = [
+        "---",
+        meta.rstrip("\n"),
+        "---",
+        "",
+        f"# stylemerge: {chosen}",
+        "",
+        "A reproduction, by the stylemerge workflow, of the recipe "
+        "behind `Lambent/Qwen3-4B-Base-Continued-GRPO-Style-Karcher`: one GRPO LoRA style "
+        "adapter per text domain, merged into the base, and the domain models merged with "
+        "mergekit.",
+        "",
+        "## Recipe",
+        "",
+        *_recipe_lines(recipe),
+        "",
+        "## Merge configuration",
+        "",
+        "The mergekit YAML this merge was made from (`mergekit_config.yml` in this "
+        "directory; its model paths are this run's local domain models):",
+        "",
+        "```yaml",
+        mergekit_config.rstrip("\n"),
+        "```",
+        "",
+        f"Reproduce it: `{_mergekit_command(recipe['merge'])} {MERGEKIT_CONFIG} OUT`.",
+        "",
+        "## Results: the original card's claims against this run",
+        "",
+        card_table.strip("\n"),
+        "",
+        VERDICTS,
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'path = "{path}"  # or "<user>/<repo>" once uploaded',
+        "model = AutoModelForCausalLM.from_pretrained(path)",
+        "tokenizer = AutoTokenizer.from_pretrained(path)",
+        "```",
+        "",
+        "Upload (after `hf auth login`; replace `<user>/<repo>`):",
+        "",
+        "```sh",
+        f'hf upload <user>/<repo> {path} --exclude ".snakemake_timestamp"',
+        "```",
+        "",
+        "## Provenance",
+        "",
+        *_provenance_lines(provenance, tables_provenance),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(
+    merge_dir: str | Path,
+    tables_dir: str | Path,
+    recipe: Mapping | None,
+    tables_provenance: Mapping | None = None,
+) -> Path:
+    """Write ``tables_dir/model_card.md`` from the merge directory and ``tables_dir/card.md``
+    and install it as ``merge_dir/README.md``; returns the README's path."""
+    if recipe is None:
+        raise ValueError(f"{merge_dir}: a model card needs the recipe (model_card.recipe)")
+    merge_dir, tables_dir = Path(merge_dir), Path(tables_dir)
+    metrics = merge_dir / "metrics.json"
+    text = model_card(
+        recipe,
+        (merge_dir / MERGEKIT_CONFIG).read_text(),
+        (tables_dir / "card.md").read_text(),
+        read_json(metrics).get("provenance") if metrics.is_file() else None,
+        str(merge_dir),
+        tables_provenance,
+    )
+    copy = tables_dir / CARD_COPY
+    copy.write_text(text, encoding="utf-8")
+    readme = merge_dir / README
+    shutil.copyfile(copy, readme)
+    return readme
