@@ -45,6 +45,7 @@ from pathlib import Path
 import yaml
 
 from stylemerge.config import ConfigError, stage_settings, validate_config
+from stylemerge.model_names import arms, diversity_models, lm_eval_models, think_models
 
 DEFAULT_PEAK_TFLOPS = 989.0  # NVIDIA H100 SXM, dense BF16 tensor cores
 DEFAULT_UTILISATION = 0.4
@@ -476,13 +477,6 @@ def grpo_schedule(settings: Mapping, train_documents: int) -> dict:
     }
 
 
-def arms(config: Mapping) -> list[str]:
-    """The GRPO stage's arms, as workflow/rules/common.smk names them: "" (the recipe) and,
-    with ablation.mara, "-mara" (every domain trained again with MARA, which costs no extra
-    pass: the reference log-probs it uses are computed anyway when beta > 0)."""
-    return [""] + (["-mara"] if config.get("ablation", {}).get("mara") else [])
-
-
 def _grpo(e: Estimate) -> None:
     for domain, arm in ((d, a) for d in e.config["domains"] for a in arms(e.config)):
         s = stage_settings(e.config, "grpo", domain)
@@ -580,10 +574,6 @@ def think_trace_tokens(think: Mapping) -> int:
     return min(think["max_length"], (data["shots"] + 1) * per_example)
 
 
-def think_models(config: Mapping) -> list[str]:
-    return [config["merge"]["chosen"]] + (["base"] if config["think"]["compare_base"] else [])
-
-
 def _think(e: Estimate) -> None:
     t = e.config["think"]
     trace = think_trace_tokens(t)
@@ -605,30 +595,6 @@ def _think(e: Estimate) -> None:
             FORWARD,
         )
         e.request("think", 1, t["runtime_min"], t["gpus"])
-
-
-def eval_models(config: Mapping) -> dict[str, str | None]:
-    """Model name -> hub id for comparisons, None for the base's architecture: the models
-    lm-eval scores (LM_EVAL_MODELS of workflow/rules/common.smk)."""
-    models: dict[str, str | None] = {"base": None}
-    if config["evaluate"]["domain_models"]:
-        models.update(dict.fromkeys(_domain_models(config)))
-    models.update(dict.fromkeys(config["merge"]["variants"]))
-    models.update(dict.fromkeys(config["merge"]["chosen"] + arm for arm in arms(config)[1:]))
-    models.update({f"think_{m}": None for m in think_models(config)})
-    models.update(config["evaluate"]["comparisons"])
-    return models
-
-
-def _domain_models(config: Mapping) -> list[str]:
-    return [f"domain_{d}{arm}" for d in config["domains"] for arm in arms(config)]
-
-
-def diversity_models(config: Mapping) -> dict[str, str | None]:
-    """The models whose diversity is measured: those lm-eval scores and, with an ablation,
-    every arm's domain models (DIVERSITY_MODELS of workflow/rules/common.smk)."""
-    extra = _domain_models(config) if len(arms(config)) > 1 else []
-    return {**eval_models(config), **dict.fromkeys(extra)}
 
 
 def _limited(documents: float, limit) -> float:
@@ -705,11 +671,14 @@ def _evaluate(e: Estimate) -> None:
     ev = e.config["evaluate"]
     lm, div = ev["lm_eval"], ev["diversity"]
     tasks = [t for task in lm["tasks"] for t in lm_eval_tasks(e, task)]
-    scored = eval_models(e.config)
-    for name, ref in diversity_models(e.config).items():
-        model = "base" if ref is None else name
-        if ref is not None and model not in e.sizes:
-            e.sizes[model] = model_size(ref, e.overrides, name)
+    scored = lm_eval_models(e.config)
+    comparisons = ev["comparisons"]
+    evaluated = diversity_models(e.config)
+    for name in evaluated:
+        # made here from the base (or the base itself), else a comparison sized by its ref
+        model = name if name in comparisons else "base"
+        if model not in e.sizes:
+            e.sizes[model] = model_size(comparisons[name], e.overrides, name)
         for task, context, generated in tasks if name in scored else []:
             e.add("evaluate", name, f"lm_eval {task}", model, context, FORWARD)
             e.add(
@@ -732,7 +701,7 @@ def _evaluate(e: Estimate) -> None:
             "generate",
         )
     e.request("evaluate", len(scored), lm["runtime_min"], lm["gpus"])
-    e.request("evaluate", len(diversity_models(e.config)), div["runtime_min"], div["gpus"])
+    e.request("evaluate", len(evaluated), div["runtime_min"], div["gpus"])
 
 
 def estimate(
