@@ -7,17 +7,9 @@ import yaml
 
 from conftest import ROOT, SCHEMA, TINY
 from stylemerge.config import validate_config
-from stylemerge.costmodel import (
-    KNOWN_MODELS,
-    Architecture,
-    Assumptions,
-    CostError,
-    estimate,
-    load_config,
-    main,
-    model_size,
-    parse_params,
-)
+from stylemerge.cost.cli import load_config, main, parse_params
+from stylemerge.cost.sizes import Architecture, CostError, known_models, model_size
+from stylemerge.cost.stages import Assumptions, estimate
 
 
 class CountingTokenizer:
@@ -35,9 +27,11 @@ class CountingTokenizer:
 
 
 def test_known_architectures_have_their_published_parameter_counts():
-    assert KNOWN_MODELS["Qwen/Qwen3-4B-Base"].parameters() == 4_022_468_096
-    assert KNOWN_MODELS["HuggingFaceTB/SmolLM2-360M"].parameters() == 361_821_120
-    assert KNOWN_MODELS["HuggingFaceTB/SmolLM2-135M"].parameters() == 134_515_008
+    known = known_models()  # src/stylemerge/cost/known_models.yaml
+    assert known["Qwen/Qwen3-4B-Base"].parameters() == 4_022_468_096
+    assert known["HuggingFaceTB/SmolLM2-360M"].parameters() == 361_821_120
+    assert known["HuggingFaceTB/SmolLM2-135M"].parameters() == 134_515_008
+    assert known["SmolLM2-135M-Instruct.Q4_1.gguf"] == known["HuggingFaceTB/SmolLM2-135M"]
 
 
 @pytest.mark.parametrize("architecture", ["qwen3", "llama"])
@@ -279,8 +273,10 @@ def test_architecture_from_a_hub_config():
         "num_key_value_heads": 8,
         "head_dim": 128,
         "tie_word_embeddings": True,
+        "max_position_embeddings": 32768,
+        "torch_dtype": "bfloat16",
     }
-    assert Architecture.from_hf_config(qwen3) == KNOWN_MODELS["Qwen/Qwen3-4B-Base"]
+    assert Architecture.from_hf_config(qwen3) == known_models()["Qwen/Qwen3-4B-Base"]
 
 
 @pytest.mark.workflow

@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from conftest import ROOT, SCHEMA
-from stylemerge.costmodel import load_config
+from stylemerge.cost.cli import load_config
 from stylemerge.model_names import (
     ModelNameError,
     arms,
