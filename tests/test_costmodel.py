@@ -1,6 +1,7 @@
 """The cost model (stylemerge-cost): parameter counts, hand-computed FLOPs, paper.yaml."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -8,6 +9,7 @@ import yaml
 from conftest import ROOT, SCHEMA, TINY
 from stylemerge.config import validate_config
 from stylemerge.cost.cli import load_config, main, parse_params
+from stylemerge.cost.jobs import mem_requests
 from stylemerge.cost.sizes import Architecture, CostError, known_models, model_size
 from stylemerge.cost.stages import Assumptions, estimate
 
@@ -299,8 +301,9 @@ def test_requested_jobs_match_the_dag_of_the_smol_ablation(tmp_path):
     from test_workflow import copy_workflow, planned, snakemake
 
     workdir = copy_workflow(tmp_path, {})
-    plan = planned(snakemake(workdir, "all", "-n", "--cores", "2", "--configfile",
-                             "config/smol.yaml").stdout)  # fmt: skip
+    plan_text = snakemake(workdir, "all", "-n", "--cores", "2", "--configfile",
+                          "config/smol.yaml").stdout  # fmt: skip
+    plan = planned(plan_text)
     config = load_config(ROOT / "config" / "smol.yaml", SCHEMA)
     assert config["ablation"]["mara"]
     e = estimate(config)
@@ -315,3 +318,29 @@ def test_requested_jobs_match_the_dag_of_the_smol_ablation(tmp_path):
         r.item for r in e.rows if r.stage == "evaluate" and r.component.startswith("lm_eval")
     }
     assert "domain_bbc_news-mara" not in lm_rows and "karcher-mara" in lm_rows
+    # every planned job requests the memory stylemerge.cost.memory gives it, and the tables'
+    # mapping names the same jobs (as their benchmark files)
+    requests = mem_requests(config)
+    jobs = planned_jobs(plan_text)
+    checked = 0
+    for rule, items in requests.items():
+        assert len(items) == plan.get(rule, 0), rule
+        for item, mem_mb in items.items():
+            assert int(jobs[(rule, item)]["mem_mb"]) == mem_mb, (rule, item)
+            checked += 1
+    assert checked == sum(plan.get(rule, 0) for rule in requests) > 30
+
+
+def planned_jobs(stdout: str) -> dict[tuple[str, str], dict[str, str]]:
+    """(rule, job named as its benchmark file: the wildcard values joined) -> resources, from
+    a dry run's job listing."""
+    jobs = {}
+    for block in re.split(r"^(?:local)?rule ", stdout, flags=re.M)[1:]:
+        rule = block.split(":", 1)[0]
+        found = re.search(r"^\s+resources: (.*)$", block, re.M)
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        item = "".join(
+            pair.split("=", 1)[1] for pair in (wildcards.group(1).split(", ") if wildcards else ())
+        )
+        jobs[(rule, item)] = dict(pair.split("=", 1) for pair in found.group(1).split(", "))
+    return jobs

@@ -26,6 +26,14 @@ def arms(config: Mapping) -> list[str]:
     return [RECIPE_ARM] + ([MARA_ARM] if config["ablation"]["mara"] else [])
 
 
+def split_arm(config: Mapping, item: str) -> tuple[str, str]:
+    """A job named ``<domain><arm>`` (``bbc_news-mara``) -> (``bbc_news``, ``-mara``)."""
+    for arm in sorted(arms(config), key=len, reverse=True):
+        if arm and item.endswith(arm):
+            return item[: -len(arm)], arm
+    return item, RECIPE_ARM
+
+
 def think_models(config: Mapping) -> list[str]:
     """Models whose think tokens are optimised: the chosen merge and, for comparison, the base
     (``think.compare_base``)."""

@@ -46,6 +46,7 @@ class DomainData:
     heldout_documents: int
     heldout_chars: int
     basis: str
+    heldout_longest_chars: int = 0  # the longest held-out document (for memory)
 
     @property
     def train_tokens(self) -> int:
@@ -71,13 +72,16 @@ def domain_data(source: Mapping, domain: str, shards: Mapping) -> DomainData:
 
         try:
             split = {"train": [0, 0], "heldout": [0, 0]}
+            longest = 0
             counts: Counter = Counter()
             for doc, _ in filter_documents(read_source(source, domain), shards, counts):
                 name = "heldout" if is_heldout(doc.id, shards["heldout_fraction"]) else "train"
                 split[name][0] += 1
                 split[name][1] += len(doc.text)
+                if name == "heldout":
+                    longest = max(longest, len(doc.text))
             basis = f"{source['type']} (counted)"
-            return DomainData(*split["train"], *split["heldout"], basis)
+            return DomainData(*split["train"], *split["heldout"], basis, longest)
         except (OSError, ValueError) as err:
             if source["type"] == "builtin":
                 raise CostError(f"domain {domain!r}: {err}") from err
@@ -93,6 +97,7 @@ def domain_data(source: Mapping, domain: str, shards: Mapping) -> DomainData:
         heldout,
         heldout * chars,
         basis,
+        shards["max_chars"],
     )
 
 

@@ -13,6 +13,7 @@ from stylemerge.cost.data import (
     HUB_DOCUMENTS,
     think_trace_tokens,
 )
+from stylemerge.cost.sizes import CostError
 from stylemerge.cost.stages import FORWARD, FROZEN_TRAIN, RECOMPUTE, TRAIN, Estimate, grpo_schedule
 
 
@@ -149,7 +150,61 @@ def format_table(e: Estimate, source: str = "", detail: bool = False) -> str:
         )
     rows.append(["total", _si(total["flops"]), _hours(total["gpu_hours"]), "100%", "", "", ""])
     lines += _table(rows, "lrrrrrr")
+    lines += ["", memory_title(e)]
+    lines += _table(memory_table(memory_rows(e), detail), "llrl")
     return "\n".join(lines) + "\n"
+
+
+def memory_rows(e: Estimate) -> list[dict]:
+    """Every job's memory request (stylemerge.cost.memory), or why there is none."""
+    from stylemerge.cost.jobs import job_items, job_memory
+
+    rows = []
+    for rule, items in job_items(e.config).items():
+        for item in items:
+            try:
+                rows.append(job_memory(e.config, rule, item).as_dict())
+            except CostError as err:
+                rows.append({"rule": rule, "item": item, "request_mb": None, "error": str(err)})
+    return rows
+
+
+def memory_title(e: Estimate) -> str:
+    where = "host memory" if e.config["device"] != "cuda" else "host memory (tensors on the GPU)"
+    return (
+        f"Memory per job ({where}, MiB: mem_mb where the config sets it, else the estimate of "
+        "stylemerge.cost.memory)"
+    )
+
+
+def _largest(row: dict) -> str:
+    if row.get("error"):
+        return f"unknown: {row['error']}; set the stage's mem_mb"
+    if row["override_mb"] is not None:
+        return f"config mem_mb (estimate {row['estimate_mb']})"
+    terms = row["terms_mb"]
+    if not terms:
+        return f"overhead {row['overhead_mb']:g}"
+    name = max(terms, key=terms.get)
+    return f"{name} {terms[name]:,.0f}"
+
+
+def memory_table(rows: Sequence[dict], detail: bool = False) -> list[list[str]]:
+    """One row per job with ``detail``, else per rule (the largest request of its jobs)."""
+    out = [["rule", "job" if detail else "jobs", "mem_mb", "largest term"]]
+    by_rule: dict[str, list[dict]] = {}
+    for row in rows:
+        by_rule.setdefault(row["rule"], []).append(row)
+    for rule, jobs in by_rule.items():
+        if detail:
+            shown = [(row["item"], row) for row in jobs]
+        else:
+            top = max(jobs, key=lambda r: -1 if r["request_mb"] is None else r["request_mb"])
+            shown = [(str(len(jobs)), top)]
+        for label, row in shown:
+            mb = "?" if row["request_mb"] is None else f"{row['request_mb']:,}"
+            out.append([rule, label, mb, _largest(row)])
+    return out
 
 
 def to_json(e: Estimate, source: str = "") -> dict:
@@ -178,4 +233,5 @@ def to_json(e: Estimate, source: str = "") -> dict:
         "items": e.items(),
         "stages": e.stages(),
         "total": e.total(),
+        "memory": memory_rows(e),
     }
