@@ -2,7 +2,7 @@
 import re
 
 from stylemerge import model_names
-from stylemerge.cost.jobs import job_mem_mb
+from stylemerge.cost.jobs import job_mem_mb, mem_requests
 
 # Each run writes under its own directories, so tiers (the embedded default, smol, paper)
 # sit side by side: results/ and logs/ for a config without run_name, else

@@ -35,5 +35,8 @@ rule make_tables:
         comparison=config["evaluate"]["comparison"],
         chosen=config["merge"]["chosen"],
         ablation_mara=config["ablation"]["mara"],
+        # every job's mem_mb, as its rule requests it: the cost table flags a job whose
+        # max RSS exceeded it
+        mem_mb=mem_requests(config),
     script:
         "../scripts/make_tables.py"

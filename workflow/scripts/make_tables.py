@@ -17,5 +17,6 @@ with to_file(snakemake.log[0]):
         figures_dir=snakemake.output.figures,
         chosen=snakemake.params.chosen,
         ablation_mara=snakemake.params.ablation_mara,
+        mem_requests=snakemake.params.mem_mb,
         provenance=provenance(snakemake.config, snakemake.config["seed"]),
     )
