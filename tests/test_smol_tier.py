@@ -12,6 +12,7 @@ from test_workflow import copy_workflow, planned, snakemake
 
 from conftest import ROOT, SCHEMA
 from stylemerge.config import validate_config
+from stylemerge.cost.jobs import mem_requests
 
 pytestmark = pytest.mark.workflow
 
@@ -113,23 +114,14 @@ def test_no_job_used_more_memory_than_its_rule_requests(smol_run):
     config = validate_config(  # with the schema's defaults, as the workflow saw it
         yaml.safe_load((smol_run / "config" / "reduced_smol.yaml").read_text()), SCHEMA
     )
-    requested = {
-        "convert_model": config["models"]["base"]["gguf"]["mem_mb"],
-        "train_proxy": config["proxy"]["mem_mb"],
-        "train_adapter": config["grpo"]["mem_mb"],
-        "apply_adapter": config["merge"]["mem_mb"],
-        "merge_models": config["merge"]["mem_mb"],
-        "optimize_think_tokens": config["think"]["mem_mb"],
-        "evaluate_lm": config["evaluate"]["lm_eval"]["mem_mb"],
-        "measure_diversity": config["evaluate"]["diversity"]["mem_mb"],
-    }
+    requested = mem_requests(config)  # what the rules asked for (stylemerge.cost.memory)
     measured = {}
     for tsv in (smol_run / "results/smol/benchmarks").glob("*/*.tsv"):
         if tsv.parent.name in requested:
             row = next(csv.DictReader(tsv.open(), delimiter="\t"))
-            measured[f"{tsv.parent.name}/{tsv.stem}"] = float(row["max_rss"])
-    assert {name.split("/")[0] for name in measured} == set(requested)
-    over = {n: rss for n, rss in measured.items() if rss > requested[n.split("/")[0]]}
+            measured[(tsv.parent.name, tsv.stem)] = float(row["max_rss"])
+    assert {rule for rule, _ in measured} == {rule for rule, jobs in requested.items() if jobs}
+    over = {job: rss for job, rss in measured.items() if rss > requested[job[0]][job[1]]}
     assert not over, f"max RSS (MB) above the rule's mem_mb: {over}"
 
 

@@ -276,6 +276,30 @@ def test_cost_table_reads_snakemake_benchmarks(tmp_path):
     ]
 
 
+def test_cost_table_flags_a_job_above_its_memory_request(tmp_path, caplog):
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    (tmp_path / "evaluate_lm").mkdir()
+    for job, rss in (("base", 11800.0), ("karcher", 900.0)):
+        (tmp_path / "evaluate_lm" / f"{job}.tsv").write_text(
+            header + f"10\t0:00:10\t{rss}\t1\t1\t1\t0\t0\t90\t9\n"
+        )
+    (tmp_path / "build_shards").mkdir()  # a rule that requests no memory: nothing to flag
+    (tmp_path / "build_shards" / "notes.tsv").write_text(
+        header + "1\t0:00:01\t50\t1\t1\t1\t0\t0\t90\t1\n"
+    )
+    requests = {"evaluate_lm": {"base": 4000, "karcher": 4000}}
+    with caplog.at_level("WARNING", logger="stylemerge.tables"):
+        frame = cost_table(tmp_path, requests)
+    rows = {(r["rule"], r["job"]): r for r in frame.to_dict("records")}
+    assert rows[("evaluate_lm", "base")]["mem_mb_requested"] == 4000
+    assert rows[("evaluate_lm", "base")]["over_request"]
+    assert not rows[("evaluate_lm", "karcher")]["over_request"]
+    assert not rows[("build_shards", "notes")]["over_request"]
+    assert pd.isna(rows[("build_shards", "notes")]["mem_mb_requested"])
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "evaluate_lm base" in warnings[0] and "4000" in warnings[0]
+
+
 def per_doc(metric, filter_, values):
     return {"doc_id": list(range(len(values))), "values": {metric: {filter_: list(values)}}}
 

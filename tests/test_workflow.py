@@ -297,6 +297,9 @@ def test_tables(workflow_run):
     assert sorted(gsm8k["model"]) == ["base", "karcher"]
     cost = pd.read_csv(tables / "cost.csv")
     assert {"pretrain_model", "train_adapter", "merge_models"} <= set(cost["rule"])
+    # every job that loads a model has its request beside its peak, and stayed under it
+    requested = cost[cost["rule"].isin(["pretrain_model", "train_adapter", "evaluate_lm"])]
+    assert (requested["mem_mb_requested"] > 0).all() and not cost["over_request"].any()
     provenance = json.loads((tables / "provenance.json").read_text())
     assert provenance["seed"] == REDUCED["seed"] and provenance["config_sha256"]
 

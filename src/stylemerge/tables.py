@@ -6,6 +6,7 @@ tested cheaply; figures reported on the model card stand beside the reproduced o
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from importlib import resources
@@ -17,6 +18,8 @@ import yaml
 from stylemerge import intervals, per_document
 from stylemerge.card import card_table
 from stylemerge.files import read_json, write_json
+
+log = logging.getLogger(__name__)
 
 
 def reported() -> dict:
@@ -130,9 +133,13 @@ def think_table(think: Mapping[str, Mapping]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def cost_table(benchmark_dir: str | Path) -> pd.DataFrame:
+def cost_table(
+    benchmark_dir: str | Path, mem_requests: Mapping[str, Mapping[str, int]] | None = None
+) -> pd.DataFrame:
     """Snakemake's benchmark files as one table: wall time, max RSS and CPU time per rule and
-    wildcard (results/benchmarks/<rule>/<wildcards>.tsv)."""
+    wildcard (results/benchmarks/<rule>/<wildcards>.tsv).  With ``mem_requests`` (``{rule:
+    {job: mem_mb}}``, what the rules request), each job's request beside its max RSS, and
+    ``over_request`` true (with a warning naming the job) where the job used more."""
     rows = []
     for path in sorted(Path(benchmark_dir).glob("*/*.tsv")):
         frame = pd.read_csv(path, sep="\t")
@@ -147,7 +154,23 @@ def cost_table(benchmark_dir: str | Path) -> pd.DataFrame:
                 }
             )
     columns = ["rule", "job", "wall_s", "max_rss_mb", "cpu_s"]
-    return pd.DataFrame(rows, columns=columns)
+    if mem_requests is None:
+        return pd.DataFrame(rows, columns=columns)
+    for row in rows:
+        request = mem_requests.get(row["rule"], {}).get(row["job"])
+        rss = row["max_rss_mb"]
+        row["mem_mb_requested"] = request
+        row["over_request"] = bool(request is not None and rss is not None and rss > request)
+        if row["over_request"]:
+            log.warning(
+                "%s %s: max RSS %.0f MB exceeded its request of %d MB (mem_mb): a cluster "
+                "would kill it; set the stage's mem_mb higher (the estimate is too low)",
+                row["rule"],
+                row["job"],
+                rss,
+                request,
+            )
+    return pd.DataFrame(rows, columns=[*columns, "mem_mb_requested", "over_request"])
 
 
 # lm-eval task names: the harness's own (paper scale) first, then the packaged mirrors.
@@ -368,6 +391,7 @@ def make_tables(
     ablation_mara: bool = False,
     chosen_dir: str | Path | None = None,
     recipe: Mapping | None = None,
+    mem_requests: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Build and write every table under ``out_dir`` (and the figures under ``figures_dir``);
     returns the frames by name, ``card`` (each claim of the model card, ours with its
@@ -376,7 +400,9 @@ def make_tables(
     directories; think-optimised models are ``think_<model>``; ``chosen`` is the merge the card
     and the figures single out.  With ``chosen_dir`` (that merge's directory) and ``recipe``
     (:func:`stylemerge.model_card.recipe`), its model card is written as
-    ``tables/model_card.md`` and installed as ``chosen_dir/README.md``."""
+    ``tables/model_card.md`` and installed as ``chosen_dir/README.md``; ``mem_requests``
+    (``{rule: {job: mem_mb}}``) what each job requested, which the cost table sets beside its
+    max RSS."""
     evals = {Path(p).parent.name: read_json(p) for p in lm_eval}
     pairs = {m[len("think_") :]: m for m in evals if m.startswith("think_")}
     frames = {
@@ -405,7 +431,10 @@ def make_tables(
             think_table(load_dirs(think)),
             "Think tokens: held-out CE on reasoning traces before -> after",
         ),
-        "cost": (cost_table(benchmark_dir), "Cost per rule and job (Snakemake benchmarks)"),
+        "cost": (
+            cost_table(benchmark_dir, mem_requests),
+            "Cost per rule and job (Snakemake benchmarks; memory requested, flagged if exceeded)",
+        ),
     }
     if ablation_mara:
         from stylemerge.ablation import mara_ablation_table

@@ -1,6 +1,9 @@
 # Names and helpers shared by every rule file.
 import re
 
+from stylemerge import model_names
+from stylemerge.cost.jobs import job_mem_mb, mem_requests
+
 # Each run writes under its own directories, so tiers (the embedded default, smol, paper)
 # sit side by side: results/ and logs/ for a config without run_name, else
 # results/<run_name>/ and logs/<run_name>/.
@@ -48,67 +51,31 @@ GGUF_MODELS = sorted(set(GGUF_OWNER.values()))
 BUILT_MODELS = TINY_MODELS + GGUF_MODELS
 
 
-if config["think"]["compare_base"] and "base" in config["merge"]["variants"]:
-    raise WorkflowError(
-        "config key 'merge.variants.base': the name 'base' is taken by the base model's "
-        "think-token comparison (results/think/base); rename the merge"
-    )
-
-
 def _one_of(names):
     return "|".join(map(re.escape, names)) or "(?!)"  # (?!) matches nothing
 
 
-# Arms of the GRPO stage ("-": domain and merge names have none, and mergekit would read
-# "+" in a path as model+LoRA): "" is the recipe as configured; with ablation.mara, "-mara" trains
-# every domain again with MARA on (results/adapters/<domain>-mara, domain_models/<domain>-mara,
-# merges/<chosen>-mara), so the two can be compared side by side.
-ARMS = [""] + (["-mara"] if config["ablation"]["mara"] else [])
+# Model names (stylemerge.model_names, shared with the cost model): the GRPO stage's arms
+# ("" the recipe; "-mara" with ablation.mara), the models whose think tokens are optimised,
+# and the variants the evaluation stage scores, each at results/eval/<name>/: name -> local
+# directory made here, a reference (hub id or directory) from config, or None for the base.
+try:
+    ARMS = model_names.arms(config)
+    THINK_MODELS = model_names.think_models(config)
+    LM_EVAL_MODELS = model_names.lm_eval_models(config, RUN_DIRS[0])
+    # diversity is measured on everything lm-eval scores, and on both arms' domain models
+    DIVERSITY_MODELS = model_names.diversity_models(config, RUN_DIRS[0])
+except model_names.ModelNameError as err:
+    raise WorkflowError(str(err)) from None
+EVAL_MODELS = DIVERSITY_MODELS
 
 
 def grpo_settings(domain, arm):
     """A domain's GRPO settings in one arm."""
     settings = stage_settings(config, "grpo", domain)
-    if arm == "-mara":
+    if arm == model_names.MARA_ARM:
         settings["mara"] = {**settings["mara"], "enabled": True}
     return settings
-
-
-# the chosen merge and, for comparison, the base get optimised think tokens
-THINK_MODELS = [config["merge"]["chosen"]] + (
-    ["base"] if config["think"]["compare_base"] else []
-)
-
-
-# Model variants the evaluation stage scores, each at results/eval/<name>/: name -> local
-# directory made here, or a reference (hub id or directory) from config.
-# The MARA ablation compares the arms' domain models (their diversity at least, since that is
-# what MARA is for) and the chosen merge of each arm.
-_domain_models = {
-    f"domain_{d}{arm}": R(f"domain_models/{d}{arm}") for d in DOMAINS for arm in ARMS
-}
-_eval_parts = [
-    {"base": None},
-    _domain_models if config["evaluate"]["domain_models"] else {},
-    {name: R(f"merges/{name}") for name in config["merge"]["variants"]},
-    {
-        f"{config['merge']['chosen']}{arm}": R(
-            f"merges/{config['merge']['chosen']}{arm}"
-        )
-        for arm in ARMS[1:]
-    },
-    {f"think_{name}": R(f"think/{name}") for name in THINK_MODELS},
-    dict(config["evaluate"]["comparisons"]),
-]
-LM_EVAL_MODELS = {k: v for part in _eval_parts for k, v in part.items()}
-if len(LM_EVAL_MODELS) != sum(len(part) for part in _eval_parts):
-    raise WorkflowError(
-        "model names to evaluate collide (base, domain_<d>, merge names, think_<m>, "
-        "evaluate.comparisons): rename a merge variant or a comparison"
-    )
-# diversity is measured on everything lm-eval scores, and on both arms' domain models
-DIVERSITY_MODELS = {**LM_EVAL_MODELS, **(_domain_models if len(ARMS) > 1 else {})}
-EVAL_MODELS = DIVERSITY_MODELS
 
 
 wildcard_constraints:

@@ -15,7 +15,7 @@ rule evaluate_lm:
         "../../envs/eval.yaml"
     threads: config["evaluate"]["lm_eval"]["threads"]
     resources:
-        mem_mb=config["evaluate"]["lm_eval"]["mem_mb"],
+        mem_mb=lambda wc: job_mem_mb(config, "evaluate_lm", wc.eval_model),
         runtime=attempt_scaled(config["evaluate"]["lm_eval"]["runtime_min"]),
         gpu=config["evaluate"]["lm_eval"]["gpus"],
     params:
@@ -42,7 +42,7 @@ rule measure_diversity:
         "../../envs/eval.yaml"
     threads: config["evaluate"]["diversity"]["threads"]
     resources:
-        mem_mb=config["evaluate"]["diversity"]["mem_mb"],
+        mem_mb=lambda wc: job_mem_mb(config, "measure_diversity", wc.eval_model),
         runtime=attempt_scaled(config["evaluate"]["diversity"]["runtime_min"]),
         gpu=config["evaluate"]["diversity"]["gpus"],
     params:

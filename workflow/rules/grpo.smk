@@ -21,7 +21,7 @@ rule train_adapter:
         "../../envs/train.yaml"
     threads: lambda wc: stage_settings(config, "grpo", wc.domain)["threads"]
     resources:
-        mem_mb=lambda wc: stage_settings(config, "grpo", wc.domain)["mem_mb"],
+        mem_mb=lambda wc: job_mem_mb(config, "train_adapter", wc.domain + wc.arm),
         runtime=attempt_scaled(
             lambda wc: stage_settings(config, "grpo", wc.domain)["runtime_min"]
         ),

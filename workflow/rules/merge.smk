@@ -16,7 +16,7 @@ rule apply_adapter:
         "../../envs/merge.yaml"
     threads: config["merge"]["threads"]
     resources:
-        mem_mb=config["merge"]["mem_mb"],
+        mem_mb=lambda wc: job_mem_mb(config, "apply_adapter", wc.domain + wc.arm),
         runtime=attempt_scaled(config["merge"]["runtime_min"]),
     params:
         job=JOB,
@@ -43,7 +43,7 @@ rule merge_models:
         "../../envs/merge.yaml"
     threads: config["merge"]["threads"]
     resources:
-        mem_mb=config["merge"]["mem_mb"],
+        mem_mb=lambda wc: job_mem_mb(config, "merge_models", wc.method + wc.arm),
         runtime=attempt_scaled(config["merge"]["runtime_min"]),
         gpu=config["merge"]["gpus"],
     params:

@@ -40,7 +40,7 @@ rule pretrain_model:
         "../../envs/train.yaml"
     threads: lambda wc: config["models"][wc.model]["pretrain"]["threads"]
     resources:
-        mem_mb=lambda wc: config["models"][wc.model]["pretrain"]["mem_mb"],
+        mem_mb=lambda wc: job_mem_mb(config, "pretrain_model", wc.model),
         runtime=attempt_scaled(
             lambda wc: config["models"][wc.model]["pretrain"]["runtime_min"]
         ),
@@ -69,7 +69,7 @@ rule convert_model:
         "../../envs/train.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc: config["models"][wc.gguf_model]["gguf"]["mem_mb"],
+        mem_mb=lambda wc: job_mem_mb(config, "convert_model", wc.gguf_model),
     params:
         gguf=lambda wc: config["models"][wc.gguf_model]["gguf"],
         downloads=R("downloads/{gguf_model}"),

@@ -16,7 +16,7 @@ rule train_proxy:
         "../../envs/train.yaml"
     threads: lambda wc: stage_settings(config, "proxy", wc.domain)["threads"]
     resources:
-        mem_mb=lambda wc: stage_settings(config, "proxy", wc.domain)["mem_mb"],
+        mem_mb=lambda wc: job_mem_mb(config, "train_proxy", wc.domain),
         runtime=attempt_scaled(
             lambda wc: stage_settings(config, "proxy", wc.domain)["runtime_min"]
         ),

@@ -41,5 +41,8 @@ rule make_tables:
         chosen=config["merge"]["chosen"],
         ablation_mara=config["ablation"]["mara"],
         recipe=card_recipe(config),
+        # every job's mem_mb, as its rule requests it: the cost table flags a job whose
+        # max RSS exceeded it
+        mem_mb=mem_requests(config),
     script:
         "../scripts/make_tables.py"

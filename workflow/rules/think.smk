@@ -15,7 +15,7 @@ rule optimize_think_tokens:
         "../../envs/train.yaml"
     threads: config["think"]["threads"]
     resources:
-        mem_mb=config["think"]["mem_mb"],
+        mem_mb=lambda wc: job_mem_mb(config, "optimize_think_tokens", wc.think_model),
         runtime=attempt_scaled(config["think"]["runtime_min"]),
         gpu=config["think"]["gpus"],
     params:

@@ -17,6 +17,7 @@ with to_file(snakemake.log[0]):
         figures_dir=snakemake.output.figures,
         chosen=snakemake.params.chosen,
         ablation_mara=snakemake.params.ablation_mara,
+        mem_requests=snakemake.params.mem_mb,
         provenance=provenance(snakemake.config, snakemake.config["seed"]),
         chosen_dir=snakemake.input.chosen,
         recipe=snakemake.params.recipe,
