@@ -7,6 +7,8 @@ import pytest
 
 from stylemerge.card import verdict
 from stylemerge.tables import (
+    RunResults,
+    TableSettings,
     adapters_table,
     bpb_table,
     cost_table,
@@ -402,16 +404,10 @@ def test_make_tables_writes_csv_markdown_and_latex(tmp_path):
         evals.append(tmp_path / "eval" / model / "lm_eval.json")
         evals[-1].write_text(json.dumps(metrics))
     frames = make_tables(
-        adapters,
-        merges,
-        thinks,
-        evals,
-        [],
-        tmp_path / "none",
+        RunResults(adapters, merges, thinks, evals, [], tmp_path / "none"),
+        TableSettings(domains=["bbc_news"], chosen="karcher"),
         tmp_path / "tables",
-        domains=["bbc_news"],
         figures_dir=tmp_path / "figures",
-        chosen="karcher",
         provenance={"seed": 7},
     )
     assert list(frames)[0] == "card"

@@ -6,9 +6,10 @@ tested cheaply; figures reported on the model card stand beside the reproduced o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -375,34 +376,47 @@ def load_dirs(paths, name: str = "metrics.json") -> dict[str, dict]:
     return {Path(p).name: read_json(Path(p) / name) for p in paths}
 
 
+@dataclasses.dataclass(frozen=True)
+class RunResults:
+    """A run's result files, as the make_tables rule gets them."""
+
+    adapters: Sequence[str | Path]  # results/adapters/<domain><arm>
+    merges: Sequence[str | Path]  # results/merges/<name>
+    think: Sequence[str | Path]  # results/think/<model>
+    lm_eval: Sequence[str | Path]  # results/eval/<model>/lm_eval.json
+    diversity: Sequence[str | Path]  # results/eval/<model>/diversity
+    benchmark_dir: str | Path  # results/benchmarks
+    chosen_dir: str | Path | None = None  # the chosen merge's directory: gets the model card
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSettings:
+    """What the tables need to know about the run beside its results."""
+
+    domains: Sequence[str]
+    chosen: str | None = None  # the merge the card and the figures single out
+    comparison: str | None = None  # the comparison model of the lambada table
+    ablation_mara: bool = False  # write tables/ablation_mara
+    recipe: Mapping | None = None  # stylemerge.model_card.recipe: for the model card
+    mem_requests: Mapping[str, Mapping[str, int]] | None = None  # {rule: {job: mem_mb}}
+
+
 def make_tables(
-    adapters: list[str | Path],
-    merges: list[str | Path],
-    think: list[str | Path],
-    lm_eval: list[str | Path],
-    diversity: list[str | Path],
-    benchmark_dir: str | Path,
+    results: RunResults,
+    settings: TableSettings,
     out_dir: str | Path,
-    domains: list[str],
-    comparison: str | None = None,
     figures_dir: str | Path | None = None,
-    chosen: str | None = None,
     provenance: Mapping | None = None,
-    ablation_mara: bool = False,
-    chosen_dir: str | Path | None = None,
-    recipe: Mapping | None = None,
-    mem_requests: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Build and write every table under ``out_dir`` (and the figures under ``figures_dir``);
     returns the frames by name, ``card`` (each claim of the model card, ours with its
-    interval and a verdict: :mod:`stylemerge.card`) first.  ``lm_eval`` are
-    results/eval/<model>/lm_eval.json files and ``diversity`` the results/eval/<model>/diversity
-    directories; think-optimised models are ``think_<model>``; ``chosen`` is the merge the card
-    and the figures single out.  With ``chosen_dir`` (that merge's directory) and ``recipe``
-    (:func:`stylemerge.model_card.recipe`), its model card is written as
-    ``tables/model_card.md`` and installed as ``chosen_dir/README.md``; ``mem_requests``
-    (``{rule: {job: mem_mb}}``) what each job requested, which the cost table sets beside its
-    max RSS."""
+    interval and a verdict: :mod:`stylemerge.card`) first.  Think-optimised models are
+    ``think_<model>``.  With ``results.chosen_dir`` the chosen merge's model card is written
+    as ``tables/model_card.md`` and installed as ``<chosen_dir>/README.md``; the cost table
+    sets ``settings.mem_requests`` beside each job's max RSS."""
+    adapters, merges, think = results.adapters, results.merges, results.think
+    lm_eval, diversity, domains = results.lm_eval, results.diversity, settings.domains
+    chosen, comparison = settings.chosen, settings.comparison
     evals = {Path(p).parent.name: read_json(p) for p in lm_eval}
     pairs = {m[len("think_") :]: m for m in evals if m.startswith("think_")}
     frames = {
@@ -432,11 +446,11 @@ def make_tables(
             "Think tokens: held-out CE on reasoning traces before -> after",
         ),
         "cost": (
-            cost_table(benchmark_dir, mem_requests),
+            cost_table(results.benchmark_dir, settings.mem_requests),
             "Cost per rule and job (Snakemake benchmarks; memory requested, flagged if exceeded)",
         ),
     }
-    if ablation_mara:
+    if settings.ablation_mara:
         from stylemerge.ablation import mara_ablation_table
 
         frames["ablation_mara"] = (
@@ -460,10 +474,10 @@ def make_tables(
         write_table(frame, Path(out_dir) / name, caption)
     if provenance is not None:
         write_json(Path(out_dir) / "provenance.json", provenance)
-    if chosen_dir is not None:
+    if results.chosen_dir is not None:
         from stylemerge.model_card import write_model_card
 
-        write_model_card(chosen_dir, out_dir, recipe, provenance)
+        write_model_card(results.chosen_dir, out_dir, settings.recipe, provenance)
     tables = {name: frame for name, (frame, _) in frames.items()}
     if figures_dir is not None:
         from stylemerge.figures import make_figures
