@@ -64,14 +64,15 @@ def run(
     tiny_general_proxy,
     name="adapter",
     overrides=None,
+    job=None,
     **extra,
 ):
     """train_adapter on the tiny models with SETTINGS, ``overrides`` merged over them and
-    ``extra`` trainer keys."""
+    ``extra`` trainer keys (as ``job``, seed 11 unless given)."""
     settings = deep_merge(SETTINGS, overrides or {})
     settings["trainer"].update(extra)
     return train_adapter(
-        JobSettings(seed=11),
+        job or JobSettings(seed=11),
         base=tiny_base,
         general_proxy=tiny_general_proxy,
         proxy=bbc_proxy,
@@ -107,6 +108,21 @@ def test_grpo_trains_an_adapter_that_loads_with_peft_and_changes_logits(
         tuned = PeftModel.from_pretrained(base, out)
         after = tuned(input_ids=ids).logits
     assert not torch.allclose(before, after)
+
+
+def test_grpo_training_logs_reach_tensorboard_and_outlive_the_checkpoints(
+    tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy, monkeypatch
+):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "unused"))  # restored after
+    logs = tmp_path / "logs" / "grpo" / "bbc_news"
+    job = JobSettings(seed=11, report_to=("tensorboard",), tracking_dir=str(logs))
+    run(tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy, job=job)
+    assert not (tmp_path / "adapter-checkpoints").exists()  # removed once the adapter is saved
+    events = EventAccumulator(str(logs)).Reload()
+    assert len(events.Scalars("train/reward")) == 4  # one per step
+    assert "train/rewards/style_contrast/mean" in events.Tags()["scalars"]
 
 
 def test_managed_trainer_keys_are_refused(

@@ -151,3 +151,32 @@ def test_corrupt_model_dir_is_named(tmp_path, shards, tokenizer_dir):
     (out / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelError, match=str(out)):
         load_model(out)
+
+
+def test_report_to_tensorboard_writes_the_training_logs_where_the_job_says(
+    shards, tokenizer_dir, tmp_path, monkeypatch
+):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "unused"))  # restored after
+    logs = tmp_path / "results" / "logs" / "pretrain" / "base"
+    job = JobSettings(seed=1, report_to=("tensorboard",), tracking_dir=str(logs))
+    settings = {**PRETRAIN, "steps": 4}
+    pretrain_tiny_model(
+        job, tokenizer_dir, shards["train"], shards["heldout"], tmp_path / "m", TINY, settings
+    )
+    events = EventAccumulator(str(logs)).Reload()
+    losses = [event.value for event in events.Scalars("train/loss")]
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)  # logging_steps 1
+    # without report_to nothing is written there
+    quiet = tmp_path / "quiet"
+    pretrain_tiny_model(
+        JobSettings(seed=1, tracking_dir=str(quiet)),
+        tokenizer_dir,
+        shards["train"],
+        shards["heldout"],
+        tmp_path / "m2",
+        TINY,
+        settings,
+    )
+    assert not list(quiet.rglob("events.out.tfevents.*"))

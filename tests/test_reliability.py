@@ -220,7 +220,9 @@ def test_a_nan_loss_in_trainer_training_stops_with_its_step(tiny_base, shards):
     blocks = pack(tokenizer, shard_texts(shards["train"]), 32)
     settings = {**PRETRAIN, "steps": 6, "learning_rate": math.inf, "warmup_steps": 0}
     with pytest.raises(FloatingPointError, match=r"^loss is nan, .* at step 2: training diverged"):
-        fit_causal_lm(load_model(tiny_base), blocks, {"heldout": blocks[:4]}, settings, 1, "cpu")
+        fit_causal_lm(
+            load_model(tiny_base), blocks, {"heldout": blocks[:4]}, settings, JobSettings(seed=1)
+        )
 
 
 def test_the_callback_watches_each_grpo_reward():

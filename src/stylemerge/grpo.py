@@ -359,7 +359,7 @@ def train_adapter(
             prompts=train_prompts,
         ),
     )
-    trainer_settings.setdefault("report_to", [])
+    trainer_settings.setdefault("report_to", list(job.report_to))
     mara = settings["mara"]
     trainer_class, extra = GRPOTrainer, {}
     train_funcs, train_weights = list(reward_funcs), list(weights)

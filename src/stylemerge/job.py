@@ -24,17 +24,23 @@ class JobSettings:
     threads: int = 1
     trust_remote_code: bool = False  # run a model repository's own Python code
     allow_pickle_weights: bool = False  # load *.bin/*.pt weights where no safetensors exist
+    report_to: tuple[str, ...] = ()  # experiment trackers of the training stages
+    tracking_dir: str | None = None  # where tensorboard writes: results/logs/<stage>/<name>
     # what made the result (stylemerge.provenance); copied into every result's JSON
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     @classmethod
-    def from_config(cls, config: Mapping, threads: int = 1) -> JobSettings:
+    def from_config(
+        cls, config: Mapping, threads: int = 1, tracking_dir: str | None = None
+    ) -> JobSettings:
         """A job's settings from the validated config (the provenance is recorded now)."""
         from stylemerge.provenance import provenance
 
         return cls(
             **{key: config[key] for key in JOB_CONFIG_KEYS},
             threads=threads,
+            report_to=tuple(config.get("report_to") or ()),
+            tracking_dir=str(tracking_dir) if tracking_dir else None,
             provenance=provenance(config, config["seed"]),
         )
 
@@ -47,6 +53,9 @@ class JobSettings:
             self, threads=use_threads(self.threads), device=resolve_device(self.device)
         )
         set_seed(self.seed)
+        if self.tracking_dir:  # transformers' TensorBoardCallback reads it when it starts
+            os.makedirs(self.tracking_dir, exist_ok=True)
+            os.environ["TENSORBOARD_LOGGING_DIR"] = self.tracking_dir
         return applied
 
 

@@ -38,7 +38,7 @@ def pretrain_tiny_model(
 
     set_seed(job.seed)
     model = build_tiny_model(tokenizer, tiny)
-    fit = fit_causal_lm(model, train, {"heldout": heldout}, settings, job.seed, job.device)
+    fit = fit_causal_lm(model, train, {"heldout": heldout}, settings, job)
     metrics = {
         "architecture": tiny["architecture"],
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -44,7 +44,7 @@ def train_proxy(
         name: pack(tokenizer, shard_texts([path]), seq_len)[: settings["eval_blocks"]]
         for name, path in heldout_shards.items()
     }
-    fit = fit_causal_lm(model, train, eval_sets, settings, job.seed, job.device)
+    fit = fit_causal_lm(model, train, eval_sets, settings, job)
     before, after = fit["heldout_loss_before"], fit["heldout_loss_after"]
     gain = {name: before[name] - after[name] for name in before}
     others = [g for name, g in gain.items() if name != domain]

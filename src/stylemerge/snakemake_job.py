@@ -11,10 +11,15 @@ from stylemerge.models import ModelReference
 
 
 def job_settings(snakemake) -> JobSettings:
-    """Seed, device, threads, safety switches and provenance of this job.  The config's
-    values come through ``params.job`` (common.smk ``JOB``): as a param, changing one reruns
-    the jobs that use it."""
-    return JobSettings.from_config({**snakemake.config, **snakemake.params.job}, snakemake.threads)
+    """Seed, device, threads, safety switches, trackers and provenance of this job.  The
+    config's values that change results come through ``params.job`` (common.smk ``JOB``): as a
+    param, changing one reruns the jobs that use it; ``report_to`` (where training logs go)
+    reruns nothing.  A training rule names its tracking directory in ``params.tracking``."""
+    return JobSettings.from_config(
+        {**snakemake.config, **snakemake.params.job},
+        snakemake.threads,
+        tracking_dir=getattr(snakemake.params, "tracking", None),
+    )
 
 
 def model_reference(snakemake, name: str) -> ModelReference:

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from transformers import TrainerCallback
 
+from stylemerge.job import JobSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -78,10 +80,11 @@ def fit_causal_lm(
     train: torch.Tensor,
     eval_sets: Mapping[str, torch.Tensor],
     settings: Mapping,
-    seed: int,
-    device: str,
+    job: JobSettings,
 ) -> dict:
-    """Train ``model`` on ``train`` blocks; held-out loss per eval set before and after."""
+    """Train ``model`` on ``train`` blocks; held-out loss per eval set before and after.
+    The job's trackers (``report_to``) get the training logs."""
+    seed, device = job.seed, job.device
     from transformers import Trainer, TrainingArguments
 
     with tempfile.TemporaryDirectory(prefix="fit-") as scratch:
@@ -97,7 +100,7 @@ def fit_causal_lm(
             logging_steps=max(1, settings["steps"] // 20),
             logging_nan_inf_filter=False,  # a NaN loss must reach StopOnNonFinite
             save_strategy="no",
-            report_to=[],
+            report_to=list(job.report_to),
             seed=seed,
             data_seed=seed,
             use_cpu=device == "cpu",

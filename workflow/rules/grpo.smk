@@ -31,6 +31,7 @@ rule train_adapter:
         base=model_param("base"),
         general_proxy=model_param("general_proxy"),
         checkpoints=R("checkpoints/{domain}{arm}"),
+        tracking=R("logs/grpo/{domain}{arm}"),  # kept when the checkpoints go
         settings=lambda wc: grpo_settings(wc.domain, wc.arm),
     script:
         "../scripts/train_adapter.py"

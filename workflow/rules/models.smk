@@ -48,6 +48,7 @@ rule pretrain_model:
     params:
         job=JOB,
         tiny=lambda wc: config["models"][wc.model]["tiny"],
+        tracking=R("logs/pretrain/{model}"),
         settings=lambda wc: config["models"][wc.model]["pretrain"],
     script:
         "../scripts/pretrain_model.py"

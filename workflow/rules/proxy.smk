@@ -24,6 +24,7 @@ rule train_proxy:
     params:
         job=JOB,
         general_proxy=model_param("general_proxy"),
+        tracking=R("logs/proxy/{domain}"),
         settings=lambda wc: stage_settings(config, "proxy", wc.domain),
     script:
         "../scripts/train_proxy.py"
