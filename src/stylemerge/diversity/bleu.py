@@ -155,11 +155,6 @@ class BleuIndex:
             correct, self.totals[hyp], self.lengths[hyp], self.lengths[ref]
         )
 
-    def pair(self, i: int, j: int) -> tuple[float, float]:
-        """``(BLEU(hyp=i, ref=j), BLEU(hyp=j, ref=i))`` on sacrebleu's 0-100 scale."""
-        correct = self.matches([i], [j])[0, 0].tolist()
-        return self.bleu(i, j, correct), self.bleu(j, i, correct)
-
     def within(self, members: Sequence[int]) -> list[float]:
         """BLEU of every ordered pair of distinct ``members``, row by row:
         ``[BLEU(m0, m1), BLEU(m0, m2), ..., BLEU(m1, m0), ...]``."""
@@ -187,18 +182,6 @@ class BleuIndex:
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
-
-
-def pairwise_bleu(texts: Sequence[str]) -> float:
-    """Mean sentence BLEU (0-100) over all ordered pairs ``i != j`` of ``texts``, each
-    ``sacrebleu.sentence_bleu(texts[i], [texts[j]])``; NaN for fewer than two texts."""
-    return _mean(BleuIndex(texts).within(range(len(texts))))
-
-
-def self_diversity(texts: Sequence[str]) -> float:
-    """``1 - pairwise_bleu(texts) / 100``: 0 when all texts are equal, 1 when no two share
-    a word."""
-    return 1.0 - pairwise_bleu(texts) / 100.0
 
 
 def group_indices(groups: Sequence[Sequence]) -> list[list[int]]:
@@ -243,7 +226,10 @@ def across_groups(
 
 
 def self_diversity_per_prompt(groups: Sequence[Sequence[str]]) -> list[float]:
-    """:func:`self_diversity` of each prompt's samples."""
+    """Per prompt (``groups[p]``: its samples), ``1 - mean pairwise BLEU / 100`` over the
+    ordered pairs ``i != j`` of its samples, each BLEU ``sacrebleu.sentence_bleu(groups[p][i],
+    [groups[p][j]])``: 0 when all samples are equal, 1 when no two share a word; NaN for
+    fewer than two samples."""
     index = BleuIndex([t for group in groups for t in group])
     return within_groups(index, group_indices(groups))
 

@@ -73,19 +73,6 @@ def ead_from_counts(unique: int, total: int, types: int) -> float:
     return unique / expected_distinct(total, types) if total else math.nan
 
 
-def distinct_n(texts: Iterable[str], n: int) -> float:
-    """Unique n-grams / all n-grams over ``texts`` (NaN when there is no n-gram)."""
-    counts = ngram_counts((ngram_tokens(t) for t in texts), n)
-    return distinct_from_counts(len(counts), sum(counts.values()))
-
-
-def ead(texts: Iterable[str], n: int, vocab_size: int) -> float:
-    """Expectation-adjusted distinct-n of ``texts`` for a vocabulary of ``vocab_size`` types
-    (``vocab_size ** n`` possible n-grams); NaN when there is no n-gram."""
-    counts = ngram_counts((ngram_tokens(t) for t in texts), n)
-    return ead_from_counts(len(counts), sum(counts.values()), vocab_size**n)
-
-
 def leave_one_prompt_out(
     token_groups: Sequence[Sequence[Sequence[str]]], n: int
 ) -> tuple[tuple[int, int], list[tuple[int, int]]]:
