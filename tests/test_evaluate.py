@@ -10,18 +10,10 @@ import yaml
 
 from conftest import ROOT, TEST_DOMAINS
 from stylemerge import arithmetic
-from stylemerge.evaluate import (
-    BPB,
-    GSM8K,
-    LAMBADA,
-    evaluate_lm,
-    hflm_class,
-    lambada_passages,
-    make_hflm,
-    prepare_task_data,
-)
+from stylemerge.evaluate import evaluate_lm, hflm_class, make_hflm
 from stylemerge.files import sha256_file
 from stylemerge.job import JobSettings
+from stylemerge.lm_task_data import BPB, GSM8K, LAMBADA, lambada_passages, prepare_task_data
 from stylemerge.shards import read_shard, write_shard_index
 
 HARNESS_TASKS = Path(__import__("lm_eval").__file__).parent / "tasks"
