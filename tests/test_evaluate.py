@@ -8,20 +8,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, TEST_DOMAINS
+from conftest import ANSWER_PATTERN, ROOT, TEST_DOMAINS, extract_answer
 from stylemerge import arithmetic
-from stylemerge.evaluate import (
-    BPB,
-    GSM8K,
-    LAMBADA,
-    evaluate_lm,
-    hflm_class,
-    lambada_passages,
-    make_hflm,
-    prepare_task_data,
-)
+from stylemerge.evaluate import evaluate_lm, hflm_class, make_hflm
 from stylemerge.files import sha256_file
 from stylemerge.job import JobSettings
+from stylemerge.lm_task_data import BPB, GSM8K, LAMBADA, lambada_passages, prepare_task_data
 from stylemerge.shards import read_shard, write_shard_index
 
 HARNESS_TASKS = Path(__import__("lm_eval").__file__).parent / "tasks"
@@ -154,7 +146,7 @@ def test_gsm8k_style_data_are_held_out_problems_with_train_shots(task_dir):
         for doc in docs[split]:
             assert arithmetic.problem_split(doc, HELDOUT_FRACTION) == expected
             assert doc["answer"].startswith("<think> ")
-            assert arithmetic.extract_answer(doc["answer"]) == doc["number"]
+            assert extract_answer(doc["answer"]) == doc["number"]
     with pytest.raises(ValueError, match="ao3_english"):
         prepare_task_data(
             {},
@@ -209,6 +201,8 @@ def test_gsm8k_prompt_is_the_harness_gsm8k_prompt_and_the_trace_format(task_dir)
     theirs = harness_yaml("gsm8k/gsm8k.yaml")
     same = ("doc_to_text", "doc_to_target", "metric_list", "filter_list", "output_type")
     assert {k: ours[k] for k in same} == {k: theirs[k] for k in same}
+    strict = next(f for f in theirs["filter_list"] if f["name"] == "strict-match")
+    assert strict["filter"][0]["regex_pattern"] == ANSWER_PATTERN.pattern  # the tests' oracle
     assert ours["generation_kwargs"] == {**theirs["generation_kwargs"], "max_gen_toks": 16}
     assert ours["num_fewshot"] == 3
 

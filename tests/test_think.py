@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, write_jsonl
+from conftest import ROOT, extract_answer, write_jsonl
 from stylemerge import arithmetic
 from stylemerge.arithmetic import (
     build_traces,
-    extract_answer,
     fewshot_prompt,
     format_example,
     format_trace,

@@ -6,7 +6,7 @@ job's held-out evaluation, and measure_diversity's prompts), so every MARA-vs-pl
 is a paired comparison over prompts:
 
 - diversity: distinct-1 and self-diversity change vs the base for each arm, and MARA vs plain
-  directly (jackknife / paired bootstrap over prompts, :mod:`stylemerge.diversity`);
+  directly (jackknife / paired bootstrap over prompts, :mod:`stylemerge.diversity.scores`);
 - held-out style reward and fluency (the GRPO job's ``heldout_per_prompt``): each arm's change
   from before training, and the difference of the changes, MARA − plain, with a paired
   bootstrap over prompts;
@@ -79,7 +79,7 @@ def _diversity_rows(
 ) -> list[dict]:
     """Per domain: both arms' distinct-1 change vs the base (read from the diversity table,
     computed once there) and MARA vs plain (paired over the same prompts)."""
-    from stylemerge.diversity import distinct_change, self_diversity_change
+    from stylemerge.diversity.scores import distinct_change, self_diversity_change
 
     rows = []
     for domain in sorted(set(generations.get(plain, {})) & set(generations.get(mara, {}))):
@@ -141,7 +141,7 @@ def mara_ablation_table(
     directories and lm-eval results keyed by evaluated model name (domain_<d>,
     domain_<d>-mara, <chosen>, <chosen>-mara, base); ``diversity``: the diversity table of
     those directories (:func:`stylemerge.tables.diversity_table`)."""
-    from stylemerge.diversity import read_generations
+    from stylemerge.diversity.measure import read_generations
 
     generations = {
         m: read_generations(Path(p) / "generations.jsonl") for m, p in diversity_dirs.items()

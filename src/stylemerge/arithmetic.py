@@ -31,8 +31,6 @@ QUESTION_TEMPLATE = "Question: {question}\nAnswer:"  # the harness's gsm8k doc_t
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
 ANSWER_MARK = "####"
-# the harness's gsm8k "strict-match" filter
-ANSWER_PATTERN = re.compile(r"#### (\-?[0-9\.\,]+)")
 # GSM8k rationales carry calculator annotations: "48/2 = <<48/2=24>>24"
 CALCULATOR = re.compile(r"<<[^<>]*>>")
 
@@ -79,12 +77,6 @@ def harness_doc(problem: Mapping, think: bool = True) -> dict:
         "answer": format_target(problem, think),
         "number": problem["answer"],
     }
-
-
-def extract_answer(text: str) -> str | None:
-    """The number after the first ``####`` (the harness's strict match), without commas."""
-    match = ANSWER_PATTERN.search(text)
-    return match.group(1).replace(",", "").rstrip(".") if match else None
 
 
 # --- the deterministic generator ---------------------------------------------------------------

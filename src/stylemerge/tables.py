@@ -314,7 +314,8 @@ def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
     the card's figures beside it, and self-diversity's (1 - pairwise BLEU) change vs the base
     (paired bootstrap over the same prompts).
     ``diversity_dirs``: {model: results/eval/<model>/diversity}."""
-    from stylemerge.diversity import distinct_change, read_generations, self_diversity_change
+    from stylemerge.diversity.measure import read_generations
+    from stylemerge.diversity.scores import distinct_change, self_diversity_change
 
     card = reported()["distinct_1_change_vs_base"]
     metrics = {m: read_json(Path(p) / "metrics.json") for m, p in diversity_dirs.items()}

@@ -1,5 +1,5 @@
-# Translation only: snakemake.* -> stylemerge.diversity.measure_diversity
-from stylemerge.diversity import measure_diversity
+# Translation only: snakemake.* -> stylemerge.diversity.measure.measure_diversity
+from stylemerge.diversity.measure import measure_diversity
 from stylemerge.joblog import to_file
 from stylemerge.shards import read_shard_index
 from stylemerge.snakemake_job import job_settings, model_reference
