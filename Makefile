@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 8
-# torch first, pinned alone: here it resolves to the CPU build on local disk; a GPU user
+# torch first, pinned alone (an index with a CPU build gives that one); a GPU user
 # installs the CUDA build of the same version before `make` (see README).
 TORCH := torch==2.13.0
 
