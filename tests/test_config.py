@@ -240,6 +240,25 @@ def test_a_default_that_names_domains_keeps_those_of_the_run(schema_path):
     assert notes == []
 
 
+def test_gsm8k_runs_only_on_the_models_its_table_reads_in_the_embedded_default(schema_path):
+    from stylemerge.model_names import lm_eval_models, lm_eval_tasks_for
+
+    config = validate_config(load("config.yaml"), schema_path)
+    every = ["stylemerge_lambada", "stylemerge_gsm8k", "stylemerge_bpb"]
+    comparison = {"karcher", "think_karcher", "base", "think_base"}
+    for model in lm_eval_models(config):
+        names = [t["name"] for t in lm_eval_tasks_for(config, model)]
+        assert names == (every if model in comparison else [every[0], every[2]]), model
+    # the default runs every task on every model; a task must run on all of them
+    paper = validate_config(load("paper.yaml"), schema_path)
+    assert paper["evaluate"]["lm_eval"]["tasks"][1] == {
+        "name": "gsm8k", "num_fewshot": 3, "models": "all"
+    }  # fmt: skip
+    config = load("config.yaml")
+    config["evaluate"]["lm_eval"]["tasks"] = [{"name": "stylemerge_gsm8k", "models": "think"}]
+    assert "every task has models: think" in rejected(config, schema_path)
+
+
 def test_a_run_without_prose_domains_drops_lambada_and_says_so(schema_path):
     config = load("config.yaml")
     config["domains"] = {"github_python": config["domains"]["github_python"]}
@@ -253,8 +272,8 @@ def test_a_run_without_prose_domains_drops_lambada_and_says_so(schema_path):
     config["evaluate"] = {"lm_eval": {"tasks": [{"name": "stylemerge", "num_fewshot": 2}]}}
     tasks = validate_config(config, schema_path)["evaluate"]["lm_eval"]["tasks"]
     assert tasks == [
-        {"name": "stylemerge_gsm8k", "num_fewshot": 2},
-        {"name": "stylemerge_bpb", "num_fewshot": 2},
+        {"name": "stylemerge_gsm8k", "num_fewshot": 2, "models": "all"},
+        {"name": "stylemerge_bpb", "num_fewshot": 2, "models": "all"},
     ]
     # a domain named by hand must be in the run
     config["evaluate"] = {"lm_eval": {"lambada": {"domains": ["bbc_news"]}}}

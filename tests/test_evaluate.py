@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import runpy
 import types
 from pathlib import Path
@@ -10,7 +11,7 @@ import yaml
 
 from conftest import ANSWER_PATTERN, ROOT, TEST_DOMAINS, extract_answer
 from stylemerge import arithmetic
-from stylemerge.evaluate import evaluate_lm, hflm_class, make_hflm
+from stylemerge.evaluate import evaluate_lm, hflm_class, lean_harness, make_hflm
 from stylemerge.files import sha256_file
 from stylemerge.job import JobSettings
 from stylemerge.lm_task_data import BPB, GSM8K, LAMBADA, lambada_passages, prepare_task_data
@@ -377,6 +378,26 @@ def test_think_tags_survive_decoding_even_when_special(tiny_base):
     assert lm.tok_decode(ids) == text  # think tags kept, the end-of-text token still skipped
     assert lm.tok_decode(ids, skip_special_tokens=False).endswith(text + lm.tokenizer.eos_token)
     assert str(lm.device) == "cpu"
+
+
+def test_lean_harness_renders_the_same_and_restores_lm_eval(monkeypatch):
+    import lm_eval.evaluator
+    import lm_eval.utils
+
+    monkeypatch.delenv("DISABLE_MULTIPROC", raising=False)
+    before = (lm_eval.evaluator.add_env_info, lm_eval.utils.apply_template)
+    doc = {"question": "What is 2 + 3?", "answer": "5"}
+    template = "Question: {{question}}\nAnswer: {{answer | regex_replace('5', 'five')}}"
+    expected = lm_eval.utils.apply_template(template, doc)
+    with lean_harness():
+        assert lm_eval.utils.apply_template(template, doc) == expected
+        assert lm_eval.utils.apply_template(template, doc) == expected  # from the cache
+        results = {}
+        lm_eval.evaluator.add_env_info(results)
+        assert results == {}  # no pip list, no collect_env
+        assert os.getenv("DISABLE_MULTIPROC")  # the bootstrap stays in-process
+    assert (lm_eval.evaluator.add_env_info, lm_eval.utils.apply_template) == before
+    assert "DISABLE_MULTIPROC" not in os.environ
 
 
 def test_task_errors_name_the_task(task_dir, tiny_base, tmp_path):

@@ -150,4 +150,4 @@ def test_the_estimate_covers_a_measured_forward_pass_at_qwen3s_vocabulary():
 
 def lm_eval_sequence_of(config: dict) -> float:
     c = context(config)
-    return lm_eval_sequence(c, c.evaluated("base"))
+    return lm_eval_sequence(c, c.evaluated("base"), "base")

@@ -5,11 +5,29 @@ import pytest
 import torch
 
 from conftest import PRETRAIN, TINY
-from stylemerge.job import JobSettings
+from stylemerge.job import JobSettings, set_seed
 from stylemerge.models import ModelError, build_tiny_model, check_model_dir, load_model
 from stylemerge.pretrain import pretrain_tiny_model
 from stylemerge.tokenizer import EOS, THINK_TOKENS, train_tokenizer
 from stylemerge.training import pack
+
+
+def test_set_seed_leaves_every_generator_as_transformers_set_seed_does():
+    import random
+
+    import numpy as np
+    from transformers import set_seed as transformers_set_seed
+
+    def states():
+        return random.getstate(), np.random.get_state()[1].tolist(), torch.get_rng_state()
+
+    transformers_set_seed(1234)
+    expected = states()
+    random.random(), np.random.rand(), torch.rand(3)  # move every generator on
+    set_seed(1234)
+    got = states()
+    assert got[0] == expected[0] and got[1] == expected[1]
+    assert torch.equal(got[2], expected[2])
 
 
 def test_think_tags_are_single_non_special_tokens_that_survive_decoding(tokenizer_dir):

@@ -313,10 +313,16 @@ def _drop_lambada_without_domains(config: dict, notes: list[str] | None) -> None
 
 
 def _lambada_errors(config: Mapping) -> list[str]:
-    """The packaged lambada task needs domains of the run (and at least one task remains)."""
+    """The packaged lambada task needs domains of the run; at least one task remains, and one
+    runs on every model."""
     lm_eval = (config.get("evaluate") or {}).get("lm_eval") or {}
     if "tasks" in lm_eval and not lm_eval["tasks"]:
         return ["config key 'evaluate.lm_eval.tasks': no task left to evaluate"]
+    if "tasks" in lm_eval and all(t.get("models", "all") != "all" for t in lm_eval["tasks"]):
+        return [
+            "config key 'evaluate.lm_eval.tasks': every task has models: think, so the other "
+            "models lm-eval scores would run none; let one task run on all models"
+        ]
     if not any(task["name"] in LAMBADA_TASKS for task in lm_eval.get("tasks") or []):
         return []
     wanted, run = _get(config, LAMBADA_DOMAINS) or [], set(config.get("domains") or {})

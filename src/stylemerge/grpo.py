@@ -20,12 +20,11 @@ from pathlib import Path
 import torch
 
 from stylemerge.files import atomic_path, read_json, write_json
-from stylemerge.job import JobSettings
+from stylemerge.job import JobSettings, set_seed
 from stylemerge.mara import make_trainer_class, mara_bonus
 from stylemerge.models import ModelReference
 from stylemerge.rewards import CharProfile, ProxyScorer, build_rewards, digit_punct_fraction
 from stylemerge.shards import DomainShards, shard_texts
-from stylemerge.training import StopOnNonFinite
 from stylemerge.trl_fields import MANAGED
 
 log = logging.getLogger(__name__)
@@ -273,8 +272,9 @@ def train_adapter(
     import pandas as pd
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
+
+    from stylemerge.training import StopOnNonFinite
 
     job = job.apply()
     device, seed, domain = job.device, job.seed, shards.domain

@@ -47,8 +47,6 @@ class JobSettings:
     def apply(self) -> JobSettings:
         """Set torch's threads and the global seeds; return the settings as applied (threads
         capped at the available cores, ``auto`` resolved to a device)."""
-        from transformers import set_seed
-
         applied = dataclasses.replace(
             self, threads=use_threads(self.threads), device=resolve_device(self.device)
         )
@@ -57,6 +55,21 @@ class JobSettings:
             os.makedirs(self.tracking_dir, exist_ok=True)
             os.environ["TENSORBOARD_LOGGING_DIR"] = self.tracking_dir
         return applied
+
+
+def set_seed(seed: int) -> None:
+    """Seed python's ``random``, numpy and torch (every device), exactly as
+    ``transformers.set_seed(seed)`` does (the same generator states), without importing
+    ``transformers.trainer_utils``: that imports peft, seconds per job that uses neither."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)  # safe without CUDA
 
 
 def available_cores() -> int:

@@ -83,3 +83,20 @@ def diversity_models(config: Mapping, results: str = "results") -> dict[str, str
     arm's domain models (what MARA is for)."""
     extra = domain_models(config, results) if len(arms(config)) > 1 else {}
     return {**lm_eval_models(config, results), **extra}
+
+
+def think_comparison(config: Mapping) -> list[str]:
+    """The models of the think-token comparison: each think-optimised model ``think_<m>``
+    and its original ``<m>`` (the pairs the gsm8k_think table compares)."""
+    return [name for m in think_models(config) for name in (m, f"think_{m}")]
+
+
+def lm_eval_tasks_for(config: Mapping, model: str) -> list[dict]:
+    """The ``evaluate.lm_eval.tasks`` that run on ``model``: those with ``models: all``, and
+    those with ``models: think`` when ``model`` is in the think-token comparison."""
+    comparison = think_comparison(config)
+    return [
+        dict(task)
+        for task in config["evaluate"]["lm_eval"]["tasks"]
+        if task.get("models", "all") == "all" or model in comparison
+    ]

@@ -139,7 +139,7 @@ def _remote_code_hint(err: Exception) -> str:
 
 def build_tiny_model(tokenizer, tiny: Mapping):
     """A randomly initialised causal LM of the given architecture (``qwen3`` or ``llama``),
-    sized by ``tiny``; call ``transformers.set_seed`` first for a reproducible init."""
+    sized by ``tiny``; call ``stylemerge.job.set_seed`` first for a reproducible init."""
     from transformers import CONFIG_MAPPING, AutoModelForCausalLM
 
     heads = tiny["num_attention_heads"]

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from stylemerge.files import atomic_path, write_json
-from stylemerge.job import JobSettings
+from stylemerge.job import JobSettings, set_seed
 from stylemerge.models import build_tiny_model, load_tokenizer
 from stylemerge.shards import shard_texts
 from stylemerge.training import fit_causal_lm, pack
@@ -27,7 +27,6 @@ def pretrain_tiny_model(
     settings: Mapping,
 ) -> dict:
     """Build the tiny model, pretrain it, save it (safetensors + tokenizer + metrics.json)."""
-    from transformers import set_seed
 
     job = job.apply()
     tokenizer = load_tokenizer(tokenizer_dir)

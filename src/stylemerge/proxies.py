@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from stylemerge.files import atomic_path, write_json
-from stylemerge.job import JobSettings
+from stylemerge.job import JobSettings, set_seed
 from stylemerge.models import ModelReference
 from stylemerge.shards import shard_texts
 from stylemerge.training import fit_causal_lm, pack
@@ -29,7 +29,6 @@ def train_proxy(
     settings: Mapping,
 ) -> dict:
     """Fine-tune ``general_proxy`` on ``domain``; save it with ``metrics.json``."""
-    from transformers import set_seed
 
     job = job.apply()
     general_proxy = ModelReference.of(general_proxy)

@@ -314,6 +314,7 @@ def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
     the card's figures beside it, and self-diversity's (1 - pairwise BLEU) change vs the base
     (paired bootstrap over the same prompts).
     ``diversity_dirs``: {model: results/eval/<model>/diversity}."""
+    from stylemerge.diversity.bleu import self_diversity_per_prompt
     from stylemerge.diversity.measure import read_generations
     from stylemerge.diversity.scores import distinct_change, self_diversity_change
 
@@ -323,6 +324,10 @@ def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
         m: read_generations(Path(p) / "generations.jsonl") for m, p in diversity_dirs.items()
     }
     base = generations.get("base")
+    # the base's per-prompt self-diversity, once per domain rather than once per model
+    base_self = {
+        domain: self_diversity_per_prompt(d["samples"]) for domain, d in (base or {}).items()
+    }
     rows = []
     for model, result in metrics.items():
         for domain, values in sorted(result["domains"].items()):
@@ -342,6 +347,7 @@ def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
                     generations[model][domain]["samples"],
                     seed=per_document.SEED,
                     n_boot=per_document.ITERS,
+                    base_values=base_self[domain],
                 )
             rows.append(
                 {

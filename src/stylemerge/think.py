@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from stylemerge.files import atomic_path, write_json
-from stylemerge.job import JobSettings
+from stylemerge.job import JobSettings, set_seed
 from stylemerge.models import ModelError, ModelReference
 from stylemerge.tokenizer import THINK_TOKENS
 
@@ -172,8 +172,6 @@ def optimize_think_tokens(
     ``traces``: ``train`` and ``heldout`` texts and ``info`` on where they came from (recorded
     in the metrics), as :func:`stylemerge.arithmetic.build_traces` returns them.
     ``settings``: ``steps``, ``learning_rate``, ``batch_size``, ``max_length``."""
-    from transformers import set_seed
-
     train_texts, heldout_texts = traces["train"], traces["heldout"]
     if not train_texts or not heldout_texts:
         raise ValueError(

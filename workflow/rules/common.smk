@@ -168,6 +168,13 @@ def eval_model_param(wildcards):
     return {"ref": None if eval_model_input(wildcards) else path, "revision": None}
 
 
+def lm_eval_settings(wildcards):
+    """evaluate.lm_eval with the tasks that run on this model (a task with models: think
+    runs only on the think-token comparison, the models its table reads)."""
+    tasks = model_names.lm_eval_tasks_for(config, wildcards.eval_model)
+    return {**config["evaluate"]["lm_eval"], "tasks": tasks}
+
+
 def think_model_param(wildcards):
     if wildcards.think_model == "base":
         return model_param("base")

@@ -21,7 +21,7 @@ rule evaluate_lm:
     params:
         job=JOB,
         model=eval_model_param,
-        settings=config["evaluate"]["lm_eval"],
+        settings=lm_eval_settings,
         # the think stage's split: arithmetic test problems are never its training problems
         arithmetic_heldout_fraction=config["think"]["data"]["heldout_fraction"],
     script:

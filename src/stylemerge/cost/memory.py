@@ -397,13 +397,13 @@ def _think(m: JobMemory, c: Context, item: str) -> None:
         m.add("weights staged on the host (float32)", model.weights, host=True)
 
 
-def lm_eval_sequence(c: Context, model: Loaded) -> float:
-    """The longest window lm-eval scores in one batch: max_length (or the model's positions),
-    or the tasks' longest request where that is shorter."""
+def lm_eval_sequence(c: Context, model: Loaded, item: str) -> float:
+    """The longest window lm-eval scores in one batch on model ``item``: max_length (or the
+    model's positions), or the longest request of its tasks where that is shorter."""
     lm = c.config["evaluate"]["lm_eval"]
     window = lm["max_length"] or model.arch.max_position_embeddings or DEFAULT_POSITIONS
     longest = 0.0
-    for task in lm["tasks"]:
+    for task in model_names.lm_eval_tasks_for(c.config, item):
         name = task["name"]
         if name in ("stylemerge", "stylemerge_bpb") or name.startswith("stylemerge_bpb_"):
             longest = max(longest, c.longest_heldout_document())
@@ -424,7 +424,7 @@ def _evaluate(m: JobMemory, c: Context, item: str) -> None:
     lm = c.config["evaluate"]["lm_eval"]
     model = c.evaluated(item)
     batch = LM_EVAL_AUTO_BATCH if lm["batch_size"] == "auto" else lm["batch_size"]
-    tokens = batch * lm_eval_sequence(c, model)
+    tokens = batch * lm_eval_sequence(c, model, item)
     m.add("weights", model.weights)
     m.add("logits and float32 log-softmax", logits(model.arch, tokens, model.bytes + 4))
     m.add("one layer's values", inference(model.arch, tokens, model.bytes))

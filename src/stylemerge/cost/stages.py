@@ -46,7 +46,13 @@ from stylemerge.cost.data import (
     think_trace_tokens,
 )
 from stylemerge.cost.sizes import CostError, ModelSize, config_model_size, model_size
-from stylemerge.model_names import arms, diversity_models, lm_eval_models, think_models
+from stylemerge.model_names import (
+    arms,
+    diversity_models,
+    lm_eval_models,
+    lm_eval_tasks_for,
+    think_models,
+)
 
 DEFAULT_PEAK_TFLOPS = 989.0  # NVIDIA H100 SXM, dense BF16 tensor cores
 DEFAULT_UTILISATION = 0.4
@@ -390,7 +396,6 @@ def _think(e: Estimate) -> None:
 def _evaluate(e: Estimate) -> None:
     ev = e.config["evaluate"]
     lm, div = ev["lm_eval"], ev["diversity"]
-    tasks = [t for task in lm["tasks"] for t in lm_eval_tasks(e.config, e.data, task, e.note)]
     scored = lm_eval_models(e.config)
     comparisons = ev["comparisons"]
     evaluated = diversity_models(e.config)
@@ -399,7 +404,9 @@ def _evaluate(e: Estimate) -> None:
         model = name if name in comparisons else "base"
         if model not in e.sizes:
             e.sizes[model] = model_size(comparisons[name], e.overrides, name)
-        for task, context, generated in tasks if name in scored else []:
+        specs = lm_eval_tasks_for(e.config, name) if name in scored else []
+        tasks = [t for spec in specs for t in lm_eval_tasks(e.config, e.data, spec, e.note)]
+        for task, context, generated in tasks:
             e.add("evaluate", name, f"lm_eval {task}", model, context, FORWARD)
             e.add(
                 "evaluate",

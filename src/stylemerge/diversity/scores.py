@@ -201,19 +201,21 @@ def self_diversity_change(
     seed: int = 0,
     n_boot: int = 10_000,
     alpha: float = 0.05,
+    base_values: Sequence[float] | None = None,
 ) -> dict:
     """Relative change of self-diversity (1 - pairwise BLEU / 100, the mean over prompts)
     from ``base`` to ``other`` (``mean(other) / mean(base) - 1``), two models' samples for
     the same prompts, with a paired bootstrap over prompts
     (:func:`stylemerge.intervals.paired_bootstrap`): a prompt without a value in either
-    model is left out of both."""
+    model is left out of both.  ``base_values``: ``self_diversity_per_prompt(base)``, where
+    the caller compares many models with one base and has it already."""
     if len(base) != len(other):
         raise ValueError(f"unpaired: {len(base)} prompts against {len(other)}")
+    if base_values is None:
+        base_values = self_diversity_per_prompt(base)
     pairs = [
         (b, o)
-        for b, o in zip(
-            self_diversity_per_prompt(base), self_diversity_per_prompt(other), strict=True
-        )
+        for b, o in zip(base_values, self_diversity_per_prompt(other), strict=True)
         if math.isfinite(b) and math.isfinite(o)
     ]
     result = intervals.paired_bootstrap(
