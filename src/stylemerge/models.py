@@ -137,6 +137,22 @@ def _remote_code_hint(err: Exception) -> str:
     return ""
 
 
+def tiny_shape(tiny: Mapping) -> dict:
+    """The transformers config values a tiny model's settings give (shared with the cost
+    model, which sizes the same model without building it)."""
+    heads = tiny["num_attention_heads"]
+    return {
+        "hidden_size": tiny["hidden_size"],
+        "intermediate_size": tiny["intermediate_size"],
+        "num_hidden_layers": tiny["num_hidden_layers"],
+        "num_attention_heads": heads,
+        "num_key_value_heads": tiny["num_key_value_heads"],
+        "head_dim": tiny["hidden_size"] // heads,
+        "max_position_embeddings": tiny["max_position_embeddings"],
+        "tie_word_embeddings": tiny["tie_word_embeddings"],
+    }
+
+
 def build_tiny_model(tokenizer, tiny: Mapping):
     """A randomly initialised causal LM of the given architecture (``qwen3`` or ``llama``),
     sized by ``tiny``; call ``stylemerge.job.set_seed`` first for a reproducible init."""
@@ -155,15 +171,8 @@ def build_tiny_model(tokenizer, tiny: Mapping):
         )
     config = CONFIG_MAPPING[tiny["architecture"]](
         vocab_size=len(tokenizer),
-        hidden_size=tiny["hidden_size"],
-        intermediate_size=tiny["intermediate_size"],
-        num_hidden_layers=tiny["num_hidden_layers"],
-        num_attention_heads=heads,
-        num_key_value_heads=tiny["num_key_value_heads"],
-        head_dim=tiny["hidden_size"] // heads,
-        max_position_embeddings=tiny["max_position_embeddings"],
+        **tiny_shape(tiny),
         rope_parameters={"rope_type": "default", "rope_theta": float(tiny["rope_theta"])},
-        tie_word_embeddings=tiny["tie_word_embeddings"],
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

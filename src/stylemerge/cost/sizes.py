@@ -87,19 +87,13 @@ class ModelSize:
 
 def tiny_architecture(model: Mapping) -> Architecture:
     """The tiny model ``models.<name>`` builds (stylemerge.models.build_tiny_model)."""
+    from stylemerge.models import tiny_shape
+
     tiny, tokenizer = model["tiny"], model["tokenizer"]
-    heads = tiny["num_attention_heads"]
     return Architecture(
         vocab_size=tokenizer["vocab_size"] + (2 if tokenizer.get("think_tokens") else 0),
-        hidden_size=tiny["hidden_size"],
-        intermediate_size=tiny["intermediate_size"],
-        num_hidden_layers=tiny["num_hidden_layers"],
-        num_attention_heads=heads,
-        num_key_value_heads=tiny["num_key_value_heads"],
-        head_dim=tiny["hidden_size"] // heads,
-        tie_word_embeddings=tiny["tie_word_embeddings"],
+        **tiny_shape(tiny),
         qk_norm=tiny["architecture"] == "qwen3",
-        max_position_embeddings=tiny["max_position_embeddings"],
         dtype="float32",
     )
 
