@@ -16,12 +16,14 @@ from stylemerge.config import deep_merge
 from stylemerge.grpo import (
     ProxyNotSpecialisedError,
     check_proxy_specialised,
+    checkpoint_fingerprint,
     make_prompts,
     mean_se,
+    prepare_checkpoints,
     train_adapter,
 )
 from stylemerge.job import JobSettings
-from stylemerge.models import load_model, load_tokenizer
+from stylemerge.models import ModelReference, load_model, load_tokenizer
 from stylemerge.shards import DomainShards
 from stylemerge.trl_fields import GRPO_CONFIG_FIELDS, current_fields
 
@@ -318,3 +320,24 @@ def test_the_unspecialised_proxy_gate_runs_before_any_training(
     with pytest.raises(ProxyNotSpecialisedError):
         run(tmp_path, shards, tiny_base, proxy, tiny_general_proxy)
     assert not (tmp_path / "adapter").exists()
+
+
+def test_a_changed_revision_starts_grpo_over(tmp_path):
+    """Checkpoints of the base (or a proxy) at one hub revision are not resumed at another."""
+    proxy = ModelReference("proxies/bbc_news")
+
+    def expected(base_revision, general_revision="r1"):
+        base = ModelReference("Qwen/Qwen3-4B-Base", base_revision)
+        general = ModelReference("org/general", general_revision)
+        return checkpoint_fingerprint(SETTINGS, 1, base, proxy, general, ["a prompt"])
+
+    assert expected("abc") == expected("abc")
+    assert len({expected("abc"), expected("def"), expected(None), expected("abc", "r2")}) == 4
+    checkpoints = tmp_path / "checkpoints"
+    assert prepare_checkpoints(checkpoints, expected("abc")) is None
+    step = checkpoints / "checkpoint-2"
+    step.mkdir()
+    (step / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    assert prepare_checkpoints(checkpoints, expected("abc")) == str(step)  # same: resumed
+    assert prepare_checkpoints(checkpoints, expected("def")) is None  # other revision: over
+    assert not step.exists()

@@ -198,3 +198,18 @@ def test_merge_models_records_entropies_and_loads(
         **tok("The council", return_tensors="pt"), max_new_tokens=4, do_sample=False
     )
     assert generated.shape[1] > 2
+
+
+def test_mergekit_loads_the_base_at_its_pinned_revision(tmp_path):
+    """The merge's YAML names the base ``ref@revision``, and mergekit itself reads that back
+    as the revision (its own parser, not ours)."""
+    from mergekit.common import ModelReference as MergekitReference
+
+    from stylemerge.models import ModelReference
+
+    base = ModelReference("Qwen/Qwen3-4B-Base", "0123abcd")
+    config = mergekit_config("karcher", "deltas", {"a": "/m/a", "b": "/m/b"}, base.mergekit, {})
+    parsed = MergekitReference.parse(config["base_model"])
+    assert (parsed.model.path, parsed.model.revision) == ("Qwen/Qwen3-4B-Base", "0123abcd")
+    unpinned = MergekitReference.parse(ModelReference("Qwen/Qwen3-4B-Base").mergekit)
+    assert unpinned.model.revision is None

@@ -179,6 +179,26 @@ def fingerprint(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def checkpoint_fingerprint(
+    settings: Mapping,
+    seed: int,
+    base: ModelReference,
+    proxy: ModelReference,
+    general_proxy: ModelReference,
+    prompts: Sequence[str],
+) -> str:
+    """What a GRPO run's checkpoints depend on: another value of any part starts it over."""
+    return fingerprint(
+        settings=settings,
+        seed=seed,
+        # a changed revision is another model: its checkpoints are not resumed
+        base=base.as_dict(),
+        proxy=proxy.as_dict(),
+        general_proxy=general_proxy.as_dict(),
+        prompts=list(prompts),
+    )
+
+
 def last_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
     """The newest checkpoint that was written to the end; newer partial ones (a job killed
     while saving) are removed.  Trainer writes trainer_state.json last."""
@@ -349,15 +369,7 @@ def train_adapter(
     checkpoint_dir = Path(checkpoint_dir)
     resume = prepare_checkpoints(
         checkpoint_dir,
-        fingerprint(
-            settings=settings,
-            seed=seed,
-            # a changed revision is another model: its checkpoints are not resumed
-            base=base.as_dict(),
-            proxy=proxy.as_dict(),
-            general_proxy=general_proxy.as_dict(),
-            prompts=train_prompts,
-        ),
+        checkpoint_fingerprint(settings, seed, base, proxy, general_proxy, train_prompts),
     )
     trainer_settings.setdefault("report_to", list(job.report_to))
     mara = settings["mara"]
