@@ -22,6 +22,7 @@ import yaml
 from test_workflow import REDUCED, copy_workflow, snakemake
 
 from conftest import ROOT
+from stylemerge.cost.jobs import GPU_RULES as COST_GPU_RULES
 
 pytestmark = pytest.mark.workflow
 
@@ -30,15 +31,8 @@ CI_PROFILE = ROOT / ".ci" / "slurm-profile"
 REQUIRED = os.environ.get("STYLEMERGE_SLURM") == "1"
 # The test cluster (.ci/slurm-cluster.sh) and what the CI profile submits to it.
 CLUSTER, PARTITION, ACCOUNT = "stylemerge", "ci", "stylemerge"
-GPU_RULES = {
-    "train_proxy",
-    "train_adapter",
-    "apply_adapter",
-    "merge_models",
-    "optimize_think_tokens",
-    "evaluate_lm",
-    "measure_diversity",
-}
+# The rules whose jobs put their models on the config's device: the cost model's list.
+GPU_RULES = set(COST_GPU_RULES)
 GPU_FORM = {"gpu", "gpu_model", "cpus_per_gpu", "cpus_per_task"}
 
 
@@ -79,7 +73,9 @@ def test_user_profile_has_commented_placeholders_and_gpu_requests():
             comment.append(text[line - 1 - len(comment)])
         assert "FILL IN" in " ".join(comment), f"{key} has no comment saying what to fill in"
     resources = profile["set-resources"]
-    assert set(resources) >= GPU_RULES
+    # A GPU for exactly the rules that use one (stylemerge.cost.jobs.GPU_RULES, whose
+    # requested GPU-hours the cost model counts): none reserved for a job that runs on CPU.
+    assert {rule for rule, values in resources.items() if values.get("gpu")} == GPU_RULES
     for rule in GPU_RULES:
         assert GPU_FORM <= set(resources[rule]), rule
         assert resources[rule]["gpu"] >= 1 and resources[rule]["cpus_per_gpu"] >= 1
