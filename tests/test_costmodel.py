@@ -344,3 +344,88 @@ def planned_jobs(stdout: str) -> dict[tuple[str, str], dict[str, str]]:
         )
         jobs[(rule, item)] = dict(pair.split("=", 1) for pair in found.group(1).split(", "))
     return jobs
+
+
+# --- GPU requests: the config, the cost model and profiles/slurm agree ----------------------
+
+
+def cuda_configs() -> dict[str, dict]:
+    """The shipped configs that run on a GPU (device: cuda), as Snakemake reads them."""
+    from stylemerge.config import deep_merge
+
+    def load(name):
+        return yaml.safe_load((ROOT / "config" / name).read_text())
+
+    configs = {
+        "paper.yaml": load("paper.yaml"),
+        "smol.yaml + smol-gpu.yaml": deep_merge(load("smol.yaml"), load("smol-gpu.yaml")),
+    }
+    validated = {name: validate_config(raw, SCHEMA) for name, raw in configs.items()}
+    assert all(config["device"] == "cuda" for config in validated.values())
+    return validated
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "smol.yaml + smol-gpu.yaml"])
+def test_gpu_rules_request_a_gpu_in_the_configs_that_run_on_cuda(name):
+    """Every job that puts its models on the GPU requests one (the Snakemake resource gpu,
+    which --resources gpu=N counts locally), merges included: their entropy runs on it."""
+    from stylemerge.cost.jobs import GPU_RULES, job_gpus, job_items
+
+    config = cuda_configs()[name]
+    items = job_items(config)
+    for rule in GPU_RULES:
+        assert items[rule], rule
+        for item in items[rule]:
+            assert job_gpus(config, rule, item) >= 1, (rule, item)
+    assert not [note for note in estimate(config).notes if "requests no GPU" in note]
+
+
+def test_cost_model_notes_a_gpu_job_without_a_gpu():
+    from stylemerge.config import deep_merge
+
+    raw = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    config = validate_config(deep_merge(raw, {"merge": {"gpus": 0}}), SCHEMA)
+    notes = [note for note in estimate(config).notes if "requests no GPU" in note]
+    assert [note.split()[0] for note in notes] == ["apply_adapter", "merge_models"]
+
+
+def test_requested_gpu_hours_are_what_the_slurm_profile_reserves_for_paper_yaml():
+    """stylemerge-cost's requested GPU-hours for config/paper.yaml equal the GPU-hours
+    profiles/slurm holds: its GPU rules' jobs x the config's runtime_min x the profile's gpu."""
+    from stylemerge.cost.jobs import SETTINGS, job_items
+
+    config = load_config(ROOT / "config" / "paper.yaml", SCHEMA)
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    reserved = 0.0
+    for rule, items in job_items(config).items():
+        gpus = profile["set-resources"].get(rule, {}).get("gpu", 0)
+        for item in items:
+            reserved += SETTINGS[rule][1](config, item)["runtime_min"] / 60 * gpus
+    assert estimate(config).total()["requested"]["gpu_hours"] == pytest.approx(reserved)
+
+
+def test_readme_quotes_the_gpu_hours_stylemerge_cost_prints_for_paper_yaml(capsys):
+    """The README's figures for config/paper.yaml, as `stylemerge-cost config/paper.yaml`
+    prints them in its per-stage table."""
+    assert main([str(ROOT / "config" / "paper.yaml")]) == 0
+    table = capsys.readouterr().out.split("\nPer stage (requested", 1)[1].split("\n\n", 1)[0]
+    printed = {}  # stage -> (GPU-h, requested GPU-h)
+    for line in table.splitlines()[3:]:
+        cells = line.split()
+        printed[cells[0]] = (cells[2], cells[-1])
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    found = re.search(
+        r"for `config/paper.yaml` at the defaults it prints (\S+) GPU-hours in all "
+        r"\(grpo (\S+), evaluate (\S+)\), against (\S+) GPU-hours of run time that the config "
+        r"requests for its GPU jobs \(the `requested GPU-h` column: proxy (\S+), grpo (\S+), "
+        r"merge (\S+), think (\S+), evaluate (\S+?)[;)]",
+        readme,
+    )
+    assert found, "README: the stylemerge-cost figures for config/paper.yaml are not found"
+    total, grpo, evaluate, requested, *per_stage = found.groups()
+    assert (total, grpo, evaluate) == tuple(
+        printed[stage][0] for stage in ("total", "grpo", "evaluate")
+    )
+    assert requested == printed["total"][1]
+    stages = ("proxy", "grpo", "merge", "think", "evaluate")
+    assert tuple(per_stage) == tuple(printed[stage][1] for stage in stages)

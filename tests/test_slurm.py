@@ -22,6 +22,7 @@ import yaml
 from test_workflow import REDUCED, copy_workflow, snakemake
 
 from conftest import ROOT
+from stylemerge.cost.jobs import GPU_RULES as COST_GPU_RULES
 
 pytestmark = pytest.mark.workflow
 
@@ -30,15 +31,8 @@ CI_PROFILE = ROOT / ".ci" / "slurm-profile"
 REQUIRED = os.environ.get("STYLEMERGE_SLURM") == "1"
 # The test cluster (.ci/slurm-cluster.sh) and what the CI profile submits to it.
 CLUSTER, PARTITION, ACCOUNT = "stylemerge", "ci", "stylemerge"
-GPU_RULES = {
-    "train_proxy",
-    "train_adapter",
-    "apply_adapter",
-    "merge_models",
-    "optimize_think_tokens",
-    "evaluate_lm",
-    "measure_diversity",
-}
+# The rules whose jobs put their models on the config's device: the cost model's list.
+GPU_RULES = set(COST_GPU_RULES)
 GPU_FORM = {"gpu", "gpu_model", "cpus_per_gpu", "cpus_per_task"}
 
 
@@ -79,7 +73,9 @@ def test_user_profile_has_commented_placeholders_and_gpu_requests():
             comment.append(text[line - 1 - len(comment)])
         assert "FILL IN" in " ".join(comment), f"{key} has no comment saying what to fill in"
     resources = profile["set-resources"]
-    assert set(resources) >= GPU_RULES
+    # A GPU for exactly the rules that use one (stylemerge.cost.jobs.GPU_RULES, whose
+    # requested GPU-hours the cost model counts): none reserved for a job that runs on CPU.
+    assert {rule for rule, values in resources.items() if values.get("gpu")} == GPU_RULES
     for rule in GPU_RULES:
         assert GPU_FORM <= set(resources[rule]), rule
         assert resources[rule]["gpu"] >= 1 and resources[rule]["cpus_per_gpu"] >= 1
@@ -102,15 +98,52 @@ def test_ci_profile_has_the_user_profile_form_filled_in_for_the_test_cluster():
     assert ci["set-resources"]["pretrain_model"]["cpus_per_task"] == 0
 
 
-def readme_profile_setup() -> str:
-    """The README's set-up for `--profile slurm`: the shell lines of its first code block
-    in "## Clusters and environments" that link the profile."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Clusters and environments", 1)[1]
-    block = section.split("```bash", 1)[1].split("```", 1)[0]
-    lines = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
-    assert any("profiles/slurm" in line for line in lines), block
-    return "\n".join(lines)
+def no_user_config(tmp_path, monkeypatch) -> None:
+    """Empty HOME and XDG config dir: Snakemake finds no user profile (~/.config/snakemake)."""
+    for name in ("home", "xdg-config"):
+        (tmp_path / name).mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+
+
+def fresh_clone(tmp_path) -> Path:
+    """A `git clone` of this checkout's tracked files as they are in the working tree
+    (committed in a scratch repository first, so that uncommitted edits are tested too):
+    what a user has after cloning, symlinks as git stores them, nothing untracked."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=ROOT, capture_output=True)
+    if listed.returncode != 0:
+        pytest.skip(f"{ROOT} is not a git checkout: cannot make a fresh clone of it")
+    source, clone = tmp_path / "source", tmp_path / "clone"
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        path = ROOT / name
+        if not path.is_symlink() and not path.exists():  # deleted, not yet committed
+            continue
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, source / name, follow_symlinks=False)
+    identity = ["-c", "user.name=stylemerge tests", "-c", "user.email=tests@invalid"]
+    for args in (["init", "-q"], ["add", "-A"], [*identity, "commit", "-q", "-m", "clone"]):
+        subprocess.run(["git", *args], cwd=source, check=True, capture_output=True)
+    subprocess.run(["git", "clone", "-q", str(source), str(clone)], check=True)
+    return clone
+
+
+@pytest.mark.parametrize("configfile", [[], ["--configfile", "config/paper.yaml"]])
+def test_profile_slurm_works_literally_on_a_fresh_clone(configfile, tmp_path, monkeypatch):
+    """The README's `snakemake --profile slurm`, from the root of a fresh clone, with no
+    set-up step and no user profile: the placeholders unfilled and no network (conftest sets
+    HF_HUB_OFFLINE), as a dry run plans it."""
+    clone = fresh_clone(tmp_path)
+    no_user_config(tmp_path, monkeypatch)
+    result = snakemake(clone, "--profile", "slurm", "-n", "all", *configfile)
+    assert "Using profiles slurm and workflow specific profile profiles/default" in result.stderr, (
+        result.stderr[:500]
+    )
+    jobs = planned_resources(result.stdout)
+    assert GPU_RULES <= set(jobs), sorted(jobs)
+    for rule, resources in jobs.items():
+        for res in resources if rule != "all" else ():
+            assert res["slurm_account"] == "YOUR_ACCOUNT", (rule, res)
+            assert res.get("gpu", "0") == ("1" if rule in GPU_RULES else "0"), (rule, res)
 
 
 def with_probe_rules(workdir) -> list[str]:
@@ -132,10 +165,8 @@ def with_probe_rules(workdir) -> list[str]:
 def test_profile_resolves_from_the_repository_root_and_plans_gpus(profile, tmp_path, monkeypatch):
     (tmp_path / "repo").mkdir()
     workdir = copy_workflow(tmp_path / "repo", REDUCED)
-    # The README's set-up, as a user runs it at the repository root, into a fresh config dir.
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    subprocess.run(["bash", "-euc", readme_profile_setup()], cwd=workdir, check=True)
+    # No user profile helps: `slurm` is the repository's own (the link at its root).
+    no_user_config(tmp_path, monkeypatch)
     probes = with_probe_rules(workdir)
 
     result = snakemake(workdir, "--profile", profile, "-n", "all", *probes)

@@ -116,9 +116,11 @@ def snakemake(workdir, *args, check=True):
 def copy_workflow(dest, config, git=False):
     """The workflow with ``config`` as its config.yaml in ``dest``; with ``git``, committed
     there as a repository (as users run it: provenance then records a revision)."""
-    for part in ("Snakefile", "workflow", "config", "profiles", "envs", "src"):
+    for part in ("Snakefile", "workflow", "config", "profiles", "slurm", "envs", "src"):
         src = ROOT / part
-        if src.is_dir():
+        if src.is_symlink():  # slurm -> profiles/slurm (`--profile slurm`)
+            (dest / part).symlink_to(src.readlink())
+        elif src.is_dir():
             shutil.copytree(
                 src, dest / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
             )

@@ -18,6 +18,7 @@ rule apply_adapter:
     resources:
         mem_mb=lambda wc: job_mem_mb(config, "apply_adapter", wc.domain + wc.arm),
         runtime=attempt_scaled(config["merge"]["runtime_min"]),
+        gpu=config["merge"]["gpus"],
     params:
         job=JOB,
         base=model_param("base"),

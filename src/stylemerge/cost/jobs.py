@@ -28,6 +28,28 @@ SETTINGS = {
     "measure_diversity": ("evaluate.diversity", lambda c, i: c["evaluate"]["diversity"]),
 }
 
+# The rules whose jobs put their models on the config's `device` (job.device), the merges
+# too (the held-out entropy of the base, each domain model and each merge): on `device: cuda`
+# each holds a GPU for its whole run. profiles/slurm gives exactly these one GPU each, and the
+# cost model's requested GPU-hours count their stage's `gpus` (tests/test_slurm.py and
+# tests/test_costmodel.py tie the three together). Not pretrain_model: it only builds the
+# embedded default's tiny models, on CPU.
+GPU_RULES = (
+    "train_proxy",
+    "train_adapter",
+    "apply_adapter",
+    "merge_models",
+    "optimize_think_tokens",
+    "evaluate_lm",
+    "measure_diversity",
+)
+
+
+def job_gpus(config: Mapping, rule: str, item: str) -> int:
+    """GPUs a job of a validated config requests (its stage's ``gpus``, the rule's
+    Snakemake resource ``gpu``)."""
+    return SETTINGS[rule][1](config, item)["gpus"]
+
 
 def _override(config: Mapping, rule: str, item: str) -> int | None:
     return SETTINGS[rule][1](config, item)["mem_mb"]

@@ -148,7 +148,18 @@ def format_table(e: Estimate, source: str = "", detail: bool = False) -> str:
                 _hours(req["gpu_hours"]),
             ]
         )
-    rows.append(["total", _si(total["flops"]), _hours(total["gpu_hours"]), "100%", "", "", ""])
+    req = total["requested"]
+    rows.append(
+        [
+            "total",
+            _si(total["flops"]),
+            _hours(total["gpu_hours"]),
+            "100%",
+            str(req["jobs"]),
+            _hours(req["job_hours"]),
+            _hours(req["gpu_hours"]),
+        ]
+    )
     lines += _table(rows, "lrrrrrr")
     lines += ["", memory_title(e)]
     lines += _table(memory_table(memory_rows(e), detail), "llrl")

@@ -148,7 +148,16 @@ class Estimate:
         if text not in self.notes:
             self.notes.append(text)
 
-    def request(self, stage: str, jobs: int, runtime_min: float, gpus: int) -> None:
+    def request(self, stage: str, rule: str, jobs: int, runtime_min: float, gpus: int) -> None:
+        """``jobs`` jobs of ``rule`` requesting ``runtime_min`` minutes and ``gpus`` GPUs each."""
+        from stylemerge.cost.jobs import GPU_RULES, SETTINGS
+
+        if rule in GPU_RULES and not gpus and self.config["device"] == "cuda":
+            self.note(
+                f"{rule} puts its models on device cuda but requests no GPU"
+                f" ({SETTINGS[rule][0]}.gpus: 0): requested GPU-h count none for it, yet a"
+                " Slurm job of profiles/slurm holds one"
+            )
         entry = self.requested.setdefault(stage, {"jobs": 0, "job_hours": 0.0, "gpu_hours": 0.0})
         entry["jobs"] += jobs
         entry["job_hours"] += jobs * runtime_min / 60
@@ -203,9 +212,14 @@ class Estimate:
         return sorted(out.values(), key=lambda e: STAGES.index(e["stage"]))
 
     def total(self) -> dict:
+        requested = {"jobs": 0, "job_hours": 0.0, "gpu_hours": 0.0}
+        for entry in self.requested.values():
+            for key in requested:
+                requested[key] += entry[key]
         return {
             "flops": sum(r.flops for r in self.rows),
             "gpu_hours": sum(r.gpu_hours for r in self.rows),
+            "requested": requested,
         }
 
     def heldout_tokens(self, domains: Iterable[str] | None = None) -> int:
@@ -225,7 +239,7 @@ def _pretrain(e: Estimate) -> None:
         e.add(
             "pretrain", name, "held-out loss before/after", name, 2 * blocks * s["seq_len"], FORWARD
         )
-        e.request("pretrain", 1, s["runtime_min"], s["gpus"])
+        e.request("pretrain", "pretrain_model", 1, s["runtime_min"], s["gpus"])
 
 
 def _proxy(e: Estimate) -> None:
@@ -243,7 +257,7 @@ def _proxy(e: Estimate) -> None:
             2 * blocks * seq,
             FORWARD,
         )
-        e.request("proxy", 1, s["runtime_min"], s["gpus"])
+        e.request("proxy", "train_proxy", 1, s["runtime_min"], s["gpus"])
 
 
 def grpo_schedule(settings: Mapping, train_documents: int) -> dict:
@@ -343,7 +357,7 @@ def _grpo(e: Estimate) -> None:
             proxies * samples * scored,
             FORWARD,
         )
-        e.request("grpo", 1, s["runtime_min"], s["gpus"])
+        e.request("grpo", "train_adapter", 1, s["runtime_min"], s["gpus"])
 
 
 def _merge(e: Estimate) -> None:
@@ -353,7 +367,7 @@ def _merge(e: Estimate) -> None:
     applied = [f"{d}{arm}" for d in e.config["domains"] for arm in arms(e.config)]
     for domain in applied:
         e.add("merge", f"apply_adapter/{domain}", "held-out entropy", "base", tokens, FORWARD)
-    e.request("merge", len(applied), m["runtime_min"], 0)
+    e.request("merge", "apply_adapter", len(applied), m["runtime_min"], m["gpus"])
     merges = list(m["variants"]) + [m["chosen"] + arm for arm in arms(e.config)[1:]]
     for name in merges:
         # the inputs' entropies come from apply_adapter's metrics; the base and the merge
@@ -367,7 +381,7 @@ def _merge(e: Estimate) -> None:
                 KARCHER_RECALIBRATIONS * tokens,
                 FORWARD,
             )
-    e.request("merge", len(merges), m["runtime_min"], m["gpus"])
+    e.request("merge", "merge_models", len(merges), m["runtime_min"], m["gpus"])
 
 
 def _think(e: Estimate) -> None:
@@ -390,7 +404,7 @@ def _think(e: Estimate) -> None:
             2 * t["data"]["heldout"] * trace,
             FORWARD,
         )
-        e.request("think", 1, t["runtime_min"], t["gpus"])
+        e.request("think", "optimize_think_tokens", 1, t["runtime_min"], t["gpus"])
 
 
 def _evaluate(e: Estimate) -> None:
@@ -427,8 +441,8 @@ def _evaluate(e: Estimate) -> None:
             FORWARD,
             "generate",
         )
-    e.request("evaluate", len(scored), lm["runtime_min"], lm["gpus"])
-    e.request("evaluate", len(evaluated), div["runtime_min"], div["gpus"])
+    e.request("evaluate", "evaluate_lm", len(scored), lm["runtime_min"], lm["gpus"])
+    e.request("evaluate", "measure_diversity", len(evaluated), div["runtime_min"], div["gpus"])
 
 
 def estimate(
