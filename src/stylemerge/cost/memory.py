@@ -44,8 +44,10 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from stylemerge import model_names
+from stylemerge.availability import looks_local
 from stylemerge.config import stage_settings
 from stylemerge.cost.data import (
     CHARS_PER_WORD,
@@ -250,6 +252,8 @@ class Context:
         comparison."""
         comparisons = self.config["evaluate"]["comparisons"]
         if item in comparisons:
+            if looks_local(comparisons[item]) and not Path(comparisons[item]).exists():
+                return self.model("base")  # nothing to load: its jobs record it unavailable
             size = model_size(comparisons[item], {}, item)
             return Loaded(size.ref, size.architecture, size.architecture.dtype or "float32")
         if item in ("base", "think_base"):
