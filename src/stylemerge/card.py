@@ -8,7 +8,9 @@ Verdicts (:func:`verdict`):
 - ``not significant``: the interval includes 0 (for gsm8k: the exact McNemar test of the
   paired problems has p >= 0.05);
 - ``not measured``: no value or no interval (no comparison model, a domain not in the run, a
-  result from before per-document values were recorded).
+  result from before per-document values were recorded);
+- ``unavailable``: the comparison model could not be evaluated (not found, or no safetensors
+  weights: :mod:`stylemerge.availability`); the detail says which and why.
 
 Every row is read from the other tables' frames (:mod:`stylemerge.tables`), so each number
 and interval is computed once.
@@ -21,11 +23,12 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-AGREES, OPPOSITE, NOT_SIGNIFICANT, NOT_MEASURED = (
+AGREES, OPPOSITE, NOT_SIGNIFICANT, NOT_MEASURED, UNAVAILABLE = (
     "agrees",
     "opposite",
     "not significant",
     "not measured",
+    "unavailable",
 )
 COLUMNS = [
     "claim",
@@ -116,11 +119,13 @@ def card_table(
     reported: Mapping,
     chosen: str | None,
     comparison: str | None = None,
+    comparison_unavailable: str | None = None,
     ci: float = 0.95,
 ) -> pd.DataFrame:
     """One row per claim of the card (``reported``: :func:`stylemerge.tables.reported`), ours
     the ``chosen`` merge's, read from the ``lambada``, ``diversity``, ``gsm8k_think`` and
-    ``think`` frames."""
+    ``think`` frames.  ``comparison_unavailable``: why the comparison model was not
+    evaluated, if it was not (its claim's verdict is then ``unavailable``)."""
     model = chosen or "-"
     rows = []
     lambada = _lookup(frames.get("lambada"), model=chosen) if chosen else None
@@ -157,6 +162,12 @@ def card_table(
     )
     if not comparison:
         rows[-1]["detail"] = "no comparison model in this run (evaluate.comparison)"
+    elif comparison_unavailable:
+        rows[-1].update(
+            ours=None,
+            verdict=UNAVAILABLE,
+            detail=f"comparison model {comparison} unavailable: {comparison_unavailable}",
+        )
     diversity = frames.get("diversity")
     for domain, card in reported["distinct_1_change_vs_base"].items():
         found = _lookup(diversity, model=chosen, domain=domain) if chosen else None

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 CONFIG_NAME = "mergekit_config.yml"
 METHODS = ("karcher", "karcher_weighted", "linear", "ties")
 SPACES = ("weights", "deltas")
+# Merges compute in float32, and domain models are saved in float32, whatever merge.dtype:
+# the task vectors (~1e-4) are as small as bfloat16's rounding step at the weights' size.
+COMPUTE_DTYPE = "float32"
+DOMAIN_MODEL_DTYPE = "float32"
 
 
 def register_methods() -> None:
@@ -46,7 +50,13 @@ def mergekit_config(
     parameters: Mapping | None = None,
     dtype: str = "float32",
 ) -> dict:
-    """The mergekit YAML config (as a dict) for one merge of ``models`` (name -> path).
+    """The mergekit YAML config (as a dict) for one merge of ``models`` (name -> path),
+    saved in ``dtype``.
+
+    mergekit computes in its config's ``dtype`` and writes ``out_dtype``; the computation is
+    always float32 (:data:`COMPUTE_DTYPE`). In bfloat16 the Karcher iteration loses the merge:
+    the inputs are nearly parallel, their unit vectors' dot products round to 1 and the
+    update vanishes, and each unit vector's rounding is as large as the task vectors.
 
     The base model is named as ``base_model`` only where the method treats it as the base
     (``ties``, and Karcher in ``deltas`` space); mergekit's ``karcher`` would otherwise
@@ -75,7 +85,12 @@ def mergekit_config(
         if uses_weights:
             entry["parameters"] = {"weight": float(weights.get(name, 1.0))}
         entries.append(entry)
-    config: dict = {"merge_method": merge_method, "models": entries, "dtype": dtype}
+    config: dict = {
+        "merge_method": merge_method,
+        "models": entries,
+        "dtype": COMPUTE_DTYPE,
+        "out_dtype": dtype,
+    }
     if with_base:
         config["base_model"] = str(base)
     if parameters:
@@ -270,7 +285,11 @@ def apply_adapter(
 ) -> dict:
     """The domain model: the adapter merged into the base (peft ``merge_and_unload``), saved
     as safetensors with its held-out entropy and loss (the merge's inputs).  An adapter
-    trained on another base is refused (:func:`check_adapter_base`)."""
+    trained on another base is refused (:func:`check_adapter_base`).
+
+    Merged and saved in float32 (:data:`DOMAIN_MODEL_DTYPE`) whatever ``merge.dtype``: domain
+    models are only the merges' inputs, and in bfloat16 the rounding of a weight near 0.02
+    (~1e-4) is as large as the adapter's change to it."""
     from peft import PeftModel
 
     from stylemerge.files import atomic_path, write_json
@@ -280,7 +299,7 @@ def apply_adapter(
     base = ModelReference.of(base)
     recorded = check_adapter_base(adapter, base.ref)
     tokenizer = base.tokenizer(job)
-    model = base.model(job, dtype=settings["dtype"])
+    model = base.model(job, dtype=DOMAIN_MODEL_DTYPE)
     try:
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     except (RuntimeError, ValueError) as err:  # size mismatch, target modules not found
@@ -295,6 +314,7 @@ def apply_adapter(
         "heldout": entropy_and_loss(model.to(job.device), blocks),
         "blocks": len(blocks),
         "seq_len": settings["entropy_seq_len"],
+        "dtype": DOMAIN_MODEL_DTYPE,
         "provenance": dict(job.provenance),
     }
     with atomic_path(out_dir) as tmp:

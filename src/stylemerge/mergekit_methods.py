@@ -8,6 +8,10 @@ hints at definition time.)
   so the weights are normalised to sum 1 first (unnormalised weights inflate the result).
 - ``karcher_deltas``: the weighted Karcher mean of the task vectors ``model - base``, added
   back to the base (``space: deltas``).
+
+Both compute in float32 (float64 if given it) whatever the inputs' dtype, and return the
+inputs' dtype: stylemerge's configs ask mergekit for float32 already (``dtype``, with
+``out_dtype`` for the saved weights), this keeps a YAML written by hand precise too.
 """
 
 import torch
@@ -21,6 +25,10 @@ from mergekit.merge_methods.base import (
 )
 from mergekit.merge_methods.easy_define import merge_method
 from mergekit.merge_methods.karcher import karcher_merge_tensors
+
+
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
 def normalised(weights) -> list:
@@ -39,7 +47,9 @@ def karcher_weighted(
     if len(entries) == 1:
         return entries[0].tensor
     alphas = normalised(weight.values_for(entries))
-    return karcher_merge_tensors([e.tensor for e in entries], alphas, max_iter, tol)
+    dtype = compute_dtype(entries[0].tensor)
+    tensors = [e.tensor.to(dtype) for e in entries]
+    return karcher_merge_tensors(tensors, alphas, max_iter, tol).to(entries[0].tensor.dtype)
 
 
 @merge_method(
@@ -53,7 +63,7 @@ def karcher_deltas(
     base = [e for e in group.entries if e.is_base]
     others = [e for e in group.entries if not e.is_base]
     base_tensor = base[0].tensor
-    dtype = torch.float64 if base_tensor.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(base_tensor)
     deltas = [e.tensor.to(dtype) - base_tensor.to(dtype) for e in others]
     mean = karcher_merge_tensors(deltas, normalised(weight.values_for(others)), max_iter, tol)
     return (base_tensor.to(dtype) + mean).to(base_tensor.dtype)

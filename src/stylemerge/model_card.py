@@ -230,7 +230,7 @@ def _recipe_lines(recipe: Mapping) -> list[str]:
         "- **Merge**: each adapter merged into the base (a domain model), then the domain "
         f"models merged with mergekit: `{merge['method']}` over the {merge['space']}"
         + (f" ({parameters})" if parameters else "")
-        + f", computed in {merge['dtype']} (configuration below).",
+        + f", computed in float32 and saved in {merge['dtype']} (configuration below).",
         f"- **Think tokens**: the `<think>`/`</think>` embedding rows of this merge are "
         f"optimised separately ({recipe['think']['steps']} steps on "
         f"{recipe['think']['shots']}-shot reasoning traces) into `think/{recipe['chosen']}`, "

@@ -31,3 +31,11 @@ def model_reference(snakemake, name: str) -> ModelReference:
     if not ref:
         raise ValueError(f"rule {snakemake.rule}: model {name!r} is neither input nor hub id")
     return ModelReference(ref, param["revision"])
+
+
+def comparison_name(snakemake) -> str | None:
+    """The evaluated model's name (``wildcards.eval_model``) if it is a comparison model
+    (``evaluate.comparisons``), else None: a comparison not found or without safetensors
+    weights is recorded unavailable by its jobs (:mod:`stylemerge.availability`)."""
+    name = getattr(snakemake.wildcards, "eval_model", None)
+    return name if name in snakemake.config["evaluate"]["comparisons"] else None

@@ -17,6 +17,7 @@ import pandas as pd
 import yaml
 
 from stylemerge import intervals, per_document
+from stylemerge.availability import available_results, mark_unavailable
 from stylemerge.card import card_table
 from stylemerge.files import read_json, write_json
 
@@ -424,7 +425,7 @@ def make_tables(
     adapters, merges, think = results.adapters, results.merges, results.think
     lm_eval, diversity, domains = results.lm_eval, results.diversity, settings.domains
     chosen, comparison = settings.chosen, settings.comparison
-    evals = {Path(p).parent.name: read_json(p) for p in lm_eval}
+    evals, diversity_dirs, unavailable = available_results(lm_eval, diversity)
     pairs = {m[len("think_") :]: m for m in evals if m.startswith("think_")}
     frames = {
         "lambada": (
@@ -437,7 +438,7 @@ def make_tables(
         ),
         "bits_per_byte": (bpb_table(evals, domains), "Bits per byte on held-out text"),
         "diversity": (
-            diversity_table({Path(p).parent.name: p for p in diversity}),
+            diversity_table(diversity_dirs),
             "Text diversity per domain: distinct-1, EAD-1, self-diversity",
         ),
         "adapters": (
@@ -463,16 +464,17 @@ def make_tables(
         frames["ablation_mara"] = (
             mara_ablation_table(
                 load_dirs(adapters),
-                {Path(p).parent.name: p for p in diversity},
+                diversity_dirs,
                 frames["diversity"][0],
                 evals,
                 chosen,
             ),
             "MARA ablation: each domain model and the chosen merge without and with MARA",
         )
-    card = card_table(
-        {name: frame for name, (frame, _) in frames.items()}, reported(), chosen, comparison
-    )
+    tables = {name: frame for name, (frame, _) in frames.items()}
+    card = card_table(tables, reported(), chosen, comparison, unavailable.get(comparison))
+    for name, frame in mark_unavailable(tables, unavailable, comparison, domains).items():
+        frames[name] = (frame, frames[name][1])
     frames = {
         "card": (card, "The model card's claims: card, ours with its 95 % interval, n, verdict"),
         **frames,

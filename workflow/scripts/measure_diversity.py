@@ -1,14 +1,19 @@
 # Translation only: snakemake.* -> stylemerge.diversity.measure.measure_diversity
+from stylemerge.availability import skip_unavailable_comparison
 from stylemerge.diversity.measure import measure_diversity
 from stylemerge.joblog import to_file
 from stylemerge.shards import read_shard_index
-from stylemerge.snakemake_job import job_settings, model_reference
+from stylemerge.snakemake_job import comparison_name, job_settings, model_reference
 
 with to_file(snakemake.log[0]):
-    measure_diversity(
-        job_settings(snakemake),
-        model_ref=model_reference(snakemake, "model"),
-        heldout_shards=read_shard_index(snakemake.input.heldout),
-        out_dir=snakemake.output[0],
-        settings=snakemake.params.settings,
-    )
+    job, model = job_settings(snakemake), model_reference(snakemake, "model")
+    comparison, out = comparison_name(snakemake), snakemake.output[0]
+    # a comparison not found or without safetensors weights: recorded unavailable, logged
+    if not skip_unavailable_comparison(comparison, model, job, out, directory=True):
+        measure_diversity(
+            job,
+            model_ref=model,
+            heldout_shards=read_shard_index(snakemake.input.heldout),
+            out_dir=snakemake.output[0],
+            settings=snakemake.params.settings,
+        )

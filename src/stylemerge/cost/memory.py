@@ -44,8 +44,10 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from stylemerge import model_names
+from stylemerge.availability import looks_local
 from stylemerge.config import stage_settings
 from stylemerge.cost.data import (
     CHARS_PER_WORD,
@@ -245,14 +247,19 @@ class Context:
         return Loaded(size.ref, size.architecture, dtype or size.architecture.dtype or "float32")
 
     def evaluated(self, item: str) -> Loaded:
-        """An evaluated model: the base, a model made from it (a domain model, a merge, a
-        think-token model: in merge.dtype, or the base's for think_base), or a comparison."""
+        """An evaluated model: the base, a model made from it (a domain model: float32; a
+        merge or a think-token model: in merge.dtype, or the base's for think_base), or a
+        comparison."""
         comparisons = self.config["evaluate"]["comparisons"]
         if item in comparisons:
+            if looks_local(comparisons[item]) and not Path(comparisons[item]).exists():
+                return self.model("base")  # nothing to load: its jobs record it unavailable
             size = model_size(comparisons[item], {}, item)
             return Loaded(size.ref, size.architecture, size.architecture.dtype or "float32")
         if item in ("base", "think_base"):
             return self.model("base")
+        if item in model_names.domain_models(self.config):
+            return self.model("base", "float32")  # stylemerge.merge.DOMAIN_MODEL_DTYPE
         return self.model("base", self.config["merge"]["dtype"])
 
     def heldout_tokens(self) -> float:
@@ -354,9 +361,9 @@ def _entropy(c: Context, model: Loaded) -> float:
 
 
 def _apply(m: JobMemory, c: Context, item: str) -> None:
-    """The base with the adapter merged in, its entropy, then save_pretrained (safetensors
-    serialises a copy of the weights)."""
-    model = c.model("base", c.config["merge"]["dtype"])
+    """The base with the adapter merged in (float32, stylemerge.merge.DOMAIN_MODEL_DTYPE),
+    its entropy, then save_pretrained (safetensors serialises a copy of the weights)."""
+    model = c.model("base", "float32")
     m.add("weights", model.weights, host=True)
     m.add_largest(
         {
@@ -368,13 +375,14 @@ def _apply(m: JobMemory, c: Context, item: str) -> None:
 
 
 def _merge(m: JobMemory, c: Context, item: str) -> None:
-    """mergekit (on the CPU) maps every input's weights (the domain models and the base) and
-    holds the output until written; the merge is then loaded for its entropy."""
+    """mergekit (on the CPU) maps every input's weights (the domain models, float32, and the
+    base) and holds the output until written; the merge is then loaded for its entropy."""
     stored = c.model("base", c.config["merge"]["dtype"])
-    inputs = len(c.config["domains"]) + 1
+    mapped = len(c.config["domains"]) * c.model("base", "float32").weights
+    mapped += c.model("base").weights + stored.weights
     m.add_largest(
         {
-            "mergekit: inputs mapped, output held": ((inputs + 1) * stored.weights, True),
+            "mergekit: inputs mapped, output held": (mapped, True),
             "the merge and its entropy": (stored.weights + _entropy(c, stored), False),
         }
     )
