@@ -443,6 +443,11 @@ def lm_eval_sequence(c: Context, model: Loaded, item: str) -> float:
             shots = 3 if shots is None else shots
             gen = lm["gsm8k"]["max_gen_toks"] or harness_tasks()["max_gen_toks"]
             longest = max(longest, (shots + 1) * example_tokens("builtin_problem") + gen)
+        if name == "stylemerge_gsm8k_think":  # gsm8k's problems, 3-shot unless set
+            shots = task.get("num_fewshot")
+            shots = 3 if shots is None else shots
+            gen = lm["gsm8k_think"]["max_gen_toks"] or harness_tasks()["max_gen_toks"]
+            longest = max(longest, (shots + 1) * example_tokens("gsm8k") + gen)
         if not name.startswith("stylemerge"):  # the harness's own: as long as allowed
             longest = window
     return min(window, longest or window)
