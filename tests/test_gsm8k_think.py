@@ -151,3 +151,23 @@ def test_the_table_reports_the_think_task_and_the_stock_gsm8k():
     card = card_table({"gsm8k_think": frame}, reported(), "karcher")
     claim = card[card["claim"].str.startswith("gsm8k")].iloc[0]
     assert claim["ours"] == pytest.approx(30.0)
+
+
+def test_the_stylemerge_tag_beside_it_still_writes_its_data(monkeypatch, tmp_path):
+    """The tag stylemerge names the hub-free packaged tasks; the think task named beside it
+    gets its data written too."""
+    from stylemerge import evaluate
+    from stylemerge.job import JobSettings
+
+    wanted = []
+    monkeypatch.setattr(
+        evaluate,
+        "prepare_task_data",
+        lambda shards, out, settings, seed, fraction, tasks: (
+            wanted.append(tasks) or {"include_path": str(out), "tasks": {}}
+        ),
+    )
+    monkeypatch.setattr(evaluate, "evaluate_lm", lambda *args: None)
+    tasks = [{"name": "stylemerge"}, {"name": GSM8K_THINK}]
+    evaluate.run_lm_eval(JobSettings(), "m", {}, tmp_path / "out.json", {"tasks": tasks}, 0.2)
+    assert GSM8K_THINK in wanted[0] and "stylemerge_gsm8k" in wanted[0]
