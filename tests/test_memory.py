@@ -151,3 +151,40 @@ def test_the_estimate_covers_a_measured_forward_pass_at_qwen3s_vocabulary():
 def lm_eval_sequence_of(config: dict) -> float:
     c = context(config)
     return lm_eval_sequence(c, c.evaluated("base"), "base")
+
+
+def test_think_gpu_memory_drops_with_checkpointing_autocast_and_micro_batches():
+    """Paper scale: plain float32 think training (8 x 1024 tokens back to the embeddings
+    through 36 layers) does not fit an 80 GB GPU; paper.yaml's settings do, and each one
+    lowers the estimate; the cost report prints it."""
+    paper = load_config(ROOT / "config" / "paper.yaml", SCHEMA)
+    assert paper["think"]["gradient_checkpointing"] and paper["think"]["autocast"] == "bfloat16"
+    plain = copy.deepcopy(paper)
+    plain["think"].update(gradient_checkpointing=False, autocast=None, micro_batch_size=None)
+    gpu = {"plain": job_memory(plain, "optimize_think_tokens", "karcher").gpu_mb}
+    for key, value in (("gradient_checkpointing", True), ("autocast", "bfloat16")):
+        one = copy.deepcopy(plain)
+        one["think"][key] = value
+        gpu[key] = job_memory(one, "optimize_think_tokens", "karcher").gpu_mb
+    gpu["micro_batch_size"] = job_memory(
+        {**plain, "think": {**plain["think"], "micro_batch_size": 2}},
+        "optimize_think_tokens",
+        "karcher",
+    ).gpu_mb
+    gpu["paper"] = job_memory(paper, "optimize_think_tokens", "karcher").gpu_mb
+    assert gpu["plain"] * MiB > 100e9
+    assert all(gpu[key] < gpu["plain"] for key in gpu if key != "plain"), gpu
+    assert gpu["paper"] * MiB < 0.6 * 80e9
+    # on the host nothing changes: the staged weights and the unchanged-check copy
+    assert (
+        job_memory(paper, "optimize_think_tokens", "karcher").estimate_mb
+        == job_memory(plain, "optimize_think_tokens", "karcher").estimate_mb
+    )
+    # off the GPU there is no GPU estimate
+    assert job_memory(default_config(), "optimize_think_tokens", "karcher").gpu_mb is None
+    report = subprocess.run(
+        [sys.executable, "-m", "stylemerge.cost.cli", str(ROOT / "config" / "paper.yaml")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    row = next(line for line in report.splitlines() if line.startswith("  optimize_think_tokens"))
+    assert f"{gpu['paper']:,} (" in row

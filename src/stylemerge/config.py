@@ -278,7 +278,24 @@ def _cross_key_errors(config: Mapping) -> list[str]:
         )
     problems += _lambada_errors(config)
     problems += _mara_errors(config)
+    problems += _gsm8k_think_errors(config)
     return problems
+
+
+def _gsm8k_think_errors(config: Mapping) -> list[str]:
+    """stylemerge_gsm8k_think shows the rationales as the think traces were trained on."""
+    lm_eval = (config.get("evaluate") or {}).get("lm_eval") or {}
+    data = (config.get("think") or {}).get("data") or {}
+    ours = (lm_eval.get("gsm8k_think") or {}).get("strip_calculator")
+    if not any(t["name"] == "stylemerge_gsm8k_think" for t in lm_eval.get("tasks") or []):
+        return []
+    if data.get("source") != "gsm8k" or ours is None or ours == data.get("strip_calculator"):
+        return []
+    return [
+        f"config key 'evaluate.lm_eval.gsm8k_think.strip_calculator': {ours} where "
+        f"think.data.strip_calculator is {data.get('strip_calculator')}; the task's exemplars "
+        "must be in the format the think rows were trained on"
+    ]
 
 
 def _get(config: Mapping, path: tuple) -> Any:

@@ -403,7 +403,8 @@ def run_lm_eval(
     with tempfile.TemporaryDirectory(prefix="lm_eval_tasks.", dir=scratch_dir) as tmp:
         task_data, include_path = None, None
         if local:
-            wanted = tuple(local) if PREFIX not in local else (LAMBADA, GSM8K, BPB)
+            # the tag stylemerge: every packaged task but those named beside it
+            wanted = tuple(local) if PREFIX not in local else (LAMBADA, GSM8K, BPB, *local)
             task_data = prepare_task_data(
                 heldout_shards, tmp, settings, job.seed, heldout_fraction, wanted
             )

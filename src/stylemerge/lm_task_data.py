@@ -13,9 +13,15 @@ harness's own, with only the data set changed; :func:`prepare_task_data` writes 
   :mod:`stylemerge.arithmetic`: held-out problems as test documents, train problems as the
   few-shot pool, answers ``<think> reasoning </think> #### N``;
 - ``stylemerge_bpb_<domain>`` (group ``stylemerge_bpb``): ``uncheatable_eval``'s rolling
-  log-likelihood (bits per byte) on each domain's held-out shard.
+  log-likelihood (bits per byte) on each domain's held-out shard;
+- ``stylemerge_gsm8k_think`` (paper scale): ``gsm8k`` on the harness's own data (openai/gsm8k:
+  the test split as test documents, the train split as the few-shot pool), every answer
+  rewritten as the think-token traces are (:func:`stylemerge.arithmetic.from_gsm8k`, then
+  ``<think> rationale </think> #### N``), so that the 3-shot prompt shows the tags whose rows
+  were trained, where the stock ``gsm8k`` prompt never does.  Its data come from the hub (or a
+  local data set directory), so the tag ``stylemerge`` leaves it out.
 
-The tag ``stylemerge`` names every packaged task. :mod:`stylemerge.evaluate` runs them.
+The tag ``stylemerge`` names every other packaged task. :mod:`stylemerge.evaluate` runs them.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from stylemerge.shards import read_shard
 TEMPLATES = Path(__file__).parent / "lm_tasks"
 PREFIX = "stylemerge"  # packaged task names start with this; anything else is a harness task
 LAMBADA, GSM8K, BPB = "stylemerge_lambada", "stylemerge_gsm8k", "stylemerge_bpb"
+GSM8K_THINK = "stylemerge_gsm8k_think"
 
 # --- lambada-style passages ---------------------------------------------------------------------
 
@@ -113,6 +120,26 @@ def lambada_documents(heldout_shards: Mapping[str, str | Path], settings: Mappin
     return docs
 
 
+# --- gsm8k with think-tagged answers -------------------------------------------------------------
+
+
+def gsm8k_think_data(settings: Mapping, data_dir: Path) -> dict:
+    """The test and few-shot splits of a GSM8k data set (``path``, ``name``, ``revision``,
+    ``test_split``, ``fewshot_split``) as harness records whose answers are
+    ``<think> rationale </think> #### N``, calculator annotations removed as
+    ``strip_calculator`` says (as the think-token traces were); the data files written under
+    ``data_dir`` as ``{"train": ..., "test": ...}`` (``train``: the few-shot pool)."""
+    written = {}
+    for split, source in (("train", settings["fewshot_split"]), ("test", settings["test_split"])):
+        records = arithmetic.load_gsm8k(
+            settings["path"], settings["name"], source, settings["revision"]
+        )
+        problems = arithmetic.from_gsm8k(records, settings["strip_calculator"])
+        docs = [arithmetic.harness_doc(problem) for problem in problems]
+        written[split] = _data_file(data_dir / f"gsm8k_think_{split}.jsonl", docs)
+    return written
+
+
 # --- task data and YAMLs ------------------------------------------------------------------------
 
 
@@ -145,7 +172,8 @@ def prepare_task_data(
 
     ``heldout_shards``: domain -> held-out shard.  ``settings``: the ``lambada``
     (``domains``, ``min_words``, ``max_words``, ``max_passages``), ``gsm8k`` (``train``,
-    ``heldout``, ``max_gen_toks``) and ``bpb`` (``max_documents``) sections.  ``seed`` and
+    ``heldout``, ``max_gen_toks``), ``gsm8k_think`` (:func:`gsm8k_think_data`'s settings,
+    ``max_gen_toks``) and ``bpb`` (``max_documents``) sections.  ``seed`` and
     ``heldout_fraction`` pick the arithmetic problems: pass the think stage's, so that the test
     problems are held out of its training traces (the split is a hash of the question text).
     Data sets are cached inside ``out_dir`` (not in ``~/.cache``)."""
@@ -183,6 +211,18 @@ def prepare_task_data(
         if gsm.get("max_gen_toks"):
             config["generation_kwargs"]["max_gen_toks"] = gsm["max_gen_toks"]
         _write_task(out / f"{GSM8K}.yaml", config)
+
+    if GSM8K_THINK in tasks:
+        written[GSM8K_THINK] = gsm8k_think_data(settings["gsm8k_think"], data)
+        config = _template(GSM8K)
+        config["task"], config["tag"] = GSM8K_THINK, ["stylemerge_think"]
+        config["dataset_kwargs"] = {
+            "data_files": {split: info["file"] for split, info in written[GSM8K_THINK].items()},
+            "cache_dir": cache,
+        }
+        if settings["gsm8k_think"].get("max_gen_toks"):
+            config["generation_kwargs"]["max_gen_toks"] = settings["gsm8k_think"]["max_gen_toks"]
+        _write_task(out / f"{GSM8K_THINK}.yaml", config)
 
     if BPB in tasks or any(t.startswith(f"{BPB}_") for t in tasks):
         shutil.copyfile(TEMPLATES / f"_{BPB}_base.yaml", out / f"_{BPB}_base.yaml")

@@ -32,14 +32,27 @@ recorded too), and the held-out "before" measurement is of the model with those 
 Training and measurement run in float32; the two trained rows are rounded to the checkpoint's
 own dtype (e.g. bfloat16) before the "after" measurement, so it measures the saved model, and
 the model is saved in that dtype (every other parameter round-trips exactly).
+
+Memory at paper scale (Qwen3-4B, 8 traces x 1024 tokens, backpropagation through 36 layers to
+the input embeddings: ~100 GB of activations in float32) comes down with three settings, each
+leaving the optimiser step the same: ``gradient_checkpointing`` (each decoder layer's forward
+recomputed in the backward pass; only the layers run in training mode, their submodules stay
+in eval mode, so no dropout), ``autocast: bfloat16`` (the training forward's matrix products
+in bfloat16; the weights, the two trained rows, their gradients and Adam's moments stay
+float32, recorded in ``metrics.json``'s ``precision``) and ``micro_batch_size`` (a step's
+``batch_size`` traces in forward/backward passes of at most this many, their gradients summed:
+each pass's loss is its summed token cross-entropy over the step's token count, so the step
+optimises the same mean as one pass).  The held-out measurement runs in float32 without
+autocast, ``micro_batch_size`` traces per pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -50,6 +63,48 @@ from stylemerge.models import ModelError, ModelReference
 from stylemerge.tokenizer import THINK_TOKENS
 
 log = logging.getLogger(__name__)
+
+
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16}
+
+
+def autocast(name: str | None, device: str):
+    """A context factory: ``torch.autocast`` to ``name`` on ``device``'s type, or nothing."""
+    if name is None:
+        return contextlib.nullcontext
+    if name not in AUTOCAST_DTYPES:
+        raise ValueError(
+            f"think autocast {name!r}: expected null or one of {sorted(AUTOCAST_DTYPES)}"
+        )
+    device_type = torch.device(device).type
+    return lambda: torch.autocast(device_type, dtype=AUTOCAST_DTYPES[name])
+
+
+@contextlib.contextmanager
+def checkpointed(model, enabled: bool) -> Iterator[None]:
+    """Inside: gradient checkpointing of every decoder layer (transformers checkpoints a layer
+    only while it is in training mode, so the layers alone are switched to it: their attention
+    and MLP submodules stay in eval mode, without dropout).  Nothing when not ``enabled``."""
+    if not enabled:
+        yield
+        return
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    # non-reentrant: the inputs of the frozen layers need not require gradients
+    model.activation_checkpointing_enable({"use_reentrant": False})
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ModelError(
+            f"{type(model).__name__}: no decoder layer supports gradient checkpointing"
+        )
+    for layer in layers:
+        layer.training = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.training = False
+        model.activation_checkpointing_disable()
 
 
 def think_token_ids(tokenizer, ref: str | Path) -> list[int]:
@@ -209,9 +264,15 @@ def optimize_think_tokens(
     row_mask[ids] = 1.0
     for param in model.parameters():
         param.requires_grad_(False)
+    grad_dtypes: set[str] = set()  # every gradient the rows got (metrics: precision)
+
+    def mask_rows(grad):
+        grad_dtypes.add(str(grad.dtype).removeprefix("torch."))
+        return grad * row_mask
+
     for param in trained.values():
         param.requires_grad_(True)
-        param.register_hook(lambda grad: grad * row_mask)
+        param.register_hook(mask_rows)
     optimizer = torch.optim.Adam(
         list(trained.values()), lr=settings["learning_rate"], weight_decay=0.0
     )
@@ -227,7 +288,10 @@ def optimize_think_tokens(
         log.warning("cut to max_length %d: %d train, %d held-out traces", max_length, train_cut,
                     heldout_cut)  # fmt: skip
     batch_size = settings["batch_size"]
-    ce_before = heldout_ce(model, heldout_rows, ids, pad_id, batch_size, device)
+    # traces per forward/backward pass (the optimiser step still sees batch_size traces)
+    micro = min(settings.get("micro_batch_size") or batch_size, batch_size)
+    amp = autocast(settings.get("autocast"), device)
+    ce_before = heldout_ce(model, heldout_rows, ids, pad_id, micro, device)
     log.info("held-out CE before: %s", {k: v for k, v in ce_before.items() if k != "per_document"})
 
     # A small explicit loop instead of transformers' Trainer: only two rows train, through a
@@ -236,28 +300,59 @@ def optimize_think_tokens(
     order: list[int] = []
     generator = torch.Generator().manual_seed(job.seed)
     history, started = [], time.monotonic()
-    for step in range(1, steps + 1):
-        while len(order) < batch_size:
-            order += torch.randperm(len(train_rows), generator=generator).tolist()
-        batch, order = [train_rows[i] for i in order[:batch_size]], order[batch_size:]
-        input_ids, mask = collate(batch, pad_id, device)
-        labels = input_ids.masked_fill(mask == 0, -100)
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {step}: diverged")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % log_every == 0 or step == steps:
-            history.append({"step": step, "loss": loss.item()})
-            log.info("step %d/%d loss %.4f", step, steps, loss.item())
+    with checkpointed(model, bool(settings.get("gradient_checkpointing"))):
+        for step in range(1, steps + 1):
+            while len(order) < batch_size:
+                order += torch.randperm(len(train_rows), generator=generator).tolist()
+            batch, order = [train_rows[i] for i in order[:batch_size]], order[batch_size:]
+            # every micro-batch's summed cross-entropy over the step's predicted tokens: the
+            # summed gradients are those of the step's mean, however the traces are split
+            targets = sum(len(row) - 1 for row in batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for start in range(0, batch_size, micro):
+                input_ids, mask = collate(batch[start : start + micro], pad_id, device)
+                labels = input_ids.masked_fill(mask == 0, -100)
+                with amp():
+                    loss = model(
+                        input_ids=input_ids,
+                        attention_mask=mask,
+                        labels=labels,
+                        use_cache=False,
+                        num_items_in_batch=targets,
+                    ).loss
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training loss is {loss.item()} at step {step}: diverged"
+                    )
+                loss.backward()
+                loss_sum += loss.item()
+            optimizer.step()
+            if step % log_every == 0 or step == steps:
+                history.append({"step": step, "loss": loss_sum})
+                log.info("step %d/%d loss %.4f", step, steps, loss_sum)
     train_seconds = time.monotonic() - started
 
+    precision = {  # what the rows were trained in, whatever the forward pass computed in
+        "autocast": settings.get("autocast"),
+        "trained_rows": sorted({str(p.dtype).removeprefix("torch.") for p in trained.values()}),
+        "gradients": sorted(grad_dtypes),
+        "adam_moments": sorted(
+            {
+                str(v.dtype).removeprefix("torch.")
+                for state in optimizer.state.values()
+                for k, v in state.items()
+                if k != "step"
+            }
+        ),  # fmt: skip
+        "gradient_checkpointing": bool(settings.get("gradient_checkpointing")),
+        "micro_batch_size": micro,
+    }
     with torch.no_grad():  # the saved values: the two rows rounded to the checkpoint's dtype
         for param in trained.values():
             param[ids] = param[ids].to(save_dtype).to(param.dtype)
             param.requires_grad_(False)
-    ce_after = heldout_ce(model, heldout_rows, ids, pad_id, batch_size, device)
+    ce_after = heldout_ce(model, heldout_rows, ids, pad_id, micro, device)
     log.info("held-out CE after: %s", {k: v for k, v in ce_after.items() if k != "per_document"})
 
     frozen, think_change = {}, {}
@@ -299,6 +394,7 @@ def optimize_think_tokens(
         "frozen_max_abs_change_overall": max(frozen.values()),
         "heldout_ce_before": ce_before,
         "heldout_ce_after": ce_after,
+        "precision": precision,
         "steps": steps,
         "train_traces": len(train_rows),
         "heldout_traces": len(heldout_rows),

@@ -163,11 +163,16 @@ def lm_eval_tasks(
             documents = d.heldout_documents if cap is None else min(cap, d.heldout_documents)
             tokens += d.heldout_tokens_of(math.ceil(_limited(documents, limit)))
         return [(name, tokens, 0)]
-    if name in ("stylemerge_gsm8k", "gsm8k"):
+    if name in ("stylemerge_gsm8k", "gsm8k", "stylemerge_gsm8k_think"):
         if name == "gsm8k":
             spec = tables["tasks"]["gsm8k"]
             documents, default_shots = spec["documents"], spec["shots"]
             example, generated = example_tokens(spec["example"]), None
+        elif name == "stylemerge_gsm8k_think":  # gsm8k's test split, answers in think tags
+            spec = tables["tasks"]["gsm8k"]
+            documents, default_shots = spec["documents"], 3
+            example = example_tokens(spec["example"])
+            generated = (s.get("gsm8k_think") or {}).get("max_gen_toks")
         else:
             documents, default_shots = s["gsm8k"]["heldout"], 3
             example, generated = example_tokens("builtin_problem"), s["gsm8k"]["max_gen_toks"]

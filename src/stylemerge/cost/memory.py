@@ -35,6 +35,10 @@ longest request is shorter (documents bounded at 2 characters a token).  On ``de
 only what stays on the host counts (weights staged while loading, CPU copies, packed tokens,
 mergekit, which merges on the CPU) plus the CUDA runtime's host memory; on ``auto``
 everything counts, as on the CPU (an upper bound when a GPU turns up).
+
+On ``device: cuda`` the other terms are a job's GPU memory: :attr:`JobMemory.gpu_mb`, the
+same margin on them plus the CUDA context (``CUDA_CONTEXT_GPU_MB``).  vLLM's share of a GRPO
+job's GPU (``vllm_gpu_memory_utilization``) is not modelled beyond its KV cache term.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ OVERHEAD_MB = {
 # Host memory of the CUDA runtime (context, cuBLAS/cuDNN kernels) and of vLLM's engine when
 # colocated (its CPU swap space is 4 GiB by default): assumed, not measured here.
 CUDA_HOST_MB = 3000
+CUDA_CONTEXT_GPU_MB = 500  # the CUDA context and cuBLAS workspaces on the GPU: assumed
 VLLM_HOST_MB = 6000
 PACKED_TOKEN_BYTES = 44  # a Python int (28) and its list slot (8), and the int64 tensor (8)
 MIN_CHARS_PER_TOKEN = 2.0  # bounds a document's tokens from its characters
@@ -137,6 +142,19 @@ class JobMemory:
     def request_mb(self) -> int:
         return self.override_mb if self.override_mb is not None else self.estimate_mb
 
+    def gpu_terms(self) -> dict[str, float]:
+        """The terms on the GPU (bytes): none unless the job runs on one."""
+        return {k: b for k, (b, host) in self.terms.items() if self.on_gpu and not host}
+
+    @property
+    def gpu_mb(self) -> int | None:
+        """The job's GPU memory (MiB, whole hundreds); None off the GPU or with no tensor on
+        it (mergekit's jobs run on the CPU)."""
+        if not self.gpu_terms():
+            return None
+        total = CUDA_CONTEXT_GPU_MB + MARGIN * sum(self.gpu_terms().values()) / MiB
+        return int(math.ceil(total / 100) * 100)
+
     def as_dict(self) -> dict:
         return {
             "rule": self.rule,
@@ -146,6 +164,8 @@ class JobMemory:
             "estimate_mb": self.estimate_mb,
             "override_mb": self.override_mb,
             "request_mb": self.request_mb,
+            "gpu_mb": self.gpu_mb,
+            "gpu_terms_mb": {k: round(b / MiB, 1) for k, b in self.gpu_terms().items()},
         }
 
 
@@ -390,17 +410,25 @@ def _merge(m: JobMemory, c: Context, item: str) -> None:
 
 
 def _think(m: JobMemory, c: Context, item: str) -> None:
+    """stylemerge.think: float32 weights; the embedding matrix's gradient and Adam moments
+    (the mask zeroes all rows but two, the tensors are whole); per pass micro_batch_size
+    traces at max_length, their activations in bfloat16 under autocast, each layer's input
+    only with gradient checkpointing."""
     t = c.config["think"]
     stored = c.evaluated("think_base" if item == "base" else item)
     model = Loaded(stored.ref, stored.arch, "float32")  # trained in float32
     a = model.arch
     rows = a.vocab_size * a.hidden_size * (1 if a.tie_word_embeddings else 2)
+    amp = t["autocast"] == "bfloat16"
     m.add("weights (float32)", model.weights)
     m.add("copy of every parameter (unchanged check)", model.weights + 4 * rows, host=True)
     m.add("embedding gradients and Adam moments", 12 * rows)
-    tokens = t["batch_size"] * t["max_length"]
-    m.add("activations", activations(a, tokens, 4, checkpointing=False))
+    tokens = (t["micro_batch_size"] or t["batch_size"]) * t["max_length"]
+    checkpointing = t["gradient_checkpointing"]
+    m.add("activations", activations(a, tokens, 2 if amp else 4, checkpointing))
     m.add("logits (4 copies)", logits(a, tokens, 16))
+    if amp:  # autocast keeps a bfloat16 copy of a weight that requires grad for the pass
+        m.add("autocast: bfloat16 copy of the embeddings", 2 * rows)
     if m.on_gpu:  # loaded and made float32 on the host, then moved
         m.add("weights staged on the host (float32)", model.weights, host=True)
 
@@ -423,6 +451,11 @@ def lm_eval_sequence(c: Context, model: Loaded, item: str) -> float:
             shots = 3 if shots is None else shots
             gen = lm["gsm8k"]["max_gen_toks"] or harness_tasks()["max_gen_toks"]
             longest = max(longest, (shots + 1) * example_tokens("builtin_problem") + gen)
+        if name == "stylemerge_gsm8k_think":  # gsm8k's problems, 3-shot unless set
+            shots = task.get("num_fewshot")
+            shots = 3 if shots is None else shots
+            gen = lm["gsm8k_think"]["max_gen_toks"] or harness_tasks()["max_gen_toks"]
+            longest = max(longest, (shots + 1) * example_tokens("gsm8k") + gen)
         if not name.startswith("stylemerge"):  # the harness's own: as long as allowed
             longest = window
     return min(window, longest or window)

@@ -162,7 +162,8 @@ def format_table(e: Estimate, source: str = "", detail: bool = False) -> str:
     )
     lines += _table(rows, "lrrrrrr")
     lines += ["", memory_title(e)]
-    lines += _table(memory_table(memory_rows(e), detail), "llrl")
+    rows = memory_table(memory_rows(e), detail)
+    lines += _table(rows, "llrrl" if len(rows[0]) == 5 else "llrl")
     return "\n".join(lines) + "\n"
 
 
@@ -182,9 +183,14 @@ def memory_rows(e: Estimate) -> list[dict]:
 
 def memory_title(e: Estimate) -> str:
     where = "host memory" if e.config["device"] != "cuda" else "host memory (tensors on the GPU)"
+    gpu = (
+        "; gpu_mb: the estimate of GPU memory per job (the largest term on the GPU beside it)"
+        if e.config["device"] == "cuda"
+        else ""
+    )
     return (
         f"Memory per job ({where}, MiB: mem_mb where the config sets it, else the estimate of "
-        "stylemerge.cost.memory)"
+        f"stylemerge.cost.memory{gpu})"
     )
 
 
@@ -200,9 +206,21 @@ def _largest(row: dict) -> str:
     return f"{name} {terms[name]:,.0f}"
 
 
+def _gpu(row: dict) -> str:
+    """A job's GPU estimate and its largest GPU term, or "-" off the GPU."""
+    if row.get("gpu_mb") is None:
+        return "-"
+    terms = row["gpu_terms_mb"]
+    largest = max(terms, key=terms.get) if terms else None
+    return f"{row['gpu_mb']:,}" + (f" ({largest} {terms[largest]:,.0f})" if largest else "")
+
+
 def memory_table(rows: Sequence[dict], detail: bool = False) -> list[list[str]]:
-    """One row per job with ``detail``, else per rule (the largest request of its jobs)."""
-    out = [["rule", "job" if detail else "jobs", "mem_mb", "largest term"]]
+    """One row per job with ``detail``, else per rule (the largest request of its jobs); a
+    ``gpu_mb`` column when any job runs on a GPU (the largest of the rule's jobs)."""
+    gpu = any(row.get("gpu_mb") is not None for row in rows)
+    head = ["rule", "job" if detail else "jobs", "mem_mb", "largest term"]
+    out = [[*head[:3], "gpu_mb (largest GPU term)", head[3]] if gpu else head]
     by_rule: dict[str, list[dict]] = {}
     for row in rows:
         by_rule.setdefault(row["rule"], []).append(row)
@@ -214,7 +232,12 @@ def memory_table(rows: Sequence[dict], detail: bool = False) -> list[list[str]]:
             shown = [(str(len(jobs)), top)]
         for label, row in shown:
             mb = "?" if row["request_mb"] is None else f"{row['request_mb']:,}"
-            out.append([rule, label, mb, _largest(row)])
+            if not gpu:
+                out.append([rule, label, mb, _largest(row)])
+                continue
+            on_gpu = [r for r in (jobs if not detail else [row]) if r.get("gpu_mb") is not None]
+            top_gpu = max(on_gpu, key=lambda r: r["gpu_mb"]) if on_gpu else row
+            out.append([rule, label, mb, _gpu(top_gpu), _largest(row)])
     return out
 
 

@@ -394,7 +394,7 @@ def _think(e: Estimate) -> None:
             "train <think> rows",
             "base",
             t["steps"] * t["batch_size"] * trace,
-            FROZEN_TRAIN,
+            FROZEN_TRAIN + (RECOMPUTE if t["gradient_checkpointing"] else 0),
         )
         e.add(
             "think",
