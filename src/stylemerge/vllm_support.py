@@ -42,8 +42,8 @@ def require_vllm(setting: str) -> None:
     if not vllm_available():
         raise VLLMMissing(
             f"{setting} needs vLLM, which is not installed in this environment; install the "
-            f"gpu extra on a Linux machine with CUDA: {INSTALL} (README, GPU machines), or "
-            "set it back to the transformers path"
+            f"gpu extra on a Linux machine with CUDA ({INSTALL}), or turn the setting off "
+            "to use the transformers path"
         )
 
 
