@@ -279,6 +279,7 @@ def _cross_key_errors(config: Mapping) -> list[str]:
     problems += _lambada_errors(config)
     problems += _mara_errors(config)
     problems += _gsm8k_think_errors(config)
+    problems += _vllm_errors(config)
     return problems
 
 
@@ -369,6 +370,26 @@ def _mara_errors(config: Mapping) -> list[str]:
         elif ablation:
             grpo = deep_merge(grpo, {"mara": {"enabled": True}})
         problems += mara_config_errors(grpo, where)
+    return list(dict.fromkeys(problems))  # one message for a top-level key
+
+
+def _vllm_errors(config: Mapping) -> list[str]:
+    """vLLM's settings: GRPO's context must hold a prompt and its completion (for every
+    domain's settings), and lm-eval's vLLM backend runs on a GPU."""
+    from stylemerge.vllm_support import grpo_vllm_errors
+
+    problems = []
+    if "grpo" in config:
+        for name, domain in (config.get("domains") or {None: {}}).items():
+            grpo = stage_settings(config, "grpo", name)
+            where = f"domains.{name}.grpo" if "grpo" in domain else "grpo"
+            problems += grpo_vllm_errors(grpo, where)
+    lm_eval = (config.get("evaluate") or {}).get("lm_eval") or {}
+    if lm_eval.get("backend") == "vllm" and config.get("device") == "cpu":
+        problems.append(
+            "config key 'evaluate.lm_eval.backend': vllm runs on a CUDA GPU, but device is "
+            "cpu; use backend hf, or device cuda"
+        )
     return list(dict.fromkeys(problems))  # one message for a top-level key
 
 

@@ -3,7 +3,8 @@
 Models are scored through the harness's Python API: :func:`evaluate_lm` wraps a model loaded
 with :func:`stylemerge.models.load_model` (safetensors only) in ``HFLM`` and calls
 ``simple_evaluate``; the compact result is written to one fixed path, whatever file names
-lm-eval would pick.
+lm-eval would pick.  With ``backend: vllm`` the harness's own vLLM model runs instead, under
+the same guarantees (:mod:`stylemerge.vllm_support`).
 
 Tasks are harness task names (paper scale: ``lambada_openai``, ``gsm8k``,
 ``uncheatable_eval_<domain>``) or the tasks packaged here (``stylemerge_*``; the embedded
@@ -34,6 +35,7 @@ from stylemerge.job import JobSettings, resolve_device
 from stylemerge.lm_task_data import BPB, GSM8K, LAMBADA, PREFIX, prepare_task_data
 from stylemerge.models import ModelReference
 from stylemerge.tokenizer import THINK_TOKENS
+from stylemerge.vllm_support import make_vllm_lm, require_vllm
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,18 @@ def make_hflm(
         max_length=max_length,
         trust_remote_code=job.trust_remote_code,
     )
+
+
+def make_lm(job: JobSettings, model_ref: ModelReference, settings: Mapping):
+    """The harness model of ``settings["backend"]``: ``hf`` (:func:`make_hflm`, the default)
+    or ``vllm`` (:func:`stylemerge.vllm_support.make_vllm_lm`)."""
+    if backend(settings) == "vllm":
+        return make_vllm_lm(job, model_ref, settings)
+    return make_hflm(job, model_ref, settings["batch_size"], settings["max_length"])
+
+
+def backend(settings: Mapping) -> str:
+    return settings.get("backend") or "hf"
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -273,7 +287,8 @@ def evaluate_lm(
     tag, "num_fewshot": n or None (the task's own)}]``; ``limit``, documents per task (a
     fraction below 1), None for all; ``samples``, documents per generation task whose
     generations are kept in the result (every task's per-document metric values are kept,
-    under ``per_document``); ``batch_size``, ``max_length``, ``bootstrap_iters``.
+    under ``per_document``); ``batch_size``, ``max_length``, ``bootstrap_iters``; ``backend``,
+    ``hf`` (the default) or ``vllm``.
     ``include_path``: the directory of :func:`prepare_task_data` (needed for ``stylemerge_*``
     tasks); the harness's own tasks are indexed only when a task is not packaged here.
     ``task_data``: what :func:`prepare_task_data` returned (each data file's sha256 goes into
@@ -286,6 +301,8 @@ def evaluate_lm(
 
     if not tasks:
         raise ValueError("evaluate_lm: no tasks")
+    if backend(settings) == "vllm":  # before minutes of task loading
+        require_vllm("evaluate.lm_eval.backend: vllm")
     names = [spec["name"] for spec in tasks]
     local = [n for n in names if n.startswith(PREFIX)]
     if local and include_path is None:
@@ -295,7 +312,8 @@ def evaluate_lm(
     started = time.monotonic()
     task_manager = TaskManager(include_path=include_path, include_defaults=include_defaults)
     objects = _load_tasks(task_manager, tasks)  # before the model: a bad name fails fast
-    lm = make_hflm(job, model_ref, batch_size, settings["max_length"])
+    lm = make_lm(job, model_ref, settings)
+    device = job.device if backend(settings) == "vllm" else str(lm.device)  # vLLM's is None
     log.info("lm-eval on %s: %s", model_ref, ", ".join(names))
     with lean_harness():
         results = simple_evaluate(
@@ -310,7 +328,7 @@ def evaluate_lm(
             torch_random_seed=seed,
             fewshot_random_seed=seed,
             batch_size=batch_size,
-            device=str(lm.device),
+            device=device,
         )
     seconds = time.monotonic() - started
 
@@ -358,7 +376,8 @@ def evaluate_lm(
             "requested": [dict(spec) for spec in tasks],
             "include_path": str(include_path) if include_path is not None else None,
             "include_defaults": include_defaults,
-            "device": str(lm.device),
+            "backend": backend(settings),
+            "device": device,
             "batch_size": batch_size,
             "max_length": lm.max_length,
             "limit": limit,
@@ -397,6 +416,8 @@ def run_lm_eval(
     stage's (``think.data.heldout_fraction``), so the arithmetic test problems are held out of
     its training traces."""
     tasks = settings["tasks"]
+    if backend(settings) == "vllm":  # before the task data are written
+        require_vllm("evaluate.lm_eval.backend: vllm")
     local = [spec["name"] for spec in tasks if spec["name"].startswith(PREFIX)]
     if scratch_dir is not None:
         Path(scratch_dir).mkdir(parents=True, exist_ok=True)

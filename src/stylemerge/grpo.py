@@ -26,6 +26,7 @@ from stylemerge.models import ModelReference
 from stylemerge.rewards import CharProfile, ProxyScorer, build_rewards, digit_punct_fraction
 from stylemerge.shards import DomainShards, shard_texts
 from stylemerge.trl_fields import MANAGED
+from stylemerge.vllm_support import grpo_trainer_settings, require_vllm
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +301,10 @@ def train_adapter(
     device, seed, domain = job.device, job.seed, shards.domain
     base, general_proxy = ModelReference.of(base), ModelReference.of(general_proxy)
     proxy = ModelReference.of(proxy)
-    trainer_settings = dict(settings["trainer"])
+    # with use_vllm, vllm_max_model_length derived where unset (stylemerge.vllm_support)
+    trainer_settings = grpo_trainer_settings(settings)
+    if trainer_settings.get("use_vllm"):  # trl's own error comes after the models are loaded
+        require_vllm("grpo.trainer.use_vllm: true")
     managed = sorted(set(trainer_settings) & set(MANAGED))
     if managed:
         raise ValueError(f"grpo.trainer may not set {managed}: the workflow sets them")

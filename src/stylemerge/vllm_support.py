@@ -1,0 +1,128 @@
+"""vLLM, the paper path's generation engine: GRPO's rollouts (``grpo.trainer.use_vllm``) and
+lm-eval's generation-heavy tasks (``evaluate.lm_eval.backend: vllm``).
+
+vLLM is an optional dependency (the ``gpu`` extra: Linux with CUDA); nothing here imports it,
+so the config checks and the argument building below run, and are tested, without it.  A job
+that needs it and lacks it fails at once, naming the setting and the install command
+(:func:`require_vllm`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stylemerge.models import ModelReference
+
+if TYPE_CHECKING:
+    from stylemerge.job import JobSettings
+
+INSTALL = 'pip install -e ".[gpu]"'
+# trl's GRPOConfig.max_completion_length when grpo.trainer does not set it (trl 1.16)
+TRL_MAX_COMPLETION_LENGTH = 512
+# Tokens the derived vllm_max_model_length adds to prompt + completion: a prompt is a window of
+# grpo.prompt_tokens decoded to text, which trl encodes again; that may add a BOS token and
+# split the window's cut ends (a partial word, half a UTF-8 character) into a few more tokens.
+PROMPT_MARGIN = 16
+
+
+class VLLMMissing(RuntimeError):
+    """A setting asks for vLLM and it is not installed."""
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def require_vllm(setting: str) -> None:
+    """Raise :class:`VLLMMissing`, naming ``setting`` and the install command, unless vllm
+    can be imported."""
+    if not vllm_available():
+        raise VLLMMissing(
+            f"{setting} needs vLLM, which is not installed in this environment; install the "
+            f"gpu extra on a Linux machine with CUDA ({INSTALL}), or turn the setting off "
+            "to use the transformers path"
+        )
+
+
+# --- GRPO: the context vLLM reserves ------------------------------------------------------------
+
+
+def grpo_context_length(grpo: Mapping) -> int:
+    """Prompt plus completion in tokens: the longest sequence GRPO generates."""
+    trainer = grpo.get("trainer") or {}
+    completion = trainer.get("max_completion_length") or TRL_MAX_COMPLETION_LENGTH
+    return grpo["prompt_tokens"] + completion
+
+
+def grpo_trainer_settings(grpo: Mapping) -> dict:
+    """``grpo.trainer`` as GRPOConfig takes it.  With ``use_vllm`` and no
+    ``vllm_max_model_length``, that is derived (prompt + completion + :data:`PROMPT_MARGIN`):
+    left unset, vLLM sizes its KV cache for the model's whole context (Qwen3: 32k tokens)."""
+    trainer = dict(grpo["trainer"])
+    if trainer.get("use_vllm") and trainer.get("vllm_max_model_length") is None:
+        trainer["vllm_max_model_length"] = grpo_context_length(grpo) + PROMPT_MARGIN
+    return trainer
+
+
+def grpo_vllm_errors(grpo: Mapping, where: str = "grpo") -> list[str]:
+    """Config problems of one domain's GRPO settings: an explicit ``vllm_max_model_length``
+    shorter than prompt + completion (vLLM would cut every completion short, or refuse)."""
+    trainer = grpo.get("trainer") or {}
+    length = trainer.get("vllm_max_model_length")
+    if not trainer.get("use_vllm") or length is None:
+        return []
+    needed = grpo_context_length(grpo)
+    if length >= needed:
+        return []
+    return [
+        f"config key '{where}.trainer.vllm_max_model_length': {length} is shorter than a "
+        f"prompt plus its completion ({where}.prompt_tokens {grpo['prompt_tokens']} + "
+        f"max_completion_length {needed - grpo['prompt_tokens']} = {needed} tokens); set it "
+        "to at least that, or leave it out to have it derived"
+    ]
+
+
+# --- lm-eval: the harness's own vLLM model ------------------------------------------------------
+
+
+def vllm_model_args(
+    job: JobSettings, model_ref: ModelReference | str | Path, settings: Mapping
+) -> dict:
+    """The arguments of lm-eval's ``VLLM`` model (lm_eval.models.vllm_causallms) for
+    ``model_ref``, with the hf path's guarantees: weights from safetensors only (unless
+    ``allow_pickle_weights``), repository code only with ``trust_remote_code``, the model's
+    revision for weights and tokenizer, the checkpoint's own dtype, and a context of
+    ``settings["max_length"]`` tokens (vLLM reserves memory for it; None: the model's).
+
+    Think tags: the harness's vLLM model decodes with ``skip_special_tokens=False`` and is
+    given no ``think_end_token`` (which would cut the think block off), so generations keep
+    ``<think>``/``</think>`` as the hf path's do."""
+    model_ref = ModelReference.of(model_ref)
+    args = {
+        "pretrained": model_ref.ref,
+        "revision": model_ref.revision,
+        "tokenizer_revision": model_ref.revision,
+        "trust_remote_code": job.trust_remote_code,
+        "dtype": "auto",
+        "load_format": "auto" if job.allow_pickle_weights else "safetensors",
+        "batch_size": settings["batch_size"],
+        "seed": job.seed,
+    }
+    if settings.get("max_length") is not None:
+        args["max_model_len"] = settings["max_length"]
+    return args
+
+
+def make_vllm_lm(job: JobSettings, model_ref: ModelReference | str | Path, settings: Mapping):
+    """lm-eval's ``VLLM`` model for ``model_ref`` (:func:`vllm_model_args`); a local model
+    directory is checked first as the hf path checks it (safetensors, or pickle weights only
+    with ``allow_pickle_weights``)."""
+    require_vllm("evaluate.lm_eval.backend: vllm")
+    model_ref = ModelReference.of(model_ref)
+    model_ref.check(job)
+    from lm_eval.models.vllm_causallms import VLLM
+
+    return VLLM(**vllm_model_args(job, model_ref, settings))

@@ -1,0 +1,189 @@
+"""vLLM on the paper path, checked without vLLM (it needs CUDA): the arguments of lm-eval's
+vLLM model, the clear failure where vllm is missing, and GRPO's vLLM context length."""
+
+import ast
+import types
+from pathlib import Path
+
+import lm_eval
+import pytest
+import yaml
+
+from conftest import ROOT
+from stylemerge.config import ConfigError, deep_merge, stage_settings, validate_config
+from stylemerge.evaluate import evaluate_lm, run_lm_eval
+from stylemerge.job import JobSettings
+from stylemerge.models import ModelReference
+from stylemerge.vllm_support import (
+    INSTALL,
+    PROMPT_MARGIN,
+    VLLMMissing,
+    grpo_trainer_settings,
+    vllm_available,
+    vllm_model_args,
+)
+
+VLLM_SOURCE = Path(lm_eval.__file__).parent / "models" / "vllm_causallms.py"
+needs_no_vllm = pytest.mark.skipif(vllm_available(), reason="vllm is installed here")
+SETTINGS = {
+    "tasks": [{"name": "gsm8k"}],
+    "batch_size": "auto",
+    "max_length": 4096,
+    "limit": None,
+    "bootstrap_iters": 0,
+    "samples": 0,
+}
+
+
+def load(name):
+    return yaml.safe_load((ROOT / "config" / name).read_text())
+
+
+def rejected(config, schema_path) -> str:
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, schema_path)
+    return str(err.value)
+
+
+def vllm_constructor() -> tuple[set[str], bool]:
+    """The parameters of lm-eval's VLLM.__init__ (read from its source: importing the module
+    imports vllm) and whether it passes the rest (**kwargs) on to vllm.LLM."""
+    tree = ast.parse(VLLM_SOURCE.read_text(encoding="utf-8"))
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "VLLM"]
+    (init,) = [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
+    names = {a.arg for a in init.args.args + init.args.kwonlyargs} - {"self"}
+    forwards = "self.model_args.update(kwargs)" in ast.unparse(init)
+    return names, init.args.kwarg is not None and forwards
+
+
+# --- lm-eval's vLLM model -----------------------------------------------------------------------
+
+
+def test_vllm_model_args_keep_the_hf_paths_guarantees():
+    job = JobSettings(seed=11, device="cuda", trust_remote_code=False)
+    ref = ModelReference("Qwen/Qwen3-4B-Base", revision="abc123")
+    args = vllm_model_args(job, ref, SETTINGS)
+    assert args == {
+        "pretrained": "Qwen/Qwen3-4B-Base",
+        "revision": "abc123",  # weights and tokenizer at the config's revision
+        "tokenizer_revision": "abc123",
+        "trust_remote_code": False,
+        "dtype": "auto",  # the checkpoint's own, as load_model's dtype="auto"
+        "load_format": "safetensors",  # never a pickle file
+        "batch_size": "auto",
+        "seed": 11,
+        "max_model_len": 4096,  # vLLM reserves memory for this context, not the model's 32k
+    }
+    # no think_end_token: it would cut the think block off every generation
+    assert "think_end_token" not in args and "enable_thinking" not in args
+
+
+def test_vllm_model_args_follow_the_jobs_switches():
+    job = JobSettings(trust_remote_code=True, allow_pickle_weights=True)
+    args = vllm_model_args(job, "some/model", {**SETTINGS, "batch_size": 16, "max_length": None})
+    assert args["trust_remote_code"] is True
+    assert args["load_format"] == "auto"  # safetensors first, pickle files where none
+    assert args["revision"] is None and args["batch_size"] == 16
+    assert "max_model_len" not in args  # null: the model's own context
+
+
+def test_every_vllm_model_arg_is_one_lm_evals_vllm_model_takes():
+    """Against lm-eval 0.4.13's own constructor: a misspelled name would reach vllm.LLM
+    through **kwargs and fail only on a GPU node."""
+    params, forwards_rest = vllm_constructor()
+    args = vllm_model_args(JobSettings(), ModelReference("m", "r"), SETTINGS)
+    assert set(args) - params == {"load_format"}  # vllm.LLM's own, passed on by **kwargs
+    assert forwards_rest
+    assert {"max_length", "think_end_token"} <= params  # the ones we must not pass
+    # lm-eval decodes generations keeping special tokens (think tags), unless a task says not
+    assert '"skip_special_tokens": False' in VLLM_SOURCE.read_text(encoding="utf-8")
+
+
+@needs_no_vllm
+def test_the_vllm_backend_fails_at_once_naming_itself_and_the_install(tmp_path):
+    out = tmp_path / "lm_eval.json"
+    # an unknown task: loading the tasks first would fail with another error
+    settings = {**SETTINGS, "backend": "vllm", "tasks": [{"name": "stylemerge_nope"}]}
+    with pytest.raises(VLLMMissing) as err:
+        evaluate_lm(JobSettings(), "no/model", out, settings, include_path=tmp_path)
+    assert "evaluate.lm_eval.backend: vllm" in str(err.value) and INSTALL in str(err.value)
+    assert not out.exists()
+    scratch = tmp_path / "scratch"
+    with pytest.raises(VLLMMissing, match="backend: vllm"):  # before task data are written
+        run_lm_eval(JobSettings(), "no/model", {}, out, settings, 0.1, scratch)
+    assert not scratch.exists()
+
+
+@needs_no_vllm
+def test_grpo_with_use_vllm_fails_at_once_without_vllm():
+    from stylemerge.grpo import train_adapter
+
+    settings = {"prompt_tokens": 8, "trainer": {"use_vllm": True}}
+    shards = types.SimpleNamespace(domain="bbc_news")
+    with pytest.raises(VLLMMissing, match=r"grpo.trainer.use_vllm.*pip install -e"):
+        train_adapter(JobSettings(), "b", "g", "p", shards, "out", "ckpt", settings)
+
+
+def test_the_hf_backend_is_the_default_and_the_key_is_validated(schema_path):
+    config = validate_config(load("config.yaml"), schema_path)
+    assert config["evaluate"]["lm_eval"]["backend"] == "hf"
+    assert validate_config(load("paper.yaml"), schema_path)["evaluate"]["lm_eval"]["backend"] == (
+        "vllm"
+    )
+    bad = deep_merge(load("config.yaml"), {"evaluate": {"lm_eval": {"backend": "sglang"}}})
+    assert "evaluate.lm_eval.backend" in rejected(bad, schema_path)
+    on_cpu = deep_merge(load("config.yaml"), {"evaluate": {"lm_eval": {"backend": "vllm"}}})
+    message = rejected(on_cpu, schema_path)
+    assert "evaluate.lm_eval.backend" in message and "device is cpu" in message
+
+
+def test_evaluate_lm_hands_the_settings_to_the_backend_chosen(monkeypatch):
+    from stylemerge import evaluate
+
+    made = []
+    monkeypatch.setattr(evaluate, "make_vllm_lm", lambda *a: made.append(("vllm", a[2])))
+    monkeypatch.setattr(evaluate, "make_hflm", lambda *a: made.append(("hf", a[2:])))
+    evaluate.make_lm(JobSettings(), ModelReference("m"), {**SETTINGS, "backend": "vllm"})
+    evaluate.make_lm(JobSettings(), ModelReference("m"), {**SETTINGS, "backend": "hf"})
+    evaluate.make_lm(JobSettings(), ModelReference("m"), SETTINGS)  # no key: hf
+    assert made == [
+        ("vllm", {**SETTINGS, "backend": "vllm"}),
+        ("hf", ("auto", 4096)),
+        ("hf", ("auto", 4096)),
+    ]
+
+
+# --- GRPO: the context vLLM reserves ------------------------------------------------------------
+
+
+def test_grpo_derives_vllm_max_model_length_from_prompt_and_completion(schema_path):
+    paper = validate_config(load("paper.yaml"), schema_path)
+    grpo = stage_settings(paper, "grpo", "bbc_news")
+    assert grpo["trainer"]["use_vllm"] and "vllm_max_model_length" not in grpo["trainer"]
+    trainer = grpo_trainer_settings(grpo)
+    assert trainer["vllm_max_model_length"] == 128 + 256 + PROMPT_MARGIN
+    assert "vllm_max_model_length" not in grpo["trainer"]  # the settings are not changed
+    explicit = deep_merge(grpo, {"trainer": {"vllm_max_model_length": 1024}})
+    assert grpo_trainer_settings(explicit)["vllm_max_model_length"] == 1024
+    off = deep_merge(grpo, {"trainer": {"use_vllm": False}})
+    assert "vllm_max_model_length" not in grpo_trainer_settings(off)
+    no_completion = {"prompt_tokens": 10, "trainer": {"use_vllm": True}}  # trl's default 512
+    assert grpo_trainer_settings(no_completion)["vllm_max_model_length"] == 522 + PROMPT_MARGIN
+
+
+def test_a_vllm_context_shorter_than_prompt_plus_completion_is_rejected(schema_path):
+    paper = load("paper.yaml")
+    short = deep_merge(paper, {"grpo": {"trainer": {"vllm_max_model_length": 383}}})
+    message = rejected(short, schema_path)
+    assert "grpo.trainer.vllm_max_model_length" in message
+    assert "383" in message and "128" in message and "256" in message and "384" in message
+    assert message.count("vllm_max_model_length") == 1  # once, not once per domain
+    enough = deep_merge(paper, {"grpo": {"trainer": {"vllm_max_model_length": 384}}})
+    assert validate_config(enough, schema_path)
+    # a domain's override that lengthens the completion
+    longer = {"domains": {"bbc_news": {"grpo": {"trainer": {"max_completion_length": 512}}}}}
+    message = rejected(deep_merge(enough, longer), schema_path)
+    assert "domains.bbc_news.grpo.trainer.vllm_max_model_length" in message
+    # without vLLM the key is trl's business
+    off = deep_merge(short, {"grpo": {"trainer": {"use_vllm": False}}})
+    assert validate_config(off, schema_path)
