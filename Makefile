@@ -10,7 +10,7 @@ CORES ?= 8
 # installs the CUDA build of the same version before `make` (see README).
 TORCH := torch==2.13.0
 
-.PHONY: run smol test lint dry-run clean-venv
+.PHONY: run smol test lint dry-run gpu-check gpu-check-dry clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests workflow/scripts benchmarks
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --cores 1
+
+# The paper path's GPU settings on the real-model tier, on one GPU, every output checked
+# (stylemerge.gpu_check); gpu-check-dry validates and plans it on any machine (CI runs it).
+gpu-check: $(STAMP)
+	$(BIN)/python -m stylemerge.gpu_check --cores $(CORES)
+
+gpu-check-dry: $(STAMP)
+	$(BIN)/python -m stylemerge.gpu_check --dry-run
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n --cores $(CORES) all
