@@ -26,7 +26,7 @@ from stylemerge.models import ModelReference
 from stylemerge.rewards import CharProfile, ProxyScorer, build_rewards, digit_punct_fraction
 from stylemerge.shards import DomainShards, shard_texts
 from stylemerge.trl_fields import MANAGED
-from stylemerge.vllm_support import grpo_trainer_settings, require_vllm
+from stylemerge.vllm_support import grpo_policy_reference, grpo_trainer_settings, require_vllm
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,10 @@ def train_adapter(
 
     if settings["require_specialised_proxy"]:
         check_proxy_specialised(proxy.ref, domain)
-    tokenizer = base.tokenizer(job)
+    # with use_vllm, the pinned revision's local snapshot: trl's vLLM loads the policy's
+    # name_or_path, and nothing else of it (stylemerge.vllm_support.grpo_policy_reference)
+    policy_ref = grpo_policy_reference(job, base, trainer_settings)
+    tokenizer = policy_ref.tokenizer(job)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     texts = list(shard_texts([shards.train]))
@@ -365,7 +368,7 @@ def train_adapter(
     )
 
     set_seed(seed)
-    policy = base.model(job).to(device)
+    policy = policy_ref.model(job).to(device)
     before = evaluate_policy(
         policy, tokenizer, eval_prompts, reward_funcs, weights, general, settings, seed, profile
     )
