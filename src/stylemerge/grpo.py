@@ -321,6 +321,14 @@ def train_adapter(
         raise ValueError(
             f"grpo.trainer.use_cpu={trainer_settings['use_cpu']} contradicts device={device!r}"
         )
+    # trl hands GRPOConfig.trust_remote_code to its vLLM engine (the only place it reads it for
+    # a policy given as a model): repository code runs there only where the config allows it
+    trust = job.trust_remote_code
+    if trainer_settings.setdefault("trust_remote_code", trust) != trust:
+        raise ValueError(
+            f"grpo.trainer.trust_remote_code={trainer_settings['trust_remote_code']} contradicts "
+            f"trust_remote_code={trust} (set the top-level key only)"
+        )
 
     if settings["require_specialised_proxy"]:
         check_proxy_specialised(proxy.ref, domain)
