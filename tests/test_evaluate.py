@@ -72,8 +72,9 @@ def evaluated(tiny_base, shards, tmp_path_factory) -> tuple[Path, dict]:
         resources=types.SimpleNamespace(tmpdir=str(root / "tmp")),
         output=[str(out)],
         log=[str(root / "logs" / "evaluate_lm" / "base.log")],
+        wildcards=types.SimpleNamespace(eval_model="base"),
         threads=1,
-        config={"seed": SEED},
+        config={"seed": SEED, "evaluate": {"comparisons": {}}},
     )
     script = ROOT / "workflow" / "scripts" / "evaluate_lm.py"
     runpy.run_path(str(script), init_globals={"snakemake": snakemake})
