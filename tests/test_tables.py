@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 
 from stylemerge.card import verdict
+from stylemerge.cost.benchmarks import cost_table
 from stylemerge.tables import (
     RunResults,
     TableSettings,
     adapters_table,
     bpb_table,
-    cost_table,
     diversity_table,
     gsm8k_table,
     lambada_table,

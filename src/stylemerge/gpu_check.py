@@ -38,6 +38,7 @@ from stylemerge.config import (
     stage_settings,
     validate_config,
 )
+from stylemerge.cost.benchmarks import cost_table
 from stylemerge.cost.jobs import GPU_RULES, SETTINGS
 from stylemerge.joblog import GPU_PEAK_MESSAGE
 
@@ -218,10 +219,7 @@ def figures(root: Path, config: Mapping) -> dict:
     """Time per rule (Snakemake's benchmarks), each job's peak GPU memory (its log), GRPO's
     tokens per second (trl's log history)."""
     results, logs = (root / d for d in run_dirs(config["run_name"]))
-    seconds: dict[str, float] = {}
-    for tsv in sorted((results / "benchmarks").glob("*/*.tsv")):
-        rows = list(csv.DictReader(tsv.open(), delimiter="\t"))
-        seconds[tsv.parent.name] = seconds.get(tsv.parent.name, 0.0) + float(rows[-1]["s"])
+    seconds = cost_table(results / "benchmarks").groupby("rule")["wall_s"].sum().round(1)
     peaks = {}
     for log in sorted(logs.glob("*/*.log")):
         found = [int(m) for m in PEAK_LINE.findall(log.read_text(errors="replace"))]
@@ -235,7 +233,7 @@ def figures(root: Path, config: Mapping) -> dict:
         if tokens and runtime and runtime[-1] > 0:
             tokens_per_s[history.parent.name] = round(tokens[-1] / runtime[-1], 1)
     return {
-        "seconds_per_rule": seconds,
+        "seconds_per_rule": seconds.to_dict(),
         "peak_gpu_mib_per_job": peaks,
         "grpo_tokens_per_s": tokens_per_s,
     }
