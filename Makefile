@@ -20,7 +20,7 @@ GPU_EXTRAS := gpu,tracking
 RESOLVER_PIP := pip==26.3
 GPU_DEPS_PIP_OPTS ?= --isolated --timeout 60
 
-.PHONY: run smol test lint dry-run gpu-deps gpu-venv clean-venv
+.PHONY: run smol test lint dry-run gpu-deps gpu-venv gpu-check gpu-check-dry clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,14 @@ $(GPU_STAMP): pyproject.toml constraints-gpu.txt
 	touch $(GPU_STAMP)
 
 gpu-venv: $(GPU_STAMP)
+
+# The paper path's GPU settings on the real-model tier, on one GPU, every output checked
+# (stylemerge.gpu_check); gpu-check-dry validates and plans it on any machine (CI runs it).
+gpu-check: $(STAMP)
+	$(BIN)/python -m stylemerge.gpu_check --cores $(CORES)
+
+gpu-check-dry: $(STAMP)
+	$(BIN)/python -m stylemerge.gpu_check --dry-run
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n --cores $(CORES) all

@@ -134,6 +134,14 @@ def test_managed_trainer_keys_are_refused(
         run(tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy, output_dir="x")
 
 
+def test_trainer_trust_remote_code_follows_the_config(
+    tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy
+):
+    """trl hands GRPOConfig.trust_remote_code to its vLLM: it may not differ from the config's."""
+    with pytest.raises(ValueError, match=r"trust_remote_code=True contradicts trust_remote_code"):
+        run(tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy, trust_remote_code=True)
+
+
 RESUME_SCRIPT = """
 import json, sys
 sys.path.insert(0, {tests!r})

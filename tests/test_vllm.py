@@ -1,19 +1,23 @@
 """vLLM on the paper path, checked without vLLM (it needs CUDA): the arguments of lm-eval's
-vLLM model, the clear failure where vllm is missing, and GRPO's vLLM context length."""
+vLLM model, the clear failure where vllm is missing, GRPO's vLLM context length, and the
+model directory trl's colocated vLLM loads (the pinned revision's local snapshot)."""
 
 import ast
+import json
+import shutil
 import types
 from pathlib import Path
 
 import lm_eval
 import pytest
+import trl
 import yaml
 
 from conftest import ROOT
 from stylemerge.config import ConfigError, deep_merge, stage_settings, validate_config
 from stylemerge.evaluate import evaluate_lm, run_lm_eval
 from stylemerge.job import JobSettings
-from stylemerge.models import ModelReference
+from stylemerge.models import ModelError, ModelReference
 from stylemerge.vllm_support import (
     INSTALL,
     PROMPT_MARGIN,
@@ -187,3 +191,113 @@ def test_a_vllm_context_shorter_than_prompt_plus_completion_is_rejected(schema_p
     # without vLLM the key is trl's business
     off = deep_merge(short, {"grpo": {"trainer": {"use_vllm": False}}})
     assert validate_config(off, schema_path)
+
+
+# --- GRPO: the model trl's colocated vLLM loads -------------------------------------------------
+
+TRL_VLLM_SOURCE = Path(trl.__file__).parent / "generation" / "vllm_generation.py"
+MAIN, PINNED, PICKLED = "a" * 40, "b" * 40, "c" * 40
+
+
+def trl_vllm_call() -> dict[str, str]:
+    """The keyword arguments of the ``LLM(...)`` call in trl's colocate mode (read from its
+    source: importing the module needs vllm), as source text."""
+    tree = ast.parse(TRL_VLLM_SOURCE.read_text(encoding="utf-8"))
+    (call,) = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "LLM"
+    ]
+    return {k.arg: ast.unparse(k.value) for k in call.keywords}
+
+
+@pytest.fixture
+def hub_cache(tmp_path, tiny_base, monkeypatch):
+    """A hub cache as huggingface_hub lays it out, offline, holding ``org/tiny``: ``main`` at
+    one commit and the pinned branch ``v1`` at another (both the tiny base's files, each
+    config marked with its branch), and ``bin-only`` whose commit holds only
+    pytorch_model.bin.  Returns the cache's repository folder."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--org--tiny"
+    for branch, commit in (("main", MAIN), ("v1", PINNED), ("bin-only", PICKLED)):
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / branch).write_text(commit)
+        snapshot = repo / "snapshots" / commit
+        snapshot.mkdir(parents=True)
+        for file in tiny_base.iterdir():
+            if file.is_file() and (branch != "bin-only" or file.suffix != ".safetensors"):
+                shutil.copy(file, snapshot / file.name)
+        config = json.loads((snapshot / "config.json").read_text())
+        (snapshot / "config.json").write_text(json.dumps({**config, "branch": branch}))
+        if branch == "bin-only":
+            (snapshot / "pytorch_model.bin").write_bytes(b"never unpickled")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    # huggingface_hub reads both when imported; set them as a fresh process would have them
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return repo
+
+
+def test_trl_hands_its_colocated_vllm_only_the_policys_path():
+    """trl 1.16's LLM(...) call: the model is the policy's name_or_path and no revision,
+    tokenizer or load_format is passed, which is why GRPO loads the policy from the pinned
+    snapshot (a trl that passes them is a reason to revisit grpo_policy_reference)."""
+    kwargs = trl_vllm_call()
+    assert kwargs["model"] == "model.name_or_path"
+    assert kwargs["trust_remote_code"] == "self.trust_remote_code"
+    assert kwargs["max_model_len"] == "self.max_model_length"
+    passed = {"revision", "tokenizer", "tokenizer_revision", "load_format", "dtype"} & set(kwargs)
+    assert not passed
+
+
+def test_grpo_with_vllm_loads_the_policy_from_the_pinned_snapshot(hub_cache):
+    from peft import LoraConfig, get_peft_model
+
+    from stylemerge.vllm_support import grpo_policy_reference
+
+    job = JobSettings()
+    base = ModelReference("org/tiny", revision="v1")
+    policy_ref = grpo_policy_reference(job, base, {"use_vllm": True, "vllm_mode": "colocate"})
+    snapshot = hub_cache / "snapshots" / PINNED
+    assert Path(policy_ref.ref) == snapshot and policy_ref.revision is None
+    assert grpo_policy_reference(job, base, {"use_vllm": False}) == base  # transformers path
+    # what trl hands vLLM: the name_or_path of the policy it wraps in the LoRA adapter
+    policy = policy_ref.model(job)
+    assert policy.config.branch == "v1"
+    peft = get_peft_model(policy, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    assert Path(peft.name_or_path) == snapshot
+    assert len(policy_ref.tokenizer(job)) == len(base.tokenizer(job))
+    # a commit hash pins as a branch does; an unpinned id is the default branch's snapshot
+    by_commit = ModelReference("org/tiny", revision=PINNED).local_snapshot(job)
+    assert Path(by_commit.ref) == snapshot
+    assert Path(ModelReference("org/tiny").local_snapshot(job).ref).name == MAIN
+
+
+def test_a_local_base_is_its_own_snapshot(tiny_base, tmp_path):
+    from stylemerge.vllm_support import grpo_policy_reference
+
+    ref = grpo_policy_reference(JobSettings(), tiny_base, {"use_vllm": True})
+    assert ref == ModelReference(str(tiny_base))
+    with pytest.raises(ModelError, match="no config.json"):
+        ModelReference(str(tmp_path)).local_snapshot(JobSettings())
+
+
+def test_a_pinned_revision_with_only_pickle_weights_is_refused(hub_cache):
+    base = ModelReference("org/tiny", revision="bin-only")
+    with pytest.raises(ModelError) as err:
+        base.local_snapshot(JobSettings())
+    message = str(err.value)
+    assert message.startswith("org/tiny at revision bin-only")
+    assert "only pickle weights: pytorch_model.bin" in message
+    assert "allow_pickle_weights: true" in message
+    # the config allows them: the snapshot is that revision's
+    allowed = base.local_snapshot(JobSettings(allow_pickle_weights=True))
+    assert Path(allowed.ref) == hub_cache / "snapshots" / PICKLED
+
+
+def test_a_revision_missing_from_the_offline_cache_is_named(hub_cache):
+    with pytest.raises(ModelError, match=r"org/tiny at revision v2: cannot fetch"):
+        ModelReference("org/tiny", revision="v2").local_snapshot(JobSettings())

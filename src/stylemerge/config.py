@@ -410,3 +410,11 @@ def stage_settings(config: Mapping, stage: str, domain: str | None = None) -> di
     if domain is not None:
         settings = deep_merge(settings, config["domains"][domain].get(stage, {}))
     return settings
+
+
+def run_dirs(run_name: str | None) -> tuple[str, str]:
+    """A run's results and logs directories: ``results/`` and ``logs/`` for a config without
+    ``run_name``, else ``results/<run_name>/`` and ``logs/<run_name>/`` (tiers side by side)."""
+    if run_name is None:
+        return "results", "logs"
+    return f"results/{run_name}", f"logs/{run_name}"

@@ -26,7 +26,7 @@ from stylemerge.models import ModelReference
 from stylemerge.rewards import CharProfile, ProxyScorer, build_rewards, digit_punct_fraction
 from stylemerge.shards import DomainShards, shard_texts
 from stylemerge.trl_fields import MANAGED
-from stylemerge.vllm_support import grpo_trainer_settings, require_vllm
+from stylemerge.vllm_support import grpo_policy_reference, grpo_trainer_settings, require_vllm
 
 log = logging.getLogger(__name__)
 
@@ -321,10 +321,21 @@ def train_adapter(
         raise ValueError(
             f"grpo.trainer.use_cpu={trainer_settings['use_cpu']} contradicts device={device!r}"
         )
+    # trl hands GRPOConfig.trust_remote_code to its vLLM engine (the only place it reads it for
+    # a policy given as a model): repository code runs there only where the config allows it
+    trust = job.trust_remote_code
+    if trainer_settings.setdefault("trust_remote_code", trust) != trust:
+        raise ValueError(
+            f"grpo.trainer.trust_remote_code={trainer_settings['trust_remote_code']} contradicts "
+            f"trust_remote_code={trust} (set the top-level key only)"
+        )
 
     if settings["require_specialised_proxy"]:
         check_proxy_specialised(proxy.ref, domain)
-    tokenizer = base.tokenizer(job)
+    # with use_vllm, the pinned revision's local snapshot: trl's vLLM loads the policy's
+    # name_or_path, and nothing else of it (stylemerge.vllm_support.grpo_policy_reference)
+    policy_ref = grpo_policy_reference(job, base, trainer_settings)
+    tokenizer = policy_ref.tokenizer(job)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     texts = list(shard_texts([shards.train]))
@@ -365,7 +376,7 @@ def train_adapter(
     )
 
     set_seed(seed)
-    policy = base.model(job).to(device)
+    policy = policy_ref.model(job).to(device)
     before = evaluate_policy(
         policy, tokenizer, eval_prompts, reward_funcs, weights, general, settings, seed, profile
     )

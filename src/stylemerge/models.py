@@ -23,6 +23,10 @@ class ModelError(ValueError):
 
 # Weight files that torch.load unpickles (safetensors files hold tensors only).
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth")
+# What a local snapshot holds besides its weights: config and generation config, tokenizer
+# (tokenizer.json, vocab.json, merges.txt, a sentencepiece .model, a chat template), and the
+# safetensors index of sharded weights.  Repository code (*.py) only with trust_remote_code.
+SNAPSHOT_FILES = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.jinja")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,25 +69,67 @@ class ModelReference:
     def check(self, job: JobSettings) -> None:
         check_model_dir(self.ref, job.allow_pickle_weights)
 
+    def local_snapshot(self, job: JobSettings) -> ModelReference:
+        """This model as a local directory (an unpinned reference to it): a local directory
+        as it is (checked), a hub id as its snapshot in the hub cache at :attr:`revision`.
 
-def check_model_dir(ref: str | Path, allow_pickle_weights: bool = False) -> None:
+        For a consumer that takes a path and cannot be given the revision or a safetensors-only
+        rule (trl's colocated vLLM, see :func:`stylemerge.vllm_support.grpo_policy_reference`):
+        only config, tokenizer and safetensors files are fetched (pickle weights only where
+        the revision has no safetensors and the config sets ``allow_pickle_weights``;
+        repository code only with ``trust_remote_code``), and the directory is checked with
+        :func:`check_model_dir`.  huggingface_hub does the fetching: a token from HF_TOKEN,
+        nothing from the network under HF_HUB_OFFLINE=1 (then the cache must hold it).
+
+        The snapshot folder is the hub cache's own (shared by every download of that commit),
+        so it may also hold files another download put there; the check still guarantees
+        safetensors weights, which loaders prefer (transformers with ``use_safetensors``,
+        vLLM's ``load_format="auto"``) over any pickle file beside them."""
+        if Path(self.ref).exists():
+            self.check(job)
+            return ModelReference(self.ref)
+        from huggingface_hub import snapshot_download
+
+        patterns = [*SNAPSHOT_FILES, "*.safetensors"]
+        if job.trust_remote_code:
+            patterns.append("*.py")
+        label = f"{self.ref} at revision {self.revision or 'main'}"
+
+        def fetch(allow: list[str]) -> Path:
+            return Path(snapshot_download(self.ref, revision=self.revision, allow_patterns=allow))
+
+        try:
+            path = fetch(patterns)
+            if job.allow_pickle_weights and not any(path.glob("*.safetensors")):
+                path = fetch([*patterns, *PICKLE_PATTERNS])
+        except (OSError, ValueError) as err:  # hub errors (not found, offline, gated) included
+            raise ModelError(f"{label}: cannot fetch a local snapshot ({err})") from err
+        check_model_dir(path, job.allow_pickle_weights, label=f"{label} (snapshot {path})")
+        return ModelReference(str(path))
+
+
+def check_model_dir(
+    ref: str | Path, allow_pickle_weights: bool = False, label: str | None = None
+) -> None:
     """A local model directory must hold a config and safetensors weights; pickle weights
-    (``*.bin``, ``*.pt``, ``*.pth``) alone are refused unless ``allow_pickle_weights``."""
+    (``*.bin``, ``*.pt``, ``*.pth``) alone are refused unless ``allow_pickle_weights``.
+    Messages name the directory, or ``label`` where given."""
     path = Path(ref)
+    name = label or str(path)
     if not path.exists():
         return  # a hub id: transformers resolves it (use_safetensors decides there)
     if not path.is_dir():
-        raise ModelError(f"{path}: not a model directory")
+        raise ModelError(f"{name}: not a model directory")
     if not (path / "config.json").is_file():
-        raise ModelError(f"{path}: no config.json (not a Hugging Face model directory)")
+        raise ModelError(f"{name}: no config.json (not a Hugging Face model directory)")
     if any(path.glob("*.safetensors")):
         return
     pickles = sorted(p.name for pattern in PICKLE_PATTERNS for p in path.glob(pattern))
     if not pickles:
-        raise ModelError(f"{path}: no safetensors weights")
+        raise ModelError(f"{name}: no safetensors weights")
     if not allow_pickle_weights:
         raise ModelError(
-            f"{path}: no safetensors weights (only pickle weights: {', '.join(pickles)}); "
+            f"{name}: no safetensors weights (only pickle weights: {', '.join(pickles)}); "
             "loading a pickle file can run arbitrary code. Convert the weights to safetensors, "
             "or, if you trust this directory, set allow_pickle_weights: true in the config"
         )

@@ -86,6 +86,43 @@ def grpo_vllm_errors(grpo: Mapping, where: str = "grpo") -> list[str]:
     ]
 
 
+def grpo_policy_reference(
+    job: JobSettings, base: ModelReference | str | Path, trainer: Mapping
+) -> ModelReference:
+    """The reference GRPO loads its policy and tokenizer from: with ``trainer["use_vllm"]``,
+    ``base`` as a local directory (:meth:`ModelReference.local_snapshot`), else ``base``.
+
+    trl 1.16 builds its colocated vLLM engine from the policy model alone
+    (trl/generation/vllm_generation.py, ``VLLMGeneration._init_vllm``)::
+
+        self.llm = LLM(
+            model=model.name_or_path,
+            tensor_parallel_size=self.tensor_parallel_size,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            max_model_len=self.max_model_length,
+            ...
+            model_impl=self.model_impl,
+            ...
+            trust_remote_code=self.trust_remote_code,
+        )
+
+    with no ``revision``, ``tokenizer``, ``tokenizer_revision``, ``load_format`` or ``dtype``,
+    and GRPOConfig has no field that would forward them (``vllm_model_impl`` picks an
+    implementation, not files).  Given a hub id, vLLM would read config and tokenizer at the
+    default branch, not the pinned revision, and its default ``load_format="auto"`` falls back
+    to pickle weights (``*.bin``, ``*.pt``) where a directory has no safetensors.  trl syncs the
+    policy's weights into vLLM before each generation, but the config, the tokenizer and the
+    first load are vLLM's own.  Loaded from the pinned snapshot, the policy's ``name_or_path``
+    is that directory: vLLM reads the pinned revision's files, and (checked by
+    :func:`stylemerge.models.check_model_dir`) safetensors weights, which "auto" takes before any
+    pickle file.  ``dtype`` left to vLLM is "auto": the snapshot config's own, as the policy's.
+
+    In ``vllm_mode: server`` the server loads what ``trl vllm-serve`` was started with (give it
+    ``--revision``); the trainer side is the same snapshot."""
+    base = ModelReference.of(base)
+    return base.local_snapshot(job) if trainer.get("use_vllm") else base
+
+
 # --- lm-eval: the harness's own vLLM model ------------------------------------------------------
 
 

@@ -2,19 +2,12 @@
 import re
 
 from stylemerge import model_names
+from stylemerge.config import run_dirs
 from stylemerge.cost.jobs import job_mem_mb, mem_requests
 
 # Each run writes under its own directories, so tiers (the embedded default, smol, paper)
-# sit side by side: results/ and logs/ for a config without run_name, else
-# results/<run_name>/ and logs/<run_name>/.
-RUN_DIRS = (
-    ("results", "logs")
-    if config["run_name"] is None
-    else (
-        f"results/{config['run_name']}",
-        f"logs/{config['run_name']}",
-    )
-)
+# sit side by side.
+RUN_DIRS = run_dirs(config["run_name"])
 
 
 def R(path):
