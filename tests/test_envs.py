@@ -2,8 +2,9 @@
 
 Conda channels are out of reach on this project's machines, so the environments are never
 built here; these tests check what can be checked without building them: every rule declares
-one, the pins in them agree with pyproject.toml and constraints.txt, and they have the form
-`snakemake --sdm conda` expects.
+one, the pins in them agree with pyproject.toml and constraints.txt (constraints-gpu.txt for
+the GPU-side environments, which hold vLLM), and they have the form `snakemake --sdm conda`
+expects.
 """
 
 import re
@@ -36,11 +37,19 @@ RULE_ENV = {
 # What each family's jobs import (besides the standard library and stylemerge itself).
 NEEDS = {
     "data": {"datasets", "jsonschema", "pyyaml"},
-    "train": {"torch", "transformers", "tokenizers", "safetensors", "peft", "trl"},
+    "train": {"torch", "transformers", "tokenizers", "safetensors", "peft", "trl", "vllm"},
     "merge": {"mergekit", "torch", "transformers", "safetensors", "peft"},
-    "eval": {"lm-eval", "torch", "transformers", "peft"},
+    "eval": {"lm-eval", "torch", "transformers", "peft", "vllm"},
     "tables": {"pandas"},
 }
+
+# The families whose jobs generate with vLLM (GRPO colocated; lm-eval's vllm backend): their
+# pins are the GPU set, constraints-gpu.txt, not constraints.txt.
+GPU_FAMILIES = {"train", "eval"}
+# Versions in which constraints-gpu.txt may differ from constraints.txt, and why; nothing else
+# may. vllm 0.30.0 needs mistral_common[image]>=1.11.6, which needs numpy<2.4 on Python 3.11,
+# while snakemake-executor-plugin-slurm 2.8.0 (constraints.txt) needs numpy>=2.4.5.
+GPU_DIFFERENT = {"numpy"}
 
 
 def normalize(name: str) -> str:
@@ -57,14 +66,19 @@ def pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def project_pins() -> dict[str, str]:
-    """Exact pins: pyproject's dependencies first, then constraints.txt for the rest."""
+def constraint_pins(filename: str = "constraints.txt") -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
+    for line in (ROOT / filename).read_text().splitlines():
         line = line.split("#")[0].strip()
         if line:
             name, version = parse_pin(line, "==")
             pins[name] = version
+    return pins
+
+
+def project_pins() -> dict[str, str]:
+    """Exact pins: pyproject's dependencies first, then constraints.txt for the rest."""
+    pins = constraint_pins()
     project = pyproject()["project"]
     specs = project["dependencies"] + [
         s for extra in project["optional-dependencies"].values() for s in extra
@@ -110,14 +124,50 @@ def test_environment_has_the_form_conda_expects(path):
 
 @pytest.mark.parametrize("path", ENVS, ids=lambda p: p.name)
 def test_every_pin_agrees_with_pyproject_and_constraints(path):
-    pins = project_pins()
+    if path.stem in GPU_FAMILIES:
+        # constraints-gpu.txt holds every pyproject pin these need (a test below checks)
+        pins, source = constraint_pins("constraints-gpu.txt"), "constraints-gpu.txt"
+    else:
+        pins, source = project_pins(), "pyproject.toml/constraints.txt"
     _, pip = env_packages(path)
     for name, version in pip.items():
         assert version is not None, f"{path.name}: {name} is not pinned (name==version)"
-        assert name in pins, f"{path.name}: {name} is in neither pyproject.toml nor constraints"
+        assert name in pins, f"{path.name}: {name} is not pinned in {source}"
         assert version == pins[name], (
-            f"{path.name}: {name}=={version}, but pyproject.toml/constraints.txt pin {pins[name]}"
+            f"{path.name}: {name}=={version}, but {source} pin {pins[name]}"
         )
+
+
+def test_gpu_pins_agree_with_constraints_but_numpy():
+    cpu, gpu = constraint_pins(), constraint_pins("constraints-gpu.txt")
+    differ = {name for name in cpu.keys() & gpu.keys() if cpu[name] != gpu[name]}
+    assert differ == GPU_DIFFERENT, "constraints-gpu.txt and constraints.txt differ in these"
+    assert gpu["numpy"] == "2.3.5"
+
+
+def test_gpu_pins_hold_vllm_and_every_core_dependency_but_not_the_slurm_plugin():
+    project = pyproject()["project"]
+    extras = project["optional-dependencies"]
+    gpu = constraint_pins("constraints-gpu.txt")
+    assert extras["gpu"] == ["vllm==0.30.0"] and gpu["vllm"] == "0.30.0"
+    # what make gpu-venv installs: the core dependencies, gpu and tracking
+    for spec in project["dependencies"] + extras["gpu"] + extras["tracking"]:
+        name, version = parse_pin(spec, "==")
+        assert gpu.get(name) == version, f"constraints-gpu.txt: {name} is not pinned at {version}"
+    for spec in extras["slurm"]:  # needs numpy>=2.4.5: never in the GPU set
+        assert parse_pin(spec, "==")[0] not in gpu
+
+
+def test_the_slurm_plugin_is_an_extra_that_dev_installs():
+    project = pyproject()["project"]
+    extras = project["optional-dependencies"]
+    names = {parse_pin(spec, "==")[0] for spec in extras["slurm"]}
+    # the jobstep plugin runs each Slurm job's snakemake (the submitting environment's)
+    assert names == {"snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep"}
+    assert not names & {parse_pin(spec, "==")[0] for spec in project["dependencies"]}
+    assert "stylemerge[slurm]" in extras["dev"]  # make test and CI (tests/test_slurm.py)
+    for path in ENVS:  # jobs never submit
+        assert not names & set(env_packages(path)[1]), path.name
 
 
 @pytest.mark.parametrize("family", sorted(NEEDS))

@@ -124,7 +124,7 @@ def test_grpo_with_use_vllm_fails_at_once_without_vllm():
 
     settings = {"prompt_tokens": 8, "trainer": {"use_vllm": True}}
     shards = types.SimpleNamespace(domain="bbc_news")
-    with pytest.raises(VLLMMissing, match=r"grpo.trainer.use_vllm.*pip install -e"):
+    with pytest.raises(VLLMMissing, match=r"grpo.trainer.use_vllm.*make gpu-venv"):
         train_adapter(JobSettings(), "b", "g", "p", shards, "out", "ckpt", settings)
 
 

@@ -41,6 +41,7 @@ from stylemerge.config import (
 from stylemerge.cost.benchmarks import cost_table
 from stylemerge.cost.jobs import GPU_RULES, SETTINGS
 from stylemerge.joblog import GPU_PEAK_MESSAGE
+from stylemerge.vllm_support import INSTALL
 
 RUN_NAME = "gpu-check"
 BUDGET_S = 15 * 60  # what one GPU check may take (issue 13)
@@ -177,7 +178,7 @@ def preflight() -> None:
     if not torch.cuda.is_available():
         raise GpuCheckError("no CUDA device here: `make gpu-check-dry` checks the plan on a CPU")
     if importlib.util.find_spec("vllm") is None:
-        raise GpuCheckError('vLLM is not installed: pip install -c constraints.txt -e ".[gpu]"')
+        raise GpuCheckError(f"vLLM is not installed in this environment: {INSTALL}")
 
 
 def finite(value) -> bool:

@@ -19,7 +19,8 @@ from stylemerge.models import ModelReference
 if TYPE_CHECKING:
     from stylemerge.job import JobSettings
 
-INSTALL = 'pip install -e ".[gpu]"'
+# The gpu extra has its own environment and pins (numpy: see constraints-gpu.txt's header)
+INSTALL = 'make gpu-venv, i.e. pip install -c constraints-gpu.txt -e ".[gpu]" in a new venv'
 # trl's GRPOConfig.max_completion_length when grpo.trainer does not set it (trl 1.16)
 TRL_MAX_COMPLETION_LENGTH = 512
 # Tokens the derived vllm_max_model_length adds to prompt + completion: a prompt is a window of
@@ -41,9 +42,9 @@ def require_vllm(setting: str) -> None:
     can be imported."""
     if not vllm_available():
         raise VLLMMissing(
-            f"{setting} needs vLLM, which is not installed in this environment; install the "
-            f"gpu extra on a Linux machine with CUDA ({INSTALL}), or turn the setting off "
-            "to use the transformers path"
+            f"{setting} needs vLLM, which is not installed in this environment; on a Linux "
+            f"machine with CUDA run in the GPU environment ({INSTALL}) or with --sdm conda, or "
+            "turn the setting off to use the transformers path"
         )
 
 
