@@ -188,3 +188,21 @@ def test_think_gpu_memory_drops_with_checkpointing_autocast_and_micro_batches():
     ).stdout  # fmt: skip
     row = next(line for line in report.splitlines() if line.startswith("  optimize_think_tokens"))
     assert f"{gpu['paper']:,} (" in row
+
+
+def test_every_gpu_rule_has_a_gpu_estimate_on_cuda():
+    """Each rule that holds a GPU (cost.jobs.GPU_RULES, the list profiles/slurm follows) has
+    GPU memory in its estimate on device: cuda; the merges' is their entropy pass (mergekit
+    itself stays in host memory, which they still request)."""
+    from stylemerge.cost.jobs import GPU_RULES
+
+    paper = load_config(ROOT / "config" / "paper.yaml", SCHEMA)
+    items = job_items(paper)
+    for rule in GPU_RULES:
+        job = job_memory(paper, rule, items[rule][0])
+        assert job.gpu_mb, rule
+    for rule in ("apply_adapter", "merge_models"):
+        job = job_memory(paper, rule, items[rule][0])
+        assert any("entropy" in term for term in job.gpu_terms()), (rule, job.gpu_terms())
+    merge = job_memory(paper, "merge_models", items["merge_models"][0])
+    assert "mergekit: inputs mapped, output held" in merge.counted()  # on the host

@@ -118,15 +118,14 @@ class JobMemory:
             self.terms[name] = (float(nbytes), host)
 
     def add_largest(self, phases: Mapping[str, tuple[float, bool]]) -> None:
-        """Phases that follow one another: only the largest (of what counts) is held at the
-        peak."""
-
-        def counted(name: str) -> float:
-            nbytes, host = phases[name]
-            return nbytes if host or not self.on_gpu else 0.0
-
-        name = max(phases, key=counted)
-        self.add(name, *phases[name])
+        """Phases that follow one another: only the largest is held at the peak; on a GPU,
+        the largest in host memory and the largest on the GPU (they do not share memory)."""
+        sides = [phases] if not self.on_gpu else [
+            {k: v for k, v in phases.items() if v[1] == host} for host in (True, False)
+        ]  # fmt: skip
+        for side in filter(None, sides):
+            name = max(side, key=lambda k: side[k][0])
+            self.add(name, *side[name])
 
     def counted(self) -> dict[str, float]:
         """The terms in host memory (bytes): all of them unless the job runs on a GPU."""
@@ -387,7 +386,11 @@ def _apply(m: JobMemory, c: Context, item: str) -> None:
     m.add("weights", model.weights, host=True)
     m.add_largest(
         {
-            "entropy (logits, log-probabilities, probabilities)": (_entropy(c, model), False),
+            # on a GPU the model is moved there for its entropy
+            "the domain model and its entropy": (
+                (model.weights if m.on_gpu else 0.0) + _entropy(c, model),
+                False,
+            ),
             "serialised copy (save_pretrained)": (model.weights, True),
         }
     )
