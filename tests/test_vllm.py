@@ -11,10 +11,9 @@ from pathlib import Path
 import lm_eval
 import pytest
 import trl
-import yaml
+from test_config import load, rejected
 
-from conftest import ROOT
-from stylemerge.config import ConfigError, deep_merge, stage_settings, validate_config
+from stylemerge.config import deep_merge, stage_settings, validate_config
 from stylemerge.evaluate import evaluate_lm, run_lm_eval
 from stylemerge.job import JobSettings
 from stylemerge.models import ModelError, ModelReference
@@ -37,16 +36,6 @@ SETTINGS = {
     "bootstrap_iters": 0,
     "samples": 0,
 }
-
-
-def load(name):
-    return yaml.safe_load((ROOT / "config" / name).read_text())
-
-
-def rejected(config, schema_path) -> str:
-    with pytest.raises(ConfigError) as err:
-        validate_config(config, schema_path)
-    return str(err.value)
 
 
 def vllm_constructor() -> tuple[set[str], bool]:

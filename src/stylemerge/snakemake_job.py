@@ -39,3 +39,14 @@ def comparison_name(snakemake) -> str | None:
     weights is recorded unavailable by its jobs (:mod:`stylemerge.availability`)."""
     name = getattr(snakemake.wildcards, "eval_model", None)
     return name if name in snakemake.config["evaluate"]["comparisons"] else None
+
+
+def comparison_unavailable(snakemake, job: JobSettings, model: ModelReference, directory=False):
+    """True where the job's model is a comparison model that was not found or has no
+    safetensors weights: the reason is logged and recorded as the job's output (a JSON file, or
+    a directory with ``directory``), and there is nothing to evaluate
+    (:func:`stylemerge.availability.skip_unavailable_comparison`)."""
+    from stylemerge.availability import skip_unavailable_comparison
+
+    name, out = comparison_name(snakemake), snakemake.output[0]
+    return skip_unavailable_comparison(name, model, job, out, directory=directory)

@@ -1,16 +1,14 @@
 # Translation only: snakemake.* -> stylemerge.evaluate.run_lm_eval (packaged task data written
 # to a temporary directory under the job's tmpdir, then lm-eval; one JSON at the fixed path)
-from stylemerge.availability import skip_unavailable_comparison
 from stylemerge.evaluate import run_lm_eval
 from stylemerge.joblog import to_file
 from stylemerge.shards import read_shard_index
-from stylemerge.snakemake_job import comparison_name, job_settings, model_reference
+from stylemerge.snakemake_job import comparison_unavailable, job_settings, model_reference
 
 with to_file(snakemake.log[0]):
     job, model = job_settings(snakemake), model_reference(snakemake, "model")
-    comparison, out = comparison_name(snakemake), snakemake.output[0]
-    # a comparison not found or without safetensors weights: recorded unavailable, logged
-    if not skip_unavailable_comparison(comparison, model, job, out):
+    # a comparison model not found or without safetensors weights: recorded, not evaluated
+    if not comparison_unavailable(snakemake, job, model):
         run_lm_eval(
             job,
             model_ref=model,

@@ -1,15 +1,13 @@
 # Translation only: snakemake.* -> stylemerge.diversity.measure.measure_diversity
-from stylemerge.availability import skip_unavailable_comparison
 from stylemerge.diversity.measure import measure_diversity
 from stylemerge.joblog import to_file
 from stylemerge.shards import read_shard_index
-from stylemerge.snakemake_job import comparison_name, job_settings, model_reference
+from stylemerge.snakemake_job import comparison_unavailable, job_settings, model_reference
 
 with to_file(snakemake.log[0]):
     job, model = job_settings(snakemake), model_reference(snakemake, "model")
-    comparison, out = comparison_name(snakemake), snakemake.output[0]
-    # a comparison not found or without safetensors weights: recorded unavailable, logged
-    if not skip_unavailable_comparison(comparison, model, job, out, directory=True):
+    # a comparison model not found or without safetensors weights: recorded, not evaluated
+    if not comparison_unavailable(snakemake, job, model, directory=True):
         measure_diversity(
             job,
             model_ref=model,
