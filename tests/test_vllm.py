@@ -20,6 +20,7 @@ from stylemerge.models import ModelError, ModelReference
 from stylemerge.vllm_support import (
     INSTALL,
     PROMPT_MARGIN,
+    TRL_MAX_COMPLETION_LENGTH,
     VLLMMissing,
     grpo_trainer_settings,
     vllm_available,
@@ -160,8 +161,14 @@ def test_grpo_derives_vllm_max_model_length_from_prompt_and_completion(schema_pa
     assert grpo_trainer_settings(explicit)["vllm_max_model_length"] == 1024
     off = deep_merge(grpo, {"trainer": {"use_vllm": False}})
     assert "vllm_max_model_length" not in grpo_trainer_settings(off)
-    no_completion = {"prompt_tokens": 10, "trainer": {"use_vllm": True}}  # trl's default 512
-    assert grpo_trainer_settings(no_completion)["vllm_max_model_length"] == 522 + PROMPT_MARGIN
+    # no max_completion_length: trl's default (read without importing trl at config time)
+    assert (
+        TRL_MAX_COMPLETION_LENGTH
+        == trl.GRPOConfig.__dataclass_fields__["max_completion_length"].default
+    )
+    no_completion = {"prompt_tokens": 10, "trainer": {"use_vllm": True}}
+    expected = 10 + TRL_MAX_COMPLETION_LENGTH + PROMPT_MARGIN
+    assert grpo_trainer_settings(no_completion)["vllm_max_model_length"] == expected
 
 
 def test_a_vllm_context_shorter_than_prompt_plus_completion_is_rejected(schema_path):

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stylemerge.models import PICKLE_PATTERNS
+from stylemerge.models import pickle_files
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,13 +44,14 @@ def unavailable_reason(model: ModelReference, allow_pickle_weights: bool = False
     if path.is_dir():
         if any(path.glob("*.safetensors")) or allow_pickle_weights:
             return None
-        pickles = sorted(p.name for pattern in PICKLE_PATTERNS for p in path.glob(pattern))
-        if not pickles:
-            return None  # no weights at all: a broken directory, which fails the job
-        return _no_safetensors(pickles)
-    if path.exists() or not looks_local(model.ref):
-        return None if path.exists() else _hub_reason(model, allow_pickle_weights)
-    return f"not found: no directory {path}"
+        pickles = pickle_files(path)
+        # no weights at all: a broken directory, which fails the job
+        return _no_safetensors(pickles) if pickles else None
+    if path.exists():
+        return None  # a file, not a model directory: loading fails the job
+    if looks_local(model.ref):
+        return f"not found: no directory {path}"
+    return _hub_reason(model, allow_pickle_weights)
 
 
 def _no_safetensors(files: Sequence[str]) -> str:
@@ -145,8 +146,11 @@ def available_results(
     return evals, {m: p for m, p in dirs.items() if m not in unavailable}, unavailable
 
 
-VS_COMPARISON = ["ppl_change_vs_comparison_pct", "vs_comparison_ci_low_pct"]
-VS_COMPARISON += ["vs_comparison_ci_high_pct"]
+VS_COMPARISON = [
+    "ppl_change_vs_comparison_pct",
+    "vs_comparison_ci_low_pct",
+    "vs_comparison_ci_high_pct",
+]
 
 
 def mark_unavailable(

@@ -108,6 +108,11 @@ class ModelReference:
         return ModelReference(str(path))
 
 
+def pickle_files(directory: Path) -> list[str]:
+    """The names of the pickle weight files in ``directory`` (:data:`PICKLE_PATTERNS`)."""
+    return sorted(p.name for pattern in PICKLE_PATTERNS for p in directory.glob(pattern))
+
+
 def check_model_dir(
     ref: str | Path, allow_pickle_weights: bool = False, label: str | None = None
 ) -> None:
@@ -124,7 +129,7 @@ def check_model_dir(
         raise ModelError(f"{name}: no config.json (not a Hugging Face model directory)")
     if any(path.glob("*.safetensors")):
         return
-    pickles = sorted(p.name for pattern in PICKLE_PATTERNS for p in path.glob(pattern))
+    pickles = pickle_files(path)
     if not pickles:
         raise ModelError(f"{name}: no safetensors weights")
     if not allow_pickle_weights:

@@ -68,6 +68,10 @@ log = logging.getLogger(__name__)
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16}
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 def autocast(name: str | None, device: str):
     """A context factory: ``torch.autocast`` to ``name`` on ``device``'s type, or nothing."""
     if name is None:
@@ -267,7 +271,7 @@ def optimize_think_tokens(
     grad_dtypes: set[str] = set()  # every gradient the rows got (metrics: precision)
 
     def mask_rows(grad):
-        grad_dtypes.add(str(grad.dtype).removeprefix("torch."))
+        grad_dtypes.add(dtype_name(grad.dtype))
         return grad * row_mask
 
     for param in trained.values():
@@ -335,11 +339,11 @@ def optimize_think_tokens(
 
     precision = {  # what the rows were trained in, whatever the forward pass computed in
         "autocast": settings.get("autocast"),
-        "trained_rows": sorted({str(p.dtype).removeprefix("torch.") for p in trained.values()}),
+        "trained_rows": sorted({dtype_name(p.dtype) for p in trained.values()}),
         "gradients": sorted(grad_dtypes),
         "adam_moments": sorted(
             {
-                str(v.dtype).removeprefix("torch.")
+                dtype_name(v.dtype)
                 for state in optimizer.state.values()
                 for k, v in state.items()
                 if k != "step"
@@ -400,7 +404,7 @@ def optimize_think_tokens(
         "heldout_traces": len(heldout_rows),
         "truncated": {"train": train_cut, "heldout": heldout_cut},
         "train_seconds": round(train_seconds, 2),
-        "saved_dtype": str(save_dtype).removeprefix("torch."),
+        "saved_dtype": dtype_name(save_dtype),
         "threads": job.threads,
         "device": device,
         "log_history": history,
