@@ -62,6 +62,7 @@ def evaluated(tiny_base, shards, tmp_path_factory) -> tuple[Path, dict]:
             job={
                 "seed": SEED,
                 "device": "cpu",
+                "precision": "fp32",
                 "trust_remote_code": False,
                 "allow_pickle_weights": False,
             },  # fmt: skip

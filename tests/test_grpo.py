@@ -52,7 +52,6 @@ SETTINGS = {
         "logging_steps": 1,
         "save_steps": 2,
         "use_cpu": True,
-        "bf16": False,
         "disable_tqdm": True,
     },
 }

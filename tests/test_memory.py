@@ -158,11 +158,11 @@ def test_think_gpu_memory_drops_with_checkpointing_autocast_and_micro_batches():
     through 36 layers) does not fit an 80 GB GPU; paper.yaml's settings do, and each one
     lowers the estimate; the cost report prints it."""
     paper = load_config(ROOT / "config" / "paper.yaml", SCHEMA)
-    assert paper["think"]["gradient_checkpointing"] and paper["think"]["autocast"] == "bfloat16"
+    assert paper["think"]["gradient_checkpointing"] and paper["precision"] == "bf16"
     plain = copy.deepcopy(paper)
-    plain["think"].update(gradient_checkpointing=False, autocast=None, micro_batch_size=None)
+    plain["think"].update(gradient_checkpointing=False, precision="fp32", micro_batch_size=None)
     gpu = {"plain": job_memory(plain, "optimize_think_tokens", "karcher").gpu_mb}
-    for key, value in (("gradient_checkpointing", True), ("autocast", "bfloat16")):
+    for key, value in (("gradient_checkpointing", True), ("precision", "bf16")):
         one = copy.deepcopy(plain)
         one["think"][key] = value
         gpu[key] = job_memory(one, "optimize_think_tokens", "karcher").gpu_mb

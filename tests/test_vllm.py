@@ -3,6 +3,7 @@ vLLM model, the clear failure where vllm is missing, GRPO's vLLM context length,
 model directory trl's colocated vLLM loads (the pinned revision's local snapshot)."""
 
 import ast
+import dataclasses
 import json
 import shutil
 import types
@@ -70,6 +71,9 @@ def test_vllm_model_args_keep_the_hf_paths_guarantees():
     }
     # no think_end_token: it would cut the think block off every generation
     assert "think_end_token" not in args and "enable_thinking" not in args
+    # the job's bf16 precision: vLLM computes in its weights' dtype, so it loads them in bf16
+    bf16 = vllm_model_args(dataclasses.replace(job, precision="bf16"), ref, SETTINGS)
+    assert bf16["dtype"] == "bfloat16"
 
 
 def test_vllm_model_args_follow_the_jobs_switches():

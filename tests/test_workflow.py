@@ -23,6 +23,7 @@ PRETRAIN = {
 }
 REDUCED = {
     "seed": 7,
+    "precision": "fp32",
     "evaluate": {
         "lm_eval": {
             "tasks": [
@@ -46,6 +47,7 @@ REDUCED = {
         "max_length": 256,
         "data": {"train": 12, "heldout": 6, "shots": 1},
         "threads": 1,
+        "precision": "bf16",  # a stage's own precision reaches its jobs
     },
     "merge": {
         "variants": {
@@ -309,6 +311,25 @@ def test_tables(workflow_run):
     assert (requested["mem_mb_requested"] > 0).all() and not cost["over_request"].any()
     provenance = json.loads((tables / "provenance.json").read_text())
     assert provenance["seed"] == REDUCED["seed"] and provenance["config_sha256"]
+
+
+def test_every_result_records_its_stages_precision(workflow_run):
+    """Each job's metrics record the precision its stage asked for (think: bf16, the rest:
+    the top-level fp32), what ran, and why; think's rows trained under it."""
+    results = workflow_run / "results"
+    found = {}
+    for path in [*results.rglob("metrics.json"), *results.rglob("lm_eval.json")]:
+        stage = path.relative_to(results).parts[0]
+        found[stage] = json.loads(path.read_text())["provenance"]["precision"]
+        expected = "bf16" if stage == "think" else "fp32"
+        assert found[stage]["requested"] == expected, path
+        assert found[stage]["used"] in ("bf16", "fp32") and found[stage]["why"], path
+    stages = {"models", "proxies", "adapters", "domain_models", "merges", "think", "eval"}
+    assert stages <= set(found), set(found)
+    think = json.loads((results / "think" / "karcher" / "metrics.json").read_text())
+    used = think["provenance"]["precision"]["used"]
+    assert think["precision"]["autocast"] == ("bfloat16" if used == "bf16" else None)
+    assert think["precision"]["trained_rows"] == ["float32"]
 
 
 def test_model_card_of_the_chosen_merge(workflow_run):

@@ -44,7 +44,7 @@ def _key_sets() -> dict[str, frozenset]:
     return {"GRPOConfig": GRPO_CONFIG_FIELDS}
 
 
-def _managed_keys() -> tuple[str, ...]:
+def _managed_keys() -> Mapping[str, str]:
     from stylemerge.trl_fields import MANAGED
 
     return MANAGED
@@ -163,8 +163,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
         full = f"{key}.{error.instance}" if error.absolute_path else str(error.instance)
         hint = difflib.get_close_matches(str(error.instance), error.validator_value, n=1)
         why = f"did you mean '{hint[0]}'?" if hint else "not a known field"
-        if str(error.instance) in _managed_keys():
-            why = "the workflow sets it (from results/checkpoints, seed and grpo.rewards)"
+        managed = _managed_keys()
+        if str(error.instance) in managed:
+            why = f"the workflow sets it from {managed[str(error.instance)]}"
         return f"config key '{full}': unknown key ({why})"
     if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(
         error.instance, Mapping

@@ -315,7 +315,8 @@ def evaluate_lm(
     lm = make_lm(job, model_ref, settings)
     device = job.device if backend(settings) == "vllm" else str(lm.device)  # vLLM's is None
     log.info("lm-eval on %s: %s", model_ref, ", ".join(names))
-    with lean_harness():
+    # the hf model's passes under the job's precision (vLLM's: its dtype, vllm_model_args)
+    with lean_harness(), job.autocast()():
         results = simple_evaluate(
             model=lm,
             tasks=objects,
@@ -389,6 +390,7 @@ def evaluate_lm(
             "model_num_parameters": model_info.get("model_num_parameters"),
             "model_dtype": _jsonable(model_info.get("model_dtype")),
             "threads": job.threads,
+            "precision": job.precision,
             "seconds": round(seconds, 2),
         },
         # the packaged tasks' data files (paths relative to the temporary task directory)

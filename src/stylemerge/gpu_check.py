@@ -48,14 +48,13 @@ BUDGET_S = 15 * 60  # what one GPU check may take (issue 13)
 # The settings the check takes from config/paper.yaml, by key path.
 PAPER_GPU_KEYS = (
     ("device",),
-    ("grpo", "trainer", "bf16"),
+    ("precision",),
     ("grpo", "trainer", "activation_checkpointing"),
     ("grpo", "trainer", "use_vllm"),
     ("grpo", "trainer", "vllm_mode"),
     ("grpo", "trainer", "vllm_gpu_memory_utilization"),
     ("evaluate", "lm_eval", "backend"),
     ("think", "gradient_checkpointing"),
-    ("think", "autocast"),
 )
 # The config sections of the rules that run on the GPU (stylemerge.cost.jobs.GPU_RULES, the
 # list profiles/slurm follows): each asks for one GPU here and must be seen using it.

@@ -8,6 +8,7 @@ another configuration from being resumed by mistake.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ from stylemerge.files import atomic_path, read_json, write_json
 from stylemerge.job import JobSettings, set_seed
 from stylemerge.mara import make_trainer_class, mara_bonus
 from stylemerge.models import ModelReference
+from stylemerge.precision import Autocast
 from stylemerge.rewards import CharProfile, ProxyScorer, build_rewards, digit_punct_fraction
 from stylemerge.shards import DomainShards, shard_texts
 from stylemerge.trl_fields import MANAGED
@@ -72,8 +74,10 @@ def sample_completions(
     top_p: float,
     seed: int,
     batch_size: int = 16,
+    autocast: Autocast = contextlib.nullcontext,
 ) -> list[list[str]]:
-    """``samples`` completions per prompt, batched (left padding, num_return_sequences)."""
+    """``samples`` completions per prompt, batched (left padding, num_return_sequences), the
+    forward passes under ``autocast`` (the job's precision)."""
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -84,15 +88,16 @@ def sample_completions(
         for start in range(0, len(prompts), batch_size):
             batch = list(prompts[start : start + batch_size])
             enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-            generated = model.generate(
-                **enc.to(device),
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=samples,
-                pad_token_id=tokenizer.pad_token_id,
-            )
+            with autocast():
+                generated = model.generate(
+                    **enc.to(device),
+                    do_sample=True,
+                    temperature=temperature,
+                    top_p=top_p,
+                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=samples,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
             texts = tokenizer.batch_decode(
                 generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
             )
@@ -112,6 +117,7 @@ def evaluate_policy(
     settings: Mapping,
     seed: int,
     profile: CharProfile | None = None,
+    autocast: Autocast = contextlib.nullcontext,
 ) -> dict:
     """Held-out reward components and fluency, averaged per prompt over its samples; with the
     domain's character ``profile``, also the drift from it (``char_profile_tv``: total
@@ -126,6 +132,7 @@ def evaluate_policy(
         trainer.get("temperature", 1.0),
         trainer.get("top_p", 1.0),
         seed,
+        autocast=autocast,
     )
     flat_prompts = [p for p, group in zip(prompts, completions, strict=True) for _ in group]
     flat = [c for group in completions for c in group]
@@ -187,11 +194,13 @@ def checkpoint_fingerprint(
     proxy: ModelReference,
     general_proxy: ModelReference,
     prompts: Sequence[str],
+    precision: str = "fp32",
 ) -> str:
     """What a GRPO run's checkpoints depend on: another value of any part starts it over."""
     return fingerprint(
         settings=settings,
         seed=seed,
+        precision=precision,
         # a changed revision is another model: its checkpoints are not resumed
         base=base.as_dict(),
         proxy=proxy.as_dict(),
@@ -251,6 +260,20 @@ def prepare_checkpoints(checkpoint_dir: Path, expected: str) -> str | None:
     if last:
         log.info("resuming from %s", last)
     return str(last) if last else None
+
+
+def trained_dtypes(trainer, precision: str) -> dict:
+    """What the adapter was trained in: the job's precision (the passes' matrix products)
+    and the dtypes of the trainable weights and of the optimiser's state, float32 under
+    either precision."""
+
+    def names(tensors) -> list[str]:
+        return sorted({str(t.dtype).removeprefix("torch.") for t in tensors})
+
+    trainable = [p for p in trainer.model.parameters() if p.requires_grad]
+    state = trainer.optimizer.state.values() if trainer.optimizer is not None else []
+    moments = [v for s in state for k, v in s.items() if k != "step" and torch.is_tensor(v)]
+    return {"passes": precision, "trainable": names(trainable), "optimizer_state": names(moments)}
 
 
 class ProxyNotSpecialisedError(ValueError):
@@ -321,6 +344,9 @@ def train_adapter(
         raise ValueError(
             f"grpo.trainer.use_cpu={trainer_settings['use_cpu']} contradicts device={device!r}"
         )
+    # the trainer's mixed precision is the job's: bf16 autocasts the policy's and the
+    # reference's passes; the LoRA weights and the optimiser state stay float32
+    trainer_settings["bf16"] = job.precision == "bf16"
     # trl hands GRPOConfig.trust_remote_code to its vLLM engine (the only place it reads it for
     # a policy given as a model): repository code runs there only where the config allows it
     trust = job.trust_remote_code
@@ -368,6 +394,7 @@ def train_adapter(
             model.model(job).to(device),
             model.tokenizer(job),
             batch_size=settings["scorer_batch_size"],
+            autocast=job.autocast(),
         )
 
     general = scorer(general_proxy)
@@ -377,14 +404,26 @@ def train_adapter(
 
     set_seed(seed)
     policy = policy_ref.model(job).to(device)
+    amp = job.autocast()
     before = evaluate_policy(
-        policy, tokenizer, eval_prompts, reward_funcs, weights, general, settings, seed, profile
+        policy,
+        tokenizer,
+        eval_prompts,
+        reward_funcs,
+        weights,
+        general,
+        settings,
+        seed,
+        profile,
+        amp,
     )
 
     checkpoint_dir = Path(checkpoint_dir)
     resume = prepare_checkpoints(
         checkpoint_dir,
-        checkpoint_fingerprint(settings, seed, base, proxy, general_proxy, train_prompts),
+        checkpoint_fingerprint(
+            settings, seed, base, proxy, general_proxy, train_prompts, job.precision
+        ),
     )
     trainer_settings.setdefault("report_to", list(job.report_to))
     mara = settings["mara"]
@@ -432,6 +471,7 @@ def train_adapter(
         settings,
         seed,
         profile,
+        amp,
     )
 
     history = trainer.state.log_history
@@ -449,6 +489,7 @@ def train_adapter(
         "reward_weights": dict(zip([f.__name__ for f in reward_funcs], weights, strict=True)),
         "char_profile": profile.as_dict(),
         "threads": job.threads,
+        "precision": trained_dtypes(trainer, job.precision),
         "settings": dict(settings),
         "provenance": dict(job.provenance),
     }

@@ -14,13 +14,15 @@ from collections.abc import Mapping
 from typing import Any
 
 # the config's top-level keys a JobSettings holds (the rest: threads from the rule)
-JOB_CONFIG_KEYS = ("seed", "device", "trust_remote_code", "allow_pickle_weights")
+JOB_CONFIG_KEYS = ("seed", "device", "precision", "trust_remote_code", "allow_pickle_weights")
 
 
 @dataclasses.dataclass(frozen=True)
 class JobSettings:
     seed: int = 0
     device: str = "cpu"  # cpu, cuda or auto
+    # auto, bf16 or fp32 as configured; bf16 or fp32 once applied (stylemerge.precision)
+    precision: str = "fp32"
     threads: int = 1
     trust_remote_code: bool = False  # run a model repository's own Python code
     allow_pickle_weights: bool = False  # load *.bin/*.pt weights where no safetensors exist
@@ -46,15 +48,34 @@ class JobSettings:
 
     def apply(self) -> JobSettings:
         """Set torch's threads and the global seeds; return the settings as applied (threads
-        capped at the available cores, ``auto`` resolved to a device)."""
+        capped at the available cores, ``auto`` resolved to a device, the precision resolved
+        against it and recorded in the provenance)."""
+        from stylemerge.precision import resolve_precision
+
+        device = resolve_device(self.device)
+        precision, reason = resolve_precision(self.precision, device)
         applied = dataclasses.replace(
-            self, threads=use_threads(self.threads), device=resolve_device(self.device)
+            self,
+            threads=use_threads(self.threads),
+            device=device,
+            precision=precision,
+            provenance={
+                **self.provenance,
+                "precision": {"requested": self.precision, "used": precision, "why": reason},
+            },
         )
         set_seed(self.seed)
         if self.tracking_dir:  # transformers' TensorBoardCallback reads it when it starts
             os.makedirs(self.tracking_dir, exist_ok=True)
             os.environ["TENSORBOARD_LOGGING_DIR"] = self.tracking_dir
         return applied
+
+    def autocast(self):
+        """A context factory for this job's forward passes (bfloat16 autocast, or nothing);
+        call it on applied settings."""
+        from stylemerge.precision import autocast
+
+        return autocast(self.precision, self.device)
 
 
 def set_seed(seed: int) -> None:

@@ -10,6 +10,8 @@ matters.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -140,15 +142,19 @@ def mergekit_yaml() -> None:
 
 
 @torch.no_grad()
-def entropy_and_loss(model, blocks: torch.Tensor, batch_size: int = 8) -> dict[str, float]:
-    """Mean next-token entropy (nats) of the model's predictions and mean held-out loss."""
+def entropy_and_loss(
+    model, blocks: torch.Tensor, batch_size: int = 8, autocast=contextlib.nullcontext
+) -> dict[str, float]:
+    """Mean next-token entropy (nats) of the model's predictions and mean held-out loss, the
+    forward passes under ``autocast`` (the job's precision; never mergekit's arithmetic)."""
     model.eval()
     device = next(model.parameters()).device
     entropy = loss = 0.0
     count = 0
     for start in range(0, len(blocks), batch_size):
         ids = blocks[start : start + batch_size].to(device)
-        logits = model(input_ids=ids).logits[:, :-1].float()
+        with autocast():
+            logits = model(input_ids=ids).logits[:, :-1].float()
         logp = torch.log_softmax(logits, dim=-1)
         entropy += -(logp.exp() * logp).sum(-1).sum().item()
         loss += -logp.gather(-1, ids[:, 1:, None]).sum().item()
@@ -169,19 +175,21 @@ def calibrate_entropy(
     model,
     blocks: torch.Tensor,
     target: float,
+    measure=entropy_and_loss,
     iterations: int = 20,
     low: float = 0.25,
     high: float = 4.0,
 ) -> float:
-    """Scale the logits (final norm weight) so mean entropy on ``blocks`` matches
-    ``target``; entropy falls as the scale grows, so bisect on the log scale."""
+    """Scale the logits (final norm weight) so mean entropy on ``blocks`` (as ``measure``
+    gives it) matches ``target``; entropy falls as the scale grows, so bisect on the log
+    scale."""
     weight = logit_scale_parameter(model)
     original = weight.detach().clone()
 
     def entropy_at(scale: float) -> float:
         with torch.no_grad():
             weight.copy_(original * scale)
-        return entropy_and_loss(model, blocks)["entropy"]
+        return measure(model, blocks)["entropy"]
 
     lo, hi = math.log(low), math.log(high)
     for _ in range(iterations):
@@ -232,6 +240,8 @@ def merge_models(
     def load(model):
         return ModelReference.of(model).model(job)
 
+    measure = functools.partial(entropy_and_loss, autocast=job.autocast())
+
     inputs = {}
     for name, path in domain_models.items():
         metrics_file = Path(path) / "metrics.json"
@@ -241,15 +251,15 @@ def merge_models(
             settings["entropy_seq_len"],
         )
         inputs[name] = (
-            recorded["heldout"] if same_blocks else entropy_and_loss(load(path).to(device), blocks)
+            recorded["heldout"] if same_blocks else measure(load(path).to(device), blocks)
         )
-    base_measure = entropy_and_loss(load(base).to(device), blocks)
+    base_measure = measure(load(base).to(device), blocks)
     target = sum(v["entropy"] for v in inputs.values()) / len(inputs)
 
     with atomic_path(out_dir) as tmp:
         run_mergekit(config, tmp, threads=job.threads, trust_remote_code=job.trust_remote_code)
         merged = load(tmp).to(device)
-        measured = entropy_and_loss(merged, blocks)
+        measured = measure(merged, blocks)
         metrics = {
             "method": method,
             "space": space,
@@ -266,8 +276,8 @@ def merge_models(
             "provenance": dict(job.provenance),
         }
         if settings["calibrate_entropy"]:
-            scale = calibrate_entropy(merged, blocks, target)
-            after = entropy_and_loss(merged, blocks)
+            scale = calibrate_entropy(merged, blocks, target, measure)
+            after = measure(merged, blocks)
             metrics["calibration"] = {"logit_scale": scale, "before": measured, "after": after}
             merged.save_pretrained(tmp)
         write_json(tmp / "metrics.json", metrics)
@@ -311,7 +321,7 @@ def apply_adapter(
     blocks = heldout_blocks(tokenizer, heldout_shards, settings)
     metrics = {
         "adapter": str(adapter),
-        "heldout": entropy_and_loss(model.to(job.device), blocks),
+        "heldout": entropy_and_loss(model.to(job.device), blocks, autocast=job.autocast()),
         "blocks": len(blocks),
         "seq_len": settings["entropy_seq_len"],
         "dtype": DOMAIN_MODEL_DTYPE,

@@ -13,6 +13,7 @@ domain's (:class:`CharProfile`, built from its train shard) instead of using a p
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -22,6 +23,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from stylemerge.precision import Autocast
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +47,19 @@ class ProxyScorer:
     same completions in one GRPO step share one forward pass.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 16, max_length: int = 512):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 16,
+        max_length: int = 512,
+        autocast: Autocast = contextlib.nullcontext,
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = max_length
+        self.autocast = autocast  # the job's precision (stylemerge.precision.autocast)
         self._last: tuple[tuple, list[float]] | None = None
 
     @property
@@ -94,7 +105,9 @@ class ProxyScorer:
                 first = max(len(ids) - n_completion, 1)
                 target[row, first : len(ids)] = True
             input_ids, mask, target = (t.to(self.device) for t in (input_ids, mask, target))
-            logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+            with self.autocast():
+                logits = self.model(input_ids=input_ids, attention_mask=mask).logits
+            logits = logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
             token_logp = logp.gather(-1, input_ids[:, 1:, None])[..., 0]
             target = target[:, 1:]

@@ -37,7 +37,7 @@ Memory at paper scale (Qwen3-4B, 8 traces x 1024 tokens, backpropagation through
 the input embeddings: ~100 GB of activations in float32) comes down with three settings, each
 leaving the optimiser step the same: ``gradient_checkpointing`` (each decoder layer's forward
 recomputed in the backward pass; only the layers run in training mode, their submodules stay
-in eval mode, so no dropout), ``autocast: bfloat16`` (the training forward's matrix products
+in eval mode, so no dropout), the job's ``precision: bf16`` (the training forward's matrix products
 in bfloat16; the weights, the two trained rows, their gradients and Adam's moments stay
 float32, recorded in ``metrics.json``'s ``precision``) and ``micro_batch_size`` (a step's
 ``batch_size`` traces in forward/backward passes of at most this many, their gradients summed:
@@ -65,23 +65,8 @@ from stylemerge.tokenizer import THINK_TOKENS
 log = logging.getLogger(__name__)
 
 
-AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16}
-
-
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def autocast(name: str | None, device: str):
-    """A context factory: ``torch.autocast`` to ``name`` on ``device``'s type, or nothing."""
-    if name is None:
-        return contextlib.nullcontext
-    if name not in AUTOCAST_DTYPES:
-        raise ValueError(
-            f"think autocast {name!r}: expected null or one of {sorted(AUTOCAST_DTYPES)}"
-        )
-    device_type = torch.device(device).type
-    return lambda: torch.autocast(device_type, dtype=AUTOCAST_DTYPES[name])
 
 
 @contextlib.contextmanager
@@ -294,7 +279,7 @@ def optimize_think_tokens(
     batch_size = settings["batch_size"]
     # traces per forward/backward pass (the optimiser step still sees batch_size traces)
     micro = min(settings.get("micro_batch_size") or batch_size, batch_size)
-    amp = autocast(settings.get("autocast"), device)
+    amp = job.autocast()  # the training passes only: the held-out CE is float32 either way
     ce_before = heldout_ce(model, heldout_rows, ids, pad_id, micro, device)
     log.info("held-out CE before: %s", {k: v for k, v in ce_before.items() if k != "per_document"})
 
@@ -338,7 +323,7 @@ def optimize_think_tokens(
     train_seconds = time.monotonic() - started
 
     precision = {  # what the rows were trained in, whatever the forward pass computed in
-        "autocast": settings.get("autocast"),
+        "autocast": "bfloat16" if job.precision == "bf16" else None,
         "trained_rows": sorted({dtype_name(p.dtype) for p in trained.values()}),
         "gradients": sorted(grad_dtypes),
         "adam_moments": sorted(

@@ -104,6 +104,7 @@ def fit_causal_lm(
             seed=seed,
             data_seed=seed,
             use_cpu=device == "cpu",
+            bf16=job.precision == "bf16",  # autocast; the weights and Adam stay float32
             dataloader_num_workers=0,
             disable_tqdm=True,
         )

@@ -6,8 +6,15 @@ stylemerge.trl_fields`` prints the installed trl's list; tests/test_grpo.py chec
 two agree.
 """
 
-# Fields the workflow sets itself (from other config keys), never from grpo.trainer.
-MANAGED = ("output_dir", "seed", "reward_weights", "resume_from_checkpoint")
+# Fields the workflow sets itself, never from grpo.trainer: field -> what sets it.
+MANAGED = {
+    "output_dir": "results/checkpoints",
+    "resume_from_checkpoint": "results/checkpoints",
+    "seed": "seed",
+    "reward_weights": "grpo.rewards",
+    "bf16": "precision",
+    "fp16": "precision",
+}
 
 GRPO_CONFIG_FIELDS = frozenset(
     {
@@ -21,7 +28,6 @@ GRPO_CONFIG_FIELDS = frozenset(
         "average_tokens_across_devices",
         "batch_eval_metrics",
         "beta",
-        "bf16",
         "bf16_full_eval",
         "cache_implementation",
         "cast_lm_head_to_fp32",
@@ -64,7 +70,6 @@ GRPO_CONFIG_FIELDS = frozenset(
         "eval_steps",
         "eval_strategy",
         "eval_use_gather_object",
-        "fp16",
         "fp16_full_eval",
         "fsdp",
         "fsdp_config",

@@ -144,7 +144,9 @@ def vllm_model_args(
         "revision": model_ref.revision,
         "tokenizer_revision": model_ref.revision,
         "trust_remote_code": job.trust_remote_code,
-        "dtype": "auto",
+        # vLLM computes in its weights' dtype: bfloat16 under the job's bf16 precision, else
+        # the checkpoint's own (as the hf path loads it, dtype="auto")
+        "dtype": "bfloat16" if job.precision == "bf16" else "auto",
         "load_format": "auto" if job.allow_pickle_weights else "safetensors",
         "batch_size": settings["batch_size"],
         "seed": job.seed,

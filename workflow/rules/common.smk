@@ -3,6 +3,7 @@ import re
 
 from stylemerge import model_names
 from stylemerge.config import run_dirs
+from stylemerge.precision import stage_precision
 from stylemerge.cost.jobs import job_mem_mb, mem_requests
 
 # Each run writes under its own directories, so tiers (the embedded default, smol, paper)
@@ -24,6 +25,13 @@ DOMAINS = list(config["domains"])
 # The config's part of every job's stylemerge.job.JobSettings (seed, device, safety switches):
 # a param of each rule that takes one, so that changing it reruns those jobs.
 JOB = {key: config[key] for key in JOB_CONFIG_KEYS}
+
+
+def stage_job(settings):
+    """JOB with a stage's precision: `<stage>.precision` (the settings given) where set, else
+    the top-level `precision`."""
+    return {**JOB, "precision": stage_precision(config, settings)}
+
 # Models with neither `ref` nor `gguf` are built and pretrained here (the embedded default);
 # `gguf` models are converted once into a Hugging Face directory (smol tier); the others are
 # hub ids or local directories that rules reference directly.  Built and converted models

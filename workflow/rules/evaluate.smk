@@ -19,7 +19,7 @@ rule evaluate_lm:
         runtime=attempt_scaled(config["evaluate"]["lm_eval"]["runtime_min"]),
         gpu=config["evaluate"]["lm_eval"]["gpus"],
     params:
-        job=JOB,
+        job=stage_job(config["evaluate"]["lm_eval"]),
         model=eval_model_param,
         settings=lm_eval_settings,
         # the think stage's split: arithmetic test problems are never its training problems
@@ -46,7 +46,7 @@ rule measure_diversity:
         runtime=attempt_scaled(config["evaluate"]["diversity"]["runtime_min"]),
         gpu=config["evaluate"]["diversity"]["gpus"],
     params:
-        job=JOB,
+        job=stage_job(config["evaluate"]["diversity"]),
         model=eval_model_param,
         settings=config["evaluate"]["diversity"],
     script:

@@ -27,7 +27,7 @@ rule train_adapter:
         ),
         gpu=lambda wc: stage_settings(config, "grpo", wc.domain)["gpus"],
     params:
-        job=JOB,
+        job=lambda wc: stage_job(stage_settings(config, "grpo", wc.domain)),
         base=model_param("base"),
         general_proxy=model_param("general_proxy"),
         checkpoints=R("checkpoints/{domain}{arm}"),

@@ -20,7 +20,7 @@ rule apply_adapter:
         runtime=attempt_scaled(config["merge"]["runtime_min"]),
         gpu=config["merge"]["gpus"],
     params:
-        job=JOB,
+        job=stage_job(config["merge"]),
         base=model_param("base"),
         settings=config["merge"],
     script:
@@ -48,7 +48,7 @@ rule merge_models:
         runtime=attempt_scaled(config["merge"]["runtime_min"]),
         gpu=config["merge"]["gpus"],
     params:
-        job=JOB,
+        job=stage_job(config["merge"]),
         base=model_param("base"),
         variant=lambda wc: config["merge"]["variants"][wc.method],
         weights={d: stage_settings(config, "merge", d)["weight"] for d in DOMAINS},

@@ -46,7 +46,7 @@ rule pretrain_model:
         ),
         gpu=lambda wc: config["models"][wc.model]["pretrain"]["gpus"],
     params:
-        job=JOB,
+        job=lambda wc: stage_job(config["models"][wc.model]["pretrain"]),
         tiny=lambda wc: config["models"][wc.model]["tiny"],
         tracking=R("logs/pretrain/{model}"),
         settings=lambda wc: config["models"][wc.model]["pretrain"],

@@ -22,7 +22,7 @@ rule train_proxy:
         ),
         gpu=lambda wc: stage_settings(config, "proxy", wc.domain)["gpus"],
     params:
-        job=JOB,
+        job=lambda wc: stage_job(stage_settings(config, "proxy", wc.domain)),
         general_proxy=model_param("general_proxy"),
         tracking=R("logs/proxy/{domain}"),
         settings=lambda wc: stage_settings(config, "proxy", wc.domain),

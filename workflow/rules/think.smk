@@ -19,7 +19,7 @@ rule optimize_think_tokens:
         runtime=attempt_scaled(config["think"]["runtime_min"]),
         gpu=config["think"]["gpus"],
     params:
-        job=JOB,
+        job=stage_job(config["think"]),
         model=think_model_param,
         settings=config["think"],
     script:

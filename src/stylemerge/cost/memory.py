@@ -67,6 +67,7 @@ from stylemerge.cost.sizes import (
     config_model_size,
     model_size,
 )
+from stylemerge.precision import planned_precision
 
 MiB = 2**20
 MARGIN = 1.2
@@ -422,7 +423,7 @@ def _think(m: JobMemory, c: Context, item: str) -> None:
     model = Loaded(stored.ref, stored.arch, "float32")  # trained in float32
     a = model.arch
     rows = a.vocab_size * a.hidden_size * (1 if a.tie_word_embeddings else 2)
-    amp = t["autocast"] == "bfloat16"
+    amp = planned_precision(c.config, t) == "bf16"
     m.add("weights (float32)", model.weights)
     m.add("copy of every parameter (unchanged check)", model.weights + 4 * rows, host=True)
     m.add("embedding gradients and Adam moments", 12 * rows)

@@ -99,6 +99,7 @@ def measure_diversity(
             settings["top_p"],
             domain_seed,
             settings["batch_size"],
+            autocast=job.autocast(),
         )
         t1 = time.perf_counter()
         records.extend(
@@ -151,6 +152,7 @@ def measure_diversity(
         "seeds": {"seed": seed, "sampling": seeds, "derivation": "derive_seed(seed, domain)"},
         "device": device,
         "threads": job.threads,
+        "precision": job.precision,
         "seconds": round(time.perf_counter() - started, 3),
         "settings": dict(settings),
         "provenance": dict(job.provenance),
