@@ -320,6 +320,8 @@ def test_every_result_records_its_stages_precision(workflow_run):
     found = {}
     for path in [*results.rglob("metrics.json"), *results.rglob("lm_eval.json")]:
         stage = path.relative_to(results).parts[0]
+        if stage == "tokenizers":  # no model runs there
+            continue
         found[stage] = json.loads(path.read_text())["provenance"]["precision"]
         expected = "bf16" if stage == "think" else "fp32"
         assert found[stage]["requested"] == expected, path

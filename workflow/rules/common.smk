@@ -32,6 +32,7 @@ def stage_job(settings):
     the top-level `precision`."""
     return {**JOB, "precision": stage_precision(config, settings)}
 
+
 # Models with neither `ref` nor `gguf` are built and pretrained here (the embedded default);
 # `gguf` models are converted once into a Hugging Face directory (smol tier); the others are
 # hub ids or local directories that rules reference directly.  Built and converted models
