@@ -352,9 +352,9 @@ def test_measure_diversity_end_to_end(tmp_path, shards, tiny_base, monkeypatch):
     calls = []
     original = grpo.sample_completions
 
-    def spy(model, tokenizer, prompts, samples, *args):
+    def spy(model, tokenizer, prompts, samples, *args, **kwargs):
         calls.append((len(prompts), samples, args))
-        return original(model, tokenizer, prompts, samples, *args)
+        return original(model, tokenizer, prompts, samples, *args, **kwargs)
 
     monkeypatch.setattr(grpo, "sample_completions", spy)
     heldout = {d: shards[d]["heldout"] for d in ("github_python", "bbc_news")}
@@ -370,7 +370,9 @@ def test_measure_diversity_end_to_end(tmp_path, shards, tiny_base, monkeypatch):
     saved = no_nan((out / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
     assert set(saved["domains"]) == {"github_python", "bbc_news"}
-    assert saved["provenance"] == provenance and saved["settings"] == SETTINGS
+    # the job's provenance, and the precision it ran in (JobSettings.apply adds it)
+    used = {"precision": {"requested": "fp32", "used": "fp32", "why": "requested"}}
+    assert saved["provenance"] == {**provenance, **used} and saved["settings"] == SETTINGS
     assert saved["seeds"]["seed"] == 9
     assert saved["ead_vocab_size"] > 100  # the model's vocabulary
     assert saved["packages"]["sacrebleu"] == sacrebleu.__version__
