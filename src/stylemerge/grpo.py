@@ -9,6 +9,7 @@ another configuration from being resumed by mistake.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -404,19 +405,20 @@ def train_adapter(
 
     set_seed(seed)
     policy = policy_ref.model(job).to(device)
-    amp = job.autocast()
-    before = evaluate_policy(
-        policy,
-        tokenizer,
-        eval_prompts,
-        reward_funcs,
-        weights,
-        general,
-        settings,
-        seed,
-        profile,
-        amp,
+    # the held-out evaluation before and after training: same prompts, seed and precision
+    evaluate = functools.partial(
+        evaluate_policy,
+        tokenizer=tokenizer,
+        prompts=eval_prompts,
+        reward_funcs=reward_funcs,
+        weights=weights,
+        general=general,
+        settings=settings,
+        seed=seed,
+        profile=profile,
+        autocast=job.autocast(),
     )
+    before = evaluate(policy)
 
     checkpoint_dir = Path(checkpoint_dir)
     resume = prepare_checkpoints(
@@ -461,18 +463,7 @@ def train_adapter(
         restore_finished(trainer, resume)
     else:
         trainer.train(resume_from_checkpoint=resume)
-    after = evaluate_policy(
-        trainer.model,
-        tokenizer,
-        eval_prompts,
-        reward_funcs,
-        weights,
-        general,
-        settings,
-        seed,
-        profile,
-        amp,
-    )
+    after = evaluate(trainer.model)
 
     history = trainer.state.log_history
     metrics = {
