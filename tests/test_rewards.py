@@ -52,6 +52,29 @@ def test_mean_logprob_matches_a_direct_computation(scorers):
     assert value == pytest.approx(expected, abs=1e-4)
 
 
+def test_scoring_only_the_completions_rows_gives_the_whole_tensors_values(scorers):
+    """The scorer takes the softmax at the scored positions only; on the same padded batch
+    the values are those of a softmax over every position (bit for bit on this machine's
+    CPU; the test allows float32's last digit)."""
+    s = scorers["base"]
+    prompts = ["The council said on Tuesday that", "def f(x):", "Police"]
+    completions = [" the road would reopen.", "\n    return x", " said on Monday that it"]
+    pairs = [s._encode(p, c) for p, c in zip(prompts, completions, strict=True)]
+    width = max(len(ids) for ids, _ in pairs)
+    ids = torch.full((3, width), s.tokenizer.pad_token_id or 0, dtype=torch.long)
+    mask = torch.zeros((3, width), dtype=torch.long)
+    target = torch.zeros((3, width), dtype=torch.bool)
+    for row, (seq, n) in enumerate(pairs):
+        ids[row, : len(seq)], mask[row, : len(seq)] = torch.tensor(seq), 1
+        target[row, len(seq) - n : len(seq)] = True
+    with torch.no_grad():
+        logits = s.model(input_ids=ids, attention_mask=mask).logits.float()
+    logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+    whole = ((logp * target[:, 1:]).sum(-1) / target[:, 1:].sum(-1)).tolist()
+    s._last = None
+    assert s.mean_logprobs(prompts, completions) == pytest.approx(whole, rel=1e-6, abs=0)
+
+
 def test_batching_and_padding_do_not_change_scores(scorers):
     s = scorers["base"]
     prompts = ["a", "The council said on Tuesday that", "def f(x):", "Police", "x"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import math
 import unicodedata
@@ -60,7 +61,12 @@ class ProxyScorer:
         self.batch_size = batch_size
         self.max_length = max_length
         self.autocast = autocast  # the job's precision (stylemerge.precision.autocast)
+        self._takes_logits_to_keep = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._last: tuple[tuple, list[float]] | None = None
+
+    def _keep(self, positions: int) -> dict:
+        """The forward's argument that keeps the last ``positions`` logits, where it has one."""
+        return {"logits_to_keep": positions} if self._takes_logits_to_keep else {}
 
     @property
     def device(self):
@@ -105,13 +111,25 @@ class ProxyScorer:
                 first = max(len(ids) - n_completion, 1)
                 target[row, first : len(ids)] = True
             input_ids, mask, target = (t.to(self.device) for t in (input_ids, mask, target))
+            # logits only from the earliest scored token's predecessor on (the prompts' rows
+            # are skipped in the vocabulary projection); a model without logits_to_keep
+            # returns every position's
+            earliest = int(target.int().argmax(-1)[target.any(-1)].min())
             with self.autocast():
-                logits = self.model(input_ids=input_ids, attention_mask=mask).logits
-            logits = logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            token_logp = logp.gather(-1, input_ids[:, 1:, None])[..., 0]
+                logits = self.model(
+                    input_ids=input_ids, attention_mask=mask, **self._keep(width - earliest + 1)
+                ).logits
+            offset = width - logits.shape[1] + 1  # logits[:, i] predicts token offset + i
             target = target[:, 1:]
-            total = (token_logp * target).sum(-1)
+            kept = target[:, offset - 1 :]
+            # the vocabulary's softmax at the scored positions only: each row's is its own, so
+            # the values are the whole tensor's, without the prompts' and padding's rows
+            rows = logits[:, :-1][kept].float()
+            picked = torch.log_softmax(rows, dim=-1).gather(-1, input_ids[:, offset:][kept, None])
+            # summed over the whole row, as over every position: the same order of additions
+            token_logp = torch.zeros(target.shape, dtype=rows.dtype, device=rows.device)
+            token_logp[target] = picked[:, 0]
+            total = token_logp.sum(-1)
             count = target.sum(-1)
             for t, n in zip(total.tolist(), count.tolist(), strict=True):
                 if n and not math.isfinite(t):  # text to score, but the model's logits broke
