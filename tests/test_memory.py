@@ -158,7 +158,7 @@ def test_think_gpu_memory_drops_with_checkpointing_autocast_and_micro_batches():
     through 36 layers) does not fit an 80 GB GPU; paper.yaml's settings do, and each one
     lowers the estimate; the cost report prints it."""
     paper = load_config(ROOT / "config" / "paper.yaml", SCHEMA)
-    assert paper["think"]["gradient_checkpointing"] and paper["precision"] == "bf16"
+    assert paper["think"]["gradient_checkpointing"] and paper["think"]["precision"] == "bf16"
     plain = copy.deepcopy(paper)
     plain["think"].update(gradient_checkpointing=False, precision="fp32", micro_batch_size=None)
     gpu = {"plain": job_memory(plain, "optimize_think_tokens", "karcher").gpu_mb}

@@ -49,12 +49,14 @@ BUDGET_S = 15 * 60  # what one GPU check may take (issue 13)
 PAPER_GPU_KEYS = (
     ("device",),
     ("precision",),
+    ("grpo", "precision"),
     ("grpo", "trainer", "activation_checkpointing"),
     ("grpo", "trainer", "use_vllm"),
     ("grpo", "trainer", "vllm_mode"),
     ("grpo", "trainer", "vllm_gpu_memory_utilization"),
     ("evaluate", "lm_eval", "backend"),
     ("think", "gradient_checkpointing"),
+    ("think", "precision"),
 )
 # The config sections of the rules that run on the GPU (stylemerge.cost.jobs.GPU_RULES, the
 # list profiles/slurm follows): each asks for one GPU here and must be seen using it.
