@@ -7,7 +7,9 @@ and the held-out fluency compute), sampling (16 prompts x 4 samples x 32 tokens,
 held-out evaluation; diversity samples more of the same), a GRPO training step (trl, through
 ``stylemerge.grpo.train_adapter``: the time per step is the difference between runs of
 ``--steps`` and 2 steps, so model loading and the held-out evaluations cancel), with trl's
-default gradient checkpointing and without it.
+default gradient checkpointing and without it. The base serves as both proxies, so every
+reward is 0: the step does all its work (generation, reference, forward, backward), but
+its numbers say nothing about training.
 
 FLOPs counted: 2 x parameters per token per forward pass (attention's own products left out:
 at 56-token sequences they are under 3 %); a GRPO step is 8 completions of 24 + 32 tokens
