@@ -5,14 +5,21 @@ import math
 import numpy as np
 import pytest
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from stylemerge.intervals import (
     bootstrap,
+    cluster_weights,
     excludes_zero,
+    hierarchical_bootstrap,
+    holm,
     jackknife,
     mcnemar,
     mcnemar_exact,
     paired_bootstrap,
+    replicate_p_value,
+    t_cdf,
+    t_value,
     wilson,
     z_value,
 )
@@ -123,3 +130,111 @@ def test_z_value_and_excludes_zero():
     assert excludes_zero({"ci_low": -1.0, "ci_high": 2.0}) is False
     assert excludes_zero({"ci_low": -3.0, "ci_high": -2.0}) is True
     assert excludes_zero({"ci_low": None, "ci_high": None}) is None
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 5, 11, 30, 200])
+def test_t_quantile_and_distribution_are_scipys(df):
+    assert t_value(0.95, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-9)
+    assert t_value(0.9, df) == pytest.approx(stats.t.ppf(0.95, df), rel=1e-9)
+    for x in (-4.0, -1.3, 0.0, 0.7, 2.5):
+        assert t_cdf(x, df) == pytest.approx(stats.t.cdf(x, df), abs=1e-10)
+
+
+def test_jackknife_with_t_quantiles_is_the_one_sample_t_interval():
+    data = np.random.default_rng(6).normal(0.4, 1.0, 8)
+    loo = [(data.sum() - x) / (len(data) - 1) for x in data]
+    result = jackknife(float(data.mean()), loo, t=True)
+    reference = stats.ttest_1samp(data, 0.0)
+    low, high = reference.confidence_interval(0.95)
+    assert (result["ci_low"], result["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert result["p_value"] == pytest.approx(reference.pvalue, rel=1e-8)
+    assert result["ci_method"] == "jackknife_t"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_holm_is_statsmodels(seed):
+    p = np.random.default_rng(seed).uniform(0, 0.2, 8).tolist()
+    expected = multipletests(p, alpha=0.05, method="holm")[1]
+    assert holm(p) == pytest.approx(list(expected), abs=1e-15)
+    # missing p-values are not part of the family
+    with_gaps = p[:3] + [None] + p[3:]
+    adjusted = holm(with_gaps)
+    assert adjusted[3] is None
+    assert [a for a in adjusted if a is not None] == pytest.approx(list(expected))
+
+
+def test_replicate_p_value_counts_both_tails():
+    assert replicate_p_value(np.r_[np.full(99, 1.0)]) == pytest.approx(2 / 100)
+    assert replicate_p_value(np.r_[np.full(50, -1.0), np.full(50, 1.0)]) == 1.0
+    assert replicate_p_value(np.array([np.nan])) is None
+
+
+def _weighted_mean(w, x):
+    return (w * x).sum(-1) / w.sum(-1)
+
+
+def test_cluster_weights_draw_clusters_whole_and_subclusters_per_draw():
+    seeds = [0, 0, 0, 0, 1, 1, 1, 1]
+    docs = [0, 0, 1, 1, 0, 0, 1, 1]  # document labels repeat across seeds: known by path
+    w = cluster_weights([seeds, docs], 2000, np.random.default_rng(0))
+    assert w.shape == (2000, 8)
+    assert (w[:, 0] == w[:, 1]).all() and (w[:, 6] == w[:, 7]).all()  # a document whole
+    # each replicate draws 2 seeds and, within a seed drawn k times, 2k documents
+    assert (w.sum(1) == 8).all()
+    seed0 = w[:, [0, 2]].sum(1)  # documents drawn from seed 0 (one row of each)
+    assert set(np.unique(seed0)) <= {0, 2, 4}
+    assert not (w[:, 0] == w[:, 4]).all()  # the two seeds' documents are drawn apart
+
+
+def test_clustered_interval_is_wider_than_the_row_level_one_on_clustered_data():
+    rng = np.random.default_rng(3)
+    documents = np.repeat(np.arange(12), 8)  # 12 documents, 8 passages each
+    values = rng.normal(0, 1, 12)[documents] + rng.normal(0, 0.3, len(documents))
+    rows = bootstrap(lambda x: x.mean(-1), values, iters=4000, seed=1)
+    clustered = hierarchical_bootstrap(_weighted_mean, values, levels=[documents], iters=4000)
+    assert clustered["n"] == 12 and clustered["ci_method"] == "cluster_bootstrap"
+    assert clustered["value"] == pytest.approx(values.mean())
+    width = clustered["ci_high"] - clustered["ci_low"]
+    assert width > 2 * (rows["ci_high"] - rows["ci_low"])
+
+
+def test_hierarchical_bootstrap_covers_the_mean_when_seeds_differ():
+    """Seeds with a real between-seed effect: the interval over seeds then documents must
+    cover the true mean about as often as it claims, where one over documents alone (seeds
+    pooled as if one) would be too narrow."""
+    rng = np.random.default_rng(11)
+    covered = covered_docs_only = 0
+    trials = 60
+    for trial in range(trials):
+        seed_effect = rng.normal(0, 1.0, 5)  # 5 seeds, between-seed SD 1
+        seeds = np.repeat(np.arange(5), 12)
+        docs = np.tile(np.arange(12), 5)
+        values = seed_effect[seeds] + rng.normal(0, 0.5, 60)
+        both = hierarchical_bootstrap(
+            _weighted_mean, values, levels=[seeds, docs], iters=1000, seed=trial
+        )
+        flat = hierarchical_bootstrap(
+            _weighted_mean, values, levels=[seeds * 100 + docs], iters=1000, seed=trial
+        )
+        covered += both["ci_low"] <= 0 <= both["ci_high"]
+        covered_docs_only += flat["ci_low"] <= 0 <= flat["ci_high"]
+        assert both["units"] == [5, 60] and both["ci_method"] == "hierarchical_bootstrap"
+    # a percentile bootstrap over 5 seeds under-covers a little (n = 5); documents alone
+    # cover far less
+    assert covered / trials > 0.75
+    assert covered_docs_only / trials < 0.5
+
+
+def test_two_seeds_of_opposite_sign_are_not_significant_pooled():
+    rng = np.random.default_rng(2)
+    seeds = np.repeat([0, 1], 16)
+    docs = np.tile(np.arange(16), 2)
+    values = np.where(seeds == 0, 1.0, -1.0) + rng.normal(0, 0.1, 32)
+    each = [
+        hierarchical_bootstrap(_weighted_mean, values[seeds == s], levels=[docs[seeds == s]])
+        for s in (0, 1)
+    ]
+    assert each[0]["ci_low"] > 0 and each[1]["ci_high"] < 0  # each seed alone: significant
+    pooled = hierarchical_bootstrap(_weighted_mean, values, levels=[seeds, docs])
+    assert pooled["ci_low"] < 0 < pooled["ci_high"]
+    assert pooled["p_value"] > 0.05

@@ -11,8 +11,15 @@ the tests check these against scipy's own).
 - :func:`bootstrap`: a percentile bootstrap of any statistic of one or more *paired* samples
   (the same resampled indices for every sample), so a change between two models measured on
   the same items is a paired bootstrap: :func:`paired_bootstrap`;
-- :func:`jackknife`: a delete-one jackknife interval (normal approximation) from the
-  leave-one-out estimates.
+- :func:`jackknife`: a delete-one jackknife interval from the leave-one-out estimates
+  (normal approximation, or Student t with n - 1 degrees of freedom where n is small);
+- :func:`hierarchical_bootstrap`: a bootstrap of clustered data (seeds, then documents),
+  resampling the units that are independent rather than the rows;
+- :func:`holm`: Holm's step-down adjustment of a family's p-values.
+
+Every interval also carries a two-sided ``p_value`` against 0 (``None`` where there is none):
+the bootstraps' from the share of replicates on either side of 0, the jackknife's from its
+normal or t statistic; :func:`holm` adjusts a family of them.
 """
 
 from __future__ import annotations
@@ -123,7 +130,7 @@ def bootstrap(
     if any(len(a) != n for a in arrays):
         raise ValueError(f"bootstrap: unpaired samples of lengths {[len(a) for a in arrays]}")
     value = float(stat(*arrays)) if n else None
-    low = high = None
+    low = high = p_value = None
     if n >= 2 and value is not None and math.isfinite(value):
         rng = np.random.default_rng(seed)
         rows = max(1, _CHUNK_ELEMENTS // n)
@@ -131,12 +138,33 @@ def bootstrap(
         for start in range(0, iters, rows):
             index = rng.integers(0, n, size=(min(rows, iters - start), n))
             replicates.append(np.asarray(stat(*(a[index] for a in arrays)), dtype=float))
-        values = np.concatenate(replicates)
-        values = values[np.isfinite(values)]
-        if len(values):
-            alpha = 1 - ci
-            low, high = (float(q) for q in np.quantile(values, [alpha / 2, 1 - alpha / 2]))
-    return interval(value, low, high, method, n, iters=iters, seed=seed)
+        low, high, p_value = percentile_interval(np.concatenate(replicates), ci)
+    return interval(value, low, high, method, n, iters=iters, seed=seed, p_value=p_value)
+
+
+def percentile_interval(replicates: np.ndarray, ci: float) -> tuple:
+    """``(low, high, p_value)`` of bootstrap replicates: the ``(1 - ci)/2`` and
+    ``(1 + ci)/2`` quantiles of the finite ones, and :func:`replicate_p_value`."""
+    values = replicates[np.isfinite(replicates)]
+    if not len(values):
+        return None, None, None
+    alpha = 1 - ci
+    low, high = (float(q) for q in np.quantile(values, [alpha / 2, 1 - alpha / 2]))
+    return low, high, replicate_p_value(values)
+
+
+def replicate_p_value(replicates: np.ndarray, null: float = 0.0) -> float | None:
+    """Two-sided p-value of ``null`` from bootstrap replicates: twice the smaller share of
+    replicates at or beyond it on either side, counted as ``(k + 1) / (B + 1)`` so that it is
+    never 0 (the percentile interval at level ``1 - alpha`` excludes ``null`` roughly when
+    this is below ``alpha``)."""
+    replicates = np.asarray(replicates, dtype=float)
+    replicates = replicates[np.isfinite(replicates)]
+    if not len(replicates):
+        return None
+    below = (np.count_nonzero(replicates <= null) + 1) / (len(replicates) + 1)
+    above = (np.count_nonzero(replicates >= null) + 1) / (len(replicates) + 1)
+    return min(1.0, 2.0 * min(below, above))
 
 
 def paired_bootstrap(
@@ -152,17 +180,165 @@ def paired_bootstrap(
     return bootstrap(stat, a, b, iters=iters, ci=ci, seed=seed, method="paired_bootstrap")
 
 
-def jackknife(estimate: float, leave_one_out: Sequence[float], ci: float = 0.95) -> dict:
+def t_cdf(x: float, df: int) -> float:
+    """Student t's distribution function with ``df`` degrees of freedom (Simpson's rule on
+    the density from 0 to ``|x|``: the tables environment has no scipy)."""
+    if df < 1:
+        raise ValueError(f"t_cdf: df must be at least 1, got {df}")
+    if not math.isfinite(x):
+        return 0.0 if x < 0 else 1.0
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    # the density falls like |t|^-(df+1): integrate in u = atan(t), whose range is finite
+    u = np.linspace(0.0, math.atan(abs(x)), 4001)
+    t = np.tan(u)
+    density = np.exp(log_c - (df + 1) / 2 * np.log1p(t * t / df)) * (1 + t * t)
+    h = u[1] - u[0]
+    inner = 4 * density[1:-1:2].sum() + 2 * density[2:-1:2].sum()
+    area = h / 3 * (density[0] + density[-1] + inner)
+    return 0.5 + math.copysign(float(area), x)
+
+
+def t_value(ci: float, df: int) -> float:
+    """Student t's two-sided ``ci`` quantile with ``df`` degrees of freedom (bisection on
+    :func:`t_cdf`)."""
+    z_value(ci)  # checks ci
+    target = 0.5 + ci / 2
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < target:
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_cdf(mid, df) < target else (low, mid)
+    return (low + high) / 2
+
+
+def jackknife(
+    estimate: float, leave_one_out: Sequence[float], ci: float = 0.95, t: bool = False
+) -> dict:
     """``estimate`` with a delete-one jackknife interval: standard error
     ``sqrt((n - 1) / n * sum((t_i - mean(t))**2))`` over the ``n`` leave-one-out estimates
-    ``t_i``, interval ``estimate -/+ z * se``."""
+    ``t_i``, interval ``estimate -/+ q * se`` with ``q`` the normal quantile, or with ``t``
+    Student t's with ``n - 1`` degrees of freedom (few units: documents rather than
+    prompts).  ``p_value``: of 0, from the same distribution."""
     n = len(leave_one_out)
-    low = high = None
-    if n >= 2 and math.isfinite(estimate) and all(math.isfinite(t) for t in leave_one_out):
+    low = high = p_value = None
+    if n >= 2 and math.isfinite(estimate) and all(math.isfinite(x) for x in leave_one_out):
         centre = math.fsum(leave_one_out) / n
-        se = math.sqrt((n - 1) / n * math.fsum((t - centre) ** 2 for t in leave_one_out))
-        low, high = estimate - z_value(ci) * se, estimate + z_value(ci) * se
-    return interval(estimate, low, high, "jackknife_normal", n)
+        se = math.sqrt((n - 1) / n * math.fsum((x - centre) ** 2 for x in leave_one_out))
+        q = t_value(ci, n - 1) if t else z_value(ci)
+        low, high = estimate - q * se, estimate + q * se
+        if se > 0:
+            tail = (
+                t_cdf(-abs(estimate) / se, n - 1)
+                if t
+                else (statistics.NormalDist().cdf(-abs(estimate) / se))
+            )
+            p_value = min(1.0, 2.0 * tail)
+        else:
+            p_value = 1.0 if estimate == 0 else 0.0
+    method = "jackknife_t" if t else "jackknife_normal"
+    return interval(estimate, low, high, method, n, p_value=p_value)
+
+
+# --- clustered data ----------------------------------------------------------------------------
+
+WeightedStatistic = Callable[..., np.ndarray]
+
+
+def cluster_weights(levels: Sequence[Sequence], iters: int, rng: np.random.Generator) -> np.ndarray:
+    """``iters`` rows of bootstrap weights for the rows of clustered data: how often each row
+    is drawn when the outermost clusters (``levels[0]``: a label per row, e.g. the seed) are
+    resampled with replacement, then within each drawn cluster its sub-clusters
+    (``levels[1]``, e.g. the document), and so on.  Rows of one innermost cluster are kept
+    whole (Ren et al. 2010: resampling the lowest level as well counts its variance twice).
+    A cluster drawn k times draws its sub-clusters k times independently: a multinomial of
+    ``k * m`` draws over its ``m`` sub-clusters."""
+    if not levels:
+        raise ValueError("cluster_weights: no level")
+    n = len(levels[0])
+    # every row's path of labels, outermost first; a sub-cluster is known by its whole path
+    paths = list(zip(*[list(level) for level in levels], strict=True)) if n else []
+    counts = {(): np.ones(iters, dtype=np.int64)}  # the root is drawn once per replicate
+    for depth in range(len(levels)):
+        children: dict[tuple, list[tuple]] = {}
+        for path in paths:
+            node = path[: depth + 1]
+            siblings = children.setdefault(path[:depth], [])
+            if node not in siblings:
+                siblings.append(node)
+        next_counts = {}
+        for parent, nodes in children.items():
+            m = len(nodes)
+            if depth == 0:
+                drawn = rng.multinomial(m, np.full(m, 1 / m), size=iters)
+            else:
+                drawn = rng.multinomial(counts[parent] * m, np.full(m, 1 / m))
+            next_counts.update({node: drawn[:, k] for k, node in enumerate(nodes)})
+        counts = next_counts
+    return np.stack([counts[path] for path in paths], axis=1).astype(float)
+
+
+def hierarchical_bootstrap(
+    stat: WeightedStatistic,
+    *samples: Sequence[float],
+    levels: Sequence[Sequence],
+    iters: int = 10_000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """``stat(weights, *samples)`` with a percentile interval from resampling clusters
+    (:func:`cluster_weights`): the units that are independent (seeds, then the documents
+    within each) rather than the rows (prompts, passages, samples) cut from them.
+
+    ``stat`` takes row weights (``(n,)`` of ones for the estimate, ``(b, n)`` for a batch of
+    replicates) and the samples, and reduces over the last axis, e.g.
+    ``lambda w, a: (w * a).sum(-1) / w.sum(-1)``.  ``n`` in the result is the number of
+    innermost clusters, ``units`` the count at each level.  Fewer than two outermost
+    clusters with one level, or fewer than two innermost ones: no interval."""
+    arrays = [np.asarray(s, dtype=float) for s in samples]
+    n = len(arrays[0]) if arrays else 0
+    if any(len(a) != n for a in arrays) or any(len(level) != n for level in levels):
+        raise ValueError(
+            f"hierarchical_bootstrap: samples and levels of lengths "
+            f"{[len(a) for a in arrays]}, {[len(level) for level in levels]}"
+        )
+    paths = list(zip(*[list(level) for level in levels], strict=True))
+    units = [len({path[: k + 1] for path in paths}) for k in range(len(levels))]
+    value = float(stat(np.ones(n), *arrays)) if n else None
+    low = high = p_value = None
+    if units and units[-1] >= 2 and value is not None and math.isfinite(value):
+        rng = np.random.default_rng(seed)
+        rows = max(1, _CHUNK_ELEMENTS // n)
+        replicates = []
+        for start in range(0, iters, rows):
+            weights = cluster_weights(levels, min(rows, iters - start), rng)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                replicates.append(np.asarray(stat(weights, *arrays), dtype=float))
+        low, high, p_value = percentile_interval(np.concatenate(replicates), ci)
+    return interval(
+        value,
+        low,
+        high,
+        "hierarchical_bootstrap" if len(levels) > 1 else "cluster_bootstrap",
+        units[-1] if units else 0,
+        units=units,
+        iters=iters,
+        seed=seed,
+        p_value=p_value,
+    )
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values of a family (``None`` stays ``None`` and is not
+    counted): the i-th smallest of m is ``max_{j <= i} min(1, (m - j + 1) p_(j))``."""
+    present = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(present)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def excludes_zero(result: dict | None) -> bool | None:
