@@ -266,6 +266,9 @@ def test_lm_eval_runs_every_packaged_task_to_the_fixed_path(evaluated):
     lls = per_doc["values"]["perplexity"]["none"]
     assert math.isclose(math.exp(-sum(lls) / len(lls)), lambada["metrics"]["perplexity"]["none"])
     assert sum(per_doc["values"]["acc"]["none"]) / 12 == lambada["metrics"]["acc"]["none"]
+    # and the held-out document each passage was cut from: the unit intervals resample
+    assert len(per_doc["document"]) == 12
+    assert {d.split("/")[0] for d in per_doc["document"]} <= set(TEST_DOMAINS)
 
     gsm = tasks[GSM8K]
     assert gsm["n_shot"] == 3 and gsm["n_samples"]["effective"] == 6
@@ -274,6 +277,7 @@ def test_lm_eval_runs_every_packaged_task_to_the_fixed_path(evaluated):
     correct = gsm["per_document"]["values"]["exact_match"]["strict-match"]
     assert len(correct) == 6 and set(correct) <= {0.0, 1.0}
     assert sum(correct) / 6 == gsm["metrics"]["exact_match"]["strict-match"]
+    assert gsm["per_document"]["document"] == gsm["per_document"]["doc_id"]  # each its own
     assert gsm["dataset"]["kwargs"]["data_files"] == {
         "train": "data/gsm8k_train.jsonl",
         "test": "data/gsm8k_test.jsonl",

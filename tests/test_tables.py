@@ -302,11 +302,16 @@ def test_cost_table_flags_a_job_above_its_memory_request(tmp_path, caplog):
     assert len(warnings) == 1 and "evaluate_lm base" in warnings[0] and "4000" in warnings[0]
 
 
-def per_doc(metric, filter_, values):
-    return {"doc_id": list(range(len(values))), "values": {metric: {filter_: list(values)}}}
+def per_doc(metric, filter_, values, documents=None):
+    result = {"doc_id": list(range(len(values))), "values": {metric: {filter_: list(values)}}}
+    if documents is not None:
+        result["document"] = list(documents)
+    return result
 
 
-def lm_eval(ppl, acc, gsm8k=None, bpb=None, paper=False, lls=None, correct=None, bpb_docs=None):
+def lm_eval(
+    ppl, acc, gsm8k=None, bpb=None, paper=False, lls=None, correct=None, bpb_docs=None, docs=None
+):
     """An lm_eval.json as evaluate_lm writes it (embedded task names, or the harness's).
     With per-document values (``lls``: lambada targets' log-likelihoods, ``correct``: gsm8k
     0/1 per problem, ``bpb_docs``: {domain: [[log-likelihood, bytes], ...]}), the metrics
@@ -317,7 +322,7 @@ def lm_eval(ppl, acc, gsm8k=None, bpb=None, paper=False, lls=None, correct=None,
     tasks = {lambada: {"metrics": {"perplexity": {"none": ppl}, "acc": {"none": acc}}}}
     tasks[lambada]["n_samples"] = {"effective": 100 if lls is None else len(lls)}
     if lls is not None:
-        tasks[lambada]["per_document"] = per_doc("perplexity", "none", lls)
+        tasks[lambada]["per_document"] = per_doc("perplexity", "none", lls, docs)
     if correct is not None:
         gsm8k = sum(correct) / len(correct)
     if gsm8k is not None:
@@ -516,6 +521,33 @@ def test_lambada_paired_intervals_over_passages(caplog):
     assert frame.loc["old", "perplexity"] == 18.0 and frame.loc["old", "passages"] == 100
     assert frame.loc["old", ["perplexity_ci_low", "vs_base_ci_low_pct"]].isna().all()
     assert "old: stylemerge_lambada has no per-document values" in caplog.text
+
+
+def test_lambada_intervals_resample_the_documents_passages_were_cut_from():
+    """Eight passages from each of 12 documents, the model's gain varying by document: the
+    interval is over documents (n = 12), wider than one that takes the 96 passages as
+    independent."""
+    rng = np.random.default_rng(4)
+    documents = [f"ao3_english/{d}" for d in np.repeat(np.arange(12), 8)]
+    base = noisy_lls(n=96, seed=5)
+    gain = rng.normal(0.1, 0.15, 12).repeat(8)
+    other = list(np.asarray(base) + gain + rng.normal(0, 0.02, 96))
+    clustered = lambada_table(
+        {"base": lm_eval(None, 0.3, lls=base, docs=documents),
+         "karcher": lm_eval(None, 0.3, lls=other, docs=documents)}
+    ).set_index("model").loc["karcher"]  # fmt: skip
+    flat = (
+        lambada_table(
+            {"base": lm_eval(None, 0.3, lls=base), "karcher": lm_eval(None, 0.3, lls=other)}
+        )
+        .set_index("model")
+        .loc["karcher"]
+    )
+    assert (clustered["documents"], clustered["passages"]) == (12, 96)
+    assert (flat["documents"], flat["passages"]) == (96, 96)
+    assert clustered["ppl_change_vs_base_pct"] == pytest.approx(flat["ppl_change_vs_base_pct"])
+    width = clustered["vs_base_ci_high_pct"] - clustered["vs_base_ci_low_pct"]
+    assert width > 2 * (flat["vs_base_ci_high_pct"] - flat["vs_base_ci_low_pct"])
 
 
 def test_gsm8k_wilson_intervals_and_exact_mcnemar():

@@ -231,21 +231,28 @@ def _generations(samples: Sequence[Mapping], keep: int) -> list[dict]:
 
 def _per_document(samples: Sequence[Mapping]) -> dict:
     """Every document's metric values, for intervals over documents (lm-eval logs one sample
-    per document and filter): ``{"doc_id": [...], "values": {metric: {filter: [one value per
-    document, in doc_id order]}}}``.  A loglikelihood task's ``perplexity`` value is the
-    target's log-likelihood (the task's perplexity is ``exp(-mean)`` of them), a rolling task's
-    values are ``[log-likelihood, words or bytes]``."""
+    per document and filter): ``{"doc_id": [...], "document": [...], "values": {metric:
+    {filter: [one value per document, in doc_id order]}}}``.  ``document`` is the source
+    document each was cut from (the ``document`` field of the task's data, where it has one:
+    the lambada mirror's passages), else the doc_id itself.  A loglikelihood task's
+    ``perplexity`` value is the target's log-likelihood (the task's perplexity is
+    ``exp(-mean)`` of them), a rolling task's values are ``[log-likelihood, words or
+    bytes]``."""
     ids = sorted({sample["doc_id"] for sample in samples})
     where = {doc_id: i for i, doc_id in enumerate(ids)}
+    documents: list = list(ids)
     values: dict[str, dict] = {}
     for sample in samples:
+        doc = sample.get("doc")
+        if isinstance(doc, Mapping) and doc.get("document") is not None:
+            documents[where[sample["doc_id"]]] = doc["document"]
         for metric in sample["metrics"]:
             column = values.setdefault(metric, {}).setdefault(sample["filter"], [None] * len(ids))
             value = sample[metric]
             column[where[sample["doc_id"]]] = (
                 [_number(v) for v in value] if isinstance(value, list | tuple) else _number(value)
             )
-    return {"doc_id": ids, "values": values}
+    return {"doc_id": ids, "document": documents, "values": values}
 
 
 def _load_tasks(task_manager, tasks: Sequence[Mapping]) -> list:

@@ -97,14 +97,19 @@ def lambada_documents(heldout_shards: Mapping[str, str | Path], settings: Mappin
         )
     per_document = []
     for domain in settings["domains"]:
-        for record in read_shard(heldout_shards[domain]):
+        for number, record in enumerate(read_shard(heldout_shards[domain])):
             passages = lambada_passages(
                 record["text"], settings["min_words"], settings["max_words"]
             )
-            doc_id = record.get("id", "")
+            doc_id = record.get("id") or f"{domain}/{number}"
             per_document.append(
                 [
-                    {"id": f"{doc_id}:{k}", "domain": domain, "text": passage}
+                    {
+                        "id": f"{doc_id}:{k}",
+                        "document": doc_id,  # the unit intervals resample
+                        "domain": domain,
+                        "text": passage,
+                    }
                     for k, passage in enumerate(passages)
                 ]
             )

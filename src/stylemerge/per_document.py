@@ -1,18 +1,23 @@
 """Intervals over documents for the lm-eval and think-token figures of the tables.
 
 ``evaluate_lm`` keeps every task's per-document metric values in ``lm_eval.json``
-(``tasks.<task>.per_document``: ``doc_id`` and ``values.<metric>.<filter>``), and the think
-stage keeps each held-out trace's summed cross-entropy and token count
-(``heldout_ce_{before,after}.per_document``).  From these:
+(``tasks.<task>.per_document``: ``doc_id``, the source ``document`` each was cut from, and
+``values.<metric>.<filter>``), and the think stage keeps each held-out trace's summed
+cross-entropy and token count (``heldout_ce_{before,after}.per_document``).
 
-- lambada perplexity, ``exp(-mean log-likelihood of the target)`` as the harness defines it:
-  a bootstrap over passages (:func:`perplexity`), and the percent change between two models
-  on the same passages, a paired bootstrap (:func:`perplexity_change`);
-- bits per byte, ``-sum(log-likelihood) / sum(bytes) / ln 2``: a bootstrap over documents
-  (:func:`bits_per_byte`);
+Intervals resample the unit that is independent: the source document (a lambada passage is
+one of several cut from a held-out document; a gsm8k problem or a think trace is its own),
+and, where values of several seeds are pooled (:func:`pool`), the seeds first
+(:func:`stylemerge.intervals.hierarchical_bootstrap`).  ``n`` is the number of documents.
+From these values:
+
+- lambada perplexity, ``exp(-mean log-likelihood of the target)`` as the harness defines it
+  (:func:`perplexity`), and the percent change between two models on the same passages,
+  paired (:func:`perplexity_change`);
+- bits per byte, ``-sum(log-likelihood) / sum(bytes) / ln 2`` (:func:`bits_per_byte`);
 - gsm8k accuracy: Wilson intervals, the exact McNemar test of original vs optimised on the
   same problems and a paired bootstrap of the change in points (:func:`accuracy_change`);
-- the think stage's held-out cross-entropy change: a paired bootstrap over traces
+- the think stage's held-out cross-entropy change, paired over traces
   (:func:`think_ce_change`).
 
 Results written before these values were recorded have none: the functions then return
@@ -55,8 +60,10 @@ def task_entry(result: Mapping, tasks: Sequence[str]) -> tuple[str, Mapping] | N
 def values(
     result: Mapping, tasks: Sequence[str], metric: str, filter_: str = "none", model: str = ""
 ) -> dict | None:
-    """``{"doc_id", "values", "data"}`` of one metric of the first of ``tasks`` that ran
-    (``data``: the test file's sha256, where the task's data were written here); None, with a
+    """``{"doc_id", "document", "seed", "values", "data"}`` of one metric of the first of
+    ``tasks`` that ran: ``document`` the source document of each value (results from before
+    it was recorded: each value its own), ``seed`` None (one run; :func:`pool` sets it),
+    ``data`` the test file's sha256 where the task's data were written here.  None, with a
     warning, when the result has no per-document values."""
     found = task_entry(result, tasks)
     if found is None:
@@ -68,7 +75,39 @@ def values(
         _warn(model or str(result.get("model", "?")), task)
         return None
     data = ((result.get("task_data") or {}).get(task) or {}).get("test", {}).get("sha256")
-    return {"doc_id": list(per_doc["doc_id"]), "values": column, "data": data}
+    ids = list(per_doc["doc_id"])
+    documents = per_doc.get("document") or ids
+    return {
+        "doc_id": ids,
+        "document": [str(d) for d in documents],
+        "seed": None,
+        "values": column,
+        "data": data,
+    }
+
+
+def pool(per_seed: Mapping[int, Mapping | None]) -> dict | None:
+    """One seed's values after another (:func:`values` of each seed's result), each row
+    labelled with its seed, for intervals that resample seeds, then documents.  None when a
+    seed has no values."""
+    if not per_seed or any(v is None for v in per_seed.values()):
+        return None
+    pooled: dict = {"doc_id": [], "document": [], "seed": [], "values": [], "data": []}
+    for seed, v in per_seed.items():
+        for key in ("doc_id", "document", "values"):
+            pooled[key].extend(v[key])
+        pooled["seed"].extend([seed] * len(v["values"]))
+        pooled["data"].append(v["data"])
+    pooled["data"] = pooled["data"][0] if len(set(pooled["data"])) == 1 else None
+    return pooled
+
+
+def levels(v: Mapping) -> list[list]:
+    """What a bootstrap of ``v`` resamples: seeds then documents where several seeds are
+    pooled, documents otherwise."""
+    if v.get("seed") is not None and len(set(v["seed"])) > 1:
+        return [list(v["seed"]), list(v["document"])]
+    return [list(v["document"])]
 
 
 def paired(a: Mapping | None, b: Mapping | None, what: str = "") -> bool:
@@ -76,44 +115,59 @@ def paired(a: Mapping | None, b: Mapping | None, what: str = "") -> bool:
     file's hash where both record one)."""
     if a is None or b is None:
         return False
-    same = a["doc_id"] == b["doc_id"] and (a["data"] is None or b["data"] in (None, a["data"]))
+    same = (
+        a["doc_id"] == b["doc_id"]
+        and a.get("seed") == b.get("seed")
+        and (a["data"] is None or b["data"] in (None, a["data"]))
+    )
     if not same:
         log.warning("%s: the two results are not of the same documents: no paired interval", what)
     return same
 
 
-def _neg_exp_mean(lls: np.ndarray) -> np.ndarray:
-    return np.exp(-lls.mean(axis=-1))
+def _mean(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return (w * x).sum(axis=-1) / w.sum(axis=-1)
 
 
-def _pct_ratio_of_exp(base: np.ndarray, other: np.ndarray) -> np.ndarray:
+def _neg_exp_mean(w: np.ndarray, lls: np.ndarray) -> np.ndarray:
+    return np.exp(-_mean(w, lls))
+
+
+def _pct_ratio_of_exp(w: np.ndarray, base: np.ndarray, other: np.ndarray) -> np.ndarray:
     # exp(-mean(other)) / exp(-mean(base)) - 1, in percent
-    return 100.0 * np.expm1((base - other).mean(axis=-1))
+    return 100.0 * np.expm1(_mean(w, base - other))
+
+
+def _clustered(stat, v: Mapping, *columns, ci=CI, iters=ITERS, seed=SEED) -> dict:
+    return intervals.hierarchical_bootstrap(
+        stat, *columns, levels=levels(v), iters=iters, ci=ci, seed=seed
+    )
 
 
 def perplexity(lls: Mapping | None, ci: float = CI, iters: int = ITERS, seed: int = SEED):
     """Perplexity ``exp(-mean(ll))`` of per-passage log-likelihoods with a bootstrap interval
-    over passages; None without values."""
+    over documents (seeds, then documents, where pooled); None without values."""
     if lls is None:
         return None
-    return intervals.bootstrap(_neg_exp_mean, lls["values"], iters=iters, ci=ci, seed=seed)
+    return _clustered(_neg_exp_mean, lls, lls["values"], ci=ci, iters=iters, seed=seed)
 
 
 def perplexity_change(
     base: Mapping | None, other: Mapping | None, ci: float = CI, iters=ITERS, seed=SEED
 ) -> dict | None:
-    """Percent change of perplexity from ``base`` to ``other`` on the same passages, with a
-    paired bootstrap interval over passages (the ratio of the two perplexities is
-    ``exp(mean(ll_base - ll_other))``); None unless both have values of the same passages."""
+    """Percent change of perplexity from ``base`` to ``other`` on the same passages (the
+    ratio of the two perplexities is ``exp(mean(ll_base - ll_other))``), with a paired
+    bootstrap interval over the documents the passages were cut from; None unless both have
+    values of the same passages."""
     if not paired(base, other, "lambada perplexity change"):
         return None
-    return intervals.paired_bootstrap(
-        _pct_ratio_of_exp, base["values"], other["values"], iters, ci, seed
+    return _clustered(
+        _pct_ratio_of_exp, base, base["values"], other["values"], ci=ci, iters=iters, seed=seed
     )
 
 
-def _bpb(ll: np.ndarray, size: np.ndarray) -> np.ndarray:
-    return -ll.sum(axis=-1) / size.sum(axis=-1) / math.log(2)
+def _bpb(w: np.ndarray, ll: np.ndarray, size: np.ndarray) -> np.ndarray:
+    return -(w * ll).sum(axis=-1) / (w * size).sum(axis=-1) / math.log(2)
 
 
 def bits_per_byte(pairs: Mapping | None, ci: float = CI, iters=ITERS, seed=SEED) -> dict | None:
@@ -123,11 +177,11 @@ def bits_per_byte(pairs: Mapping | None, ci: float = CI, iters=ITERS, seed=SEED)
         return None
     ll = [p[0] for p in pairs["values"]]
     size = [p[1] for p in pairs["values"]]
-    return intervals.bootstrap(_bpb, ll, size, iters=iters, ci=ci, seed=seed)
+    return _clustered(_bpb, pairs, ll, size, ci=ci, iters=iters, seed=seed)
 
 
-def _points_change(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    return 100.0 * (after - before).mean(axis=-1)
+def _points_change(w: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    return 100.0 * _mean(w, after - before)
 
 
 def accuracy(correct: Mapping | None, ci: float = CI) -> dict | None:
@@ -145,8 +199,8 @@ def accuracy_change(
     discordant counts ``b``, ``c`` and ``p_value``); None unless paired."""
     if not paired(before, after, "accuracy change"):
         return None
-    change = intervals.paired_bootstrap(
-        _points_change, before["values"], after["values"], iters, ci, seed
+    change = _clustered(
+        _points_change, before, before["values"], after["values"], ci=ci, iters=iters, seed=seed
     )
     change["mcnemar"] = intervals.mcnemar(
         [v > 0.5 for v in before["values"]], [v > 0.5 for v in after["values"]]
@@ -154,28 +208,20 @@ def accuracy_change(
     return change
 
 
-def _ce_change_pct(nb: np.ndarray, tb: np.ndarray, na: np.ndarray, ta: np.ndarray) -> np.ndarray:
-    before = nb.sum(axis=-1) / tb.sum(axis=-1)
-    return 100.0 * (na.sum(axis=-1) / ta.sum(axis=-1) / before - 1)
+def _ce_change_pct(w, nb, tb, na, ta) -> np.ndarray:
+    before = (w * nb).sum(axis=-1) / (w * tb).sum(axis=-1)
+    return 100.0 * ((w * na).sum(axis=-1) / (w * ta).sum(axis=-1) / before - 1)
 
 
 def think_ce_change(metrics: Mapping, model: str = "", ci=CI, iters=ITERS, seed=SEED):
     """Percent change of the held-out cross-entropy per token (overall) from before to after
-    the think-token optimisation, with a paired bootstrap over held-out traces; None (with a
-    warning) for metrics without per-trace values."""
+    the think-token optimisation, with a paired bootstrap over held-out traces (each its own
+    problem); None (with a warning) for metrics without per-trace values."""
     before = metrics["heldout_ce_before"].get("per_document")
     after = metrics["heldout_ce_after"].get("per_document")
     if not before or not after or len(before["nats"]) != len(after["nats"]):
         _warn(model, "think held-out cross-entropy")
         return None
-    return intervals.bootstrap(
-        _ce_change_pct,
-        before["nats"],
-        before["tokens"],
-        after["nats"],
-        after["tokens"],
-        iters=iters,
-        ci=ci,
-        seed=seed,
-        method="paired_bootstrap",
-    )
+    traces = {"document": list(range(len(before["nats"]))), "seed": None}
+    columns = (before["nats"], before["tokens"], after["nats"], after["tokens"])
+    return _clustered(_ce_change_pct, traces, *columns, ci=ci, iters=iters, seed=seed)

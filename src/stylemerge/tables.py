@@ -150,9 +150,10 @@ def task_metric(result: Mapping, tasks, metric: str, filter_: str = "none") -> f
 
 
 def lambada_table(evals: Mapping[str, Mapping], comparison: str | None = None) -> pd.DataFrame:
-    """Per model: lambada perplexity (bootstrap interval over passages) and accuracy, % change
-    vs the base and vs the comparison model (paired bootstrap intervals over the same
-    passages), with the card's figures beside them."""
+    """Per model: lambada perplexity and accuracy, % change vs the base and vs the comparison
+    model (paired, the same passages), with the card's figures beside them.  Intervals are
+    bootstraps over the documents the passages were cut from (``documents``), not over the
+    passages."""
     card = reported()
 
     lls = {  # each model's per-passage log-likelihoods (None, with a warning, if missing)
@@ -180,6 +181,7 @@ def lambada_table(evals: Mapping[str, Mapping], comparison: str | None = None) -
                 "perplexity_ci_high": ppl_ci.get("ci_high"),
                 "acc": task_metric(result, LAMBADA_TASKS, "acc"),
                 "passages": _documents(result, LAMBADA_TASKS),
+                "documents": ppl_ci.get("n"),
                 "ppl_change_vs_base_pct": pct_change(ppl, base),
                 "vs_base_ci_low_pct": vs_base.get("ci_low"),
                 "vs_base_ci_high_pct": vs_base.get("ci_high"),
