@@ -379,19 +379,33 @@ def test_measure_diversity_end_to_end(tmp_path, shards, tiny_base, monkeypatch):
     for name, domain in saved["domains"].items():
         assert domain["seed"] == saved["seeds"]["sampling"][name]
         assert domain["prompts"] == 3 and domain["samples"] == 9
+        # the prompts come from every held-out document before a second from any, and the
+        # intervals resample the documents
+        documents = len(heldout[name].read_text().splitlines())
+        assert domain["documents"] == min(3, documents) >= 2
         for key in ("distinct_1", "distinct_2", "distinct_3", "ead_1", "ead_2", "ead_3"):
-            assert domain[key]["ci_method"] == "jackknife_normal"
+            assert domain[key]["ci_method"] == "jackknife_t"
+            assert domain[key]["n_documents"] == domain["documents"]
+            assert domain[key]["n_prompts"] == 3
             assert 0 <= domain[key]["value"]
         for key in ("self_diversity", "across_prompt_diversity"):
             summary = domain[key]
             assert summary["ci_low"] <= summary["value"] <= summary["ci_high"]
             assert 0 <= summary["value"] <= 1
+            assert summary["ci_method"] == "cluster_bootstrap"
+            assert summary["n_documents"] == domain["documents"]
         assert domain["embedding_diversity"]["value"] is None
         assert "not installed" in domain["embedding_diversity"]["reason"]
 
     lines = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert len(lines) == 18
-    assert set(lines[0]) == {"domain", "prompt_index", "prompt", "sample_index", "text"}
+    assert set(lines[0]) == {
+        "domain", "prompt_index", "document", "prompt", "sample_index", "text"
+    }  # fmt: skip
+    ids = [json.loads(line)["id"] for line in heldout["bbc_news"].read_text().splitlines()]
+    bbc_documents = [r["document"] for r in lines if r["domain"] == "bbc_news"]
+    expected = [ids[p % len(ids)] for p in range(3)]  # rank by rank over the documents
+    assert bbc_documents == [d for d in expected for _ in range(3)]
     assert [(r["prompt_index"], r["sample_index"]) for r in lines[:4]] == [
         (0, 0), (0, 1), (0, 2), (1, 0),
     ]  # fmt: skip
@@ -400,6 +414,7 @@ def test_measure_diversity_end_to_end(tmp_path, shards, tiny_base, monkeypatch):
 
     read = read_generations(out / "generations.jsonl")
     assert set(read) == set(heldout) and len(read["bbc_news"]["prompts"]) == 3
+    assert read["bbc_news"]["documents"] == expected
     assert [t for group in read["bbc_news"]["samples"] for t in group] == bbc
 
     # seeded: the same settings give the same samples

@@ -20,6 +20,7 @@ from stylemerge.grpo import (
     make_prompts,
     mean_se,
     prepare_checkpoints,
+    prompt_windows,
     train_adapter,
 )
 from stylemerge.job import JobSettings
@@ -98,7 +99,10 @@ def test_grpo_trains_an_adapter_that_loads_with_peft_and_changes_logits(
     for name in ("style_contrast", "fluency_floor", "repetition", "total", "fluency_logprob"):
         summary = metrics["heldout"][name]
         assert set(summary) == {"before", "after", "change"}
-        assert summary["change"]["n"] == 4
+        # 4 held-out prompts, their standard errors over the documents they were cut from
+        documents = metrics["heldout_documents"]
+        assert len(documents) == 4 and summary["change"]["values"] == 4
+        assert summary["change"]["n"] == len(set(documents)) >= 2
     history = (out / "log_history.csv").read_text()
     assert "rewards/style_contrast/mean" in history.splitlines()[0]
 
@@ -272,10 +276,38 @@ def test_prompts_are_windows_of_documents(tiny_base):
     assert prompts[0] == tok.decode(tok(text, add_special_tokens=False)["input_ids"][:10])
 
 
+def test_prompt_windows_take_every_document_before_a_second_window_of_any(tiny_base):
+    tok = load_tokenizer(tiny_base)
+    texts = [" ".join(f"doc{d}word{i}" for i in range(200)) for d in range(3)]
+    windows = prompt_windows(
+        tok, texts, prompt_tokens=10, per_document=2, limit=4, documents=["a", "b", "c"]
+    )
+    assert [w["document"] for w in windows] == ["a", "b", "c", "a"]
+    assert all(w["prompt"] in texts["abc".index(w["document"])] for w in windows)
+
+
 def test_mean_se():
     summary = mean_se([1.0, 2.0, 3.0, 4.0])
     assert summary["mean"] == 2.5 and summary["n"] == 4
     assert summary["se"] == pytest.approx(1.2909944 / 2)
+
+
+def test_mean_se_over_documents_is_the_cluster_robust_one():
+    """Two documents of two prompts each: the standard error over documents is that of the
+    OLS mean with cluster-robust (CR1-style G/(G-1)) errors, which statsmodels computes."""
+    import numpy as np
+    import statsmodels.api as sm
+
+    values = [1.0, 1.2, 3.0, 3.4, 2.0, 2.1]
+    clusters = ["a", "a", "b", "b", "c", "c"]
+    summary = mean_se(values, clusters)
+    fit = sm.OLS(values, np.ones(6)).fit(
+        cov_type="cluster",
+        cov_kwds={"groups": np.array([0, 0, 1, 1, 2, 2]), "use_correction": False},
+    )
+    assert summary["mean"] == pytest.approx(fit.params[0])
+    assert summary["se"] == pytest.approx(fit.bse[0] * np.sqrt(3 / 2))
+    assert (summary["n"], summary["values"]) == (3, 6)
 
 
 def test_trainer_field_list_matches_installed_trl():

@@ -3,14 +3,16 @@ MARA (arms "" and "-mara", see ``ARMS`` in workflow/rules/common.smk), side by s
 
 Both arms of a domain are scored on the same held-out prompts with the same seed (the GRPO
 job's held-out evaluation, and measure_diversity's prompts), so every MARA-vs-plain figure
-is a paired comparison over prompts:
+is a paired comparison, its interval over the held-out documents the prompts (passages)
+were cut from:
 
 - diversity: distinct-1 and self-diversity change vs the base for each arm, and MARA vs plain
-  directly (jackknife / paired bootstrap over prompts, :mod:`stylemerge.diversity.scores`);
+  directly, length-controlled, with the samples' change of length beside it (delete-one-
+  document jackknife / paired bootstrap over documents, :mod:`stylemerge.diversity.scores`);
 - held-out style reward and fluency (the GRPO job's ``heldout_per_prompt``): each arm's change
   from before training, and the difference of the changes, MARA − plain, with a paired
-  bootstrap over prompts;
-- lambada perplexity of the two merges, MARA vs plain (paired bootstrap over passages).
+  bootstrap over documents;
+- lambada perplexity of the two merges, MARA vs plain (paired bootstrap over documents).
 
 The question the table answers (issue: MARA against mode collapse): does MARA lose less
 diversity vs the base, beyond the interval, at no significant cost in style reward?
@@ -35,9 +37,15 @@ def _mean_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (b - a).mean(axis=-1)
 
 
+def _weighted_mean_diff(w: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (w * (b - a)).sum(axis=-1) / w.sum(axis=-1)
+
+
 def change_difference(plain: Mapping, mara: Mapping, component: str) -> dict | None:
     """(after − before) of the MARA arm minus that of the plain arm, per held-out prompt,
-    mean with a paired bootstrap interval; None without per-prompt values (older results)."""
+    mean with a paired bootstrap interval over the documents the prompts were cut from
+    (over prompts for results from before those were recorded); None without per-prompt
+    values (older results)."""
     if "heldout_per_prompt" not in plain or "heldout_per_prompt" not in mara:
         return None
 
@@ -50,6 +58,22 @@ def change_difference(plain: Mapping, mara: Mapping, component: str) -> dict | N
             )
         ]
 
+    documents = plain.get("heldout_documents")
+    if documents is not None and documents == mara.get("heldout_documents"):
+        kept = [
+            (p, m, d)
+            for p, m, d in zip(changes(plain), changes(mara), documents, strict=True)
+            if math.isfinite(p) and math.isfinite(m)
+        ]
+        return intervals.hierarchical_bootstrap(
+            _weighted_mean_diff,
+            [p for p, _, _ in kept],
+            [m for _, m, _ in kept],
+            levels=[[d for _, _, d in kept]],
+            iters=per_document.ITERS,
+            ci=per_document.CI,
+            seed=per_document.SEED,
+        )
     pairs = [
         (p, m)
         for p, m in zip(changes(plain), changes(mara), strict=True)
@@ -86,17 +110,32 @@ def _diversity_rows(
         a, b = generations[plain][domain], generations[mara][domain]
         if a["prompts"] != b["prompts"]:
             continue
-        row = {"unit": unit, "domain": domain, "prompts": len(a["prompts"])}
+        row = {
+            "unit": unit,
+            "domain": domain,
+            "prompts": len(a["prompts"]),
+            "documents": len(set(a["documents"])),
+        }
         for arm, model in (("plain", plain), ("mara", mara)):
             vs_base = _vs_base(diversity, domain, model)
             row[f"distinct_1_vs_base_pct_{arm}"] = vs_base["value"]
             row[f"distinct_1_vs_base_ci_{arm}"] = _ci(vs_base, 1.0)
-        d1 = distinct_change(a["samples"], b["samples"], n=1)
+        # length-controlled (MARA's anchors could change the samples' length) and over the
+        # documents the prompts were cut from
+        d1 = distinct_change(
+            a["samples"], b["samples"], n=1, documents=a["documents"], length_controlled=True
+        )
         sd = self_diversity_change(
-            a["samples"], b["samples"], seed=per_document.SEED, n_boot=per_document.ITERS
+            a["samples"],
+            b["samples"],
+            seed=per_document.SEED,
+            n_boot=per_document.ITERS,
+            documents=a["documents"],
+            length_controlled=True,
         )
         row.update(
             {
+                "length_mara_vs_plain_pct": percent(d1["length_change"]),
                 "distinct_1_mara_vs_plain_pct": percent(d1["value"]),
                 "distinct_1_mara_vs_plain_ci": _ci(d1),
                 "self_diversity_mara_vs_plain_pct": percent(sd["value"]),

@@ -17,6 +17,7 @@ import math
 import shutil
 import statistics
 from collections.abc import Mapping, Sequence
+from itertools import zip_longest
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ from stylemerge.mara import make_trainer_class, mara_bonus
 from stylemerge.models import ModelReference
 from stylemerge.precision import Autocast
 from stylemerge.rewards import CharProfile, ProxyScorer, build_rewards, digit_punct_fraction
-from stylemerge.shards import DomainShards, shard_texts
+from stylemerge.shards import DomainShards, read_shard, shard_texts
 from stylemerge.trl_fields import MANAGED
 from stylemerge.vllm_support import grpo_policy_reference, grpo_trainer_settings, require_vllm
 
@@ -36,32 +37,68 @@ log = logging.getLogger(__name__)
 FINGERPRINT = "fingerprint.json"
 
 
+def prompt_windows(
+    tokenizer,
+    texts: Sequence[str],
+    prompt_tokens: int,
+    per_document: int,
+    limit: int,
+    min_continuation: int = 8,
+    documents: Sequence[str] | None = None,
+) -> list[dict]:
+    """Prompts cut from documents, ``{"prompt", "document"}`` each: up to ``per_document``
+    windows of ``prompt_tokens`` tokens per document, spread over it, each followed by at
+    least ``min_continuation`` tokens of real text (so the prompt is a prefix of something
+    the domain wrote).  Windows are taken rank by rank (the first of every document, then
+    the second, ...), so a ``limit`` keeps prompts of as many documents as it can rather
+    than of the first few.  ``document`` is ``documents[i]`` (default: the index ``i``) of
+    the text it was cut from: the unit that intervals over prompts resample."""
+    per_text: list[list[dict]] = []
+    for number, text in enumerate(texts):
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        room = len(ids) - prompt_tokens - min_continuation
+        windows: list[dict] = []
+        if room >= 0:
+            starts = sorted(
+                {round(room * k / max(per_document - 1, 1)) for k in range(per_document)}
+            )
+            document = str(number) if documents is None else str(documents[number])
+            for start in starts[:per_document]:
+                prompt = tokenizer.decode(ids[start : start + prompt_tokens])
+                if prompt.strip():
+                    windows.append({"prompt": prompt, "document": document})
+        per_text.append(windows)
+    ranked = [w for rank in zip_longest(*per_text) for w in rank if w is not None]
+    return ranked[:limit]
+
+
 def make_prompts(
     tokenizer, texts, prompt_tokens: int, per_document: int, limit: int, min_continuation: int = 8
 ) -> list[str]:
-    """Prompts cut from documents: up to ``per_document`` windows of ``prompt_tokens``
-    tokens each, spread over the document, each followed by at least ``min_continuation``
-    tokens of real text (so the prompt is a prefix of something the domain wrote)."""
-    prompts: list[str] = []
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-        room = len(ids) - prompt_tokens - min_continuation
-        if room < 0:
-            continue
-        starts = sorted({round(room * k / max(per_document - 1, 1)) for k in range(per_document)})
-        for start in starts[:per_document]:
-            prompt = tokenizer.decode(ids[start : start + prompt_tokens])
-            if prompt.strip():
-                prompts.append(prompt)
-            if len(prompts) >= limit:
-                return prompts
-    return prompts
+    """The prompts of :func:`prompt_windows`, without their documents."""
+    windows = prompt_windows(tokenizer, texts, prompt_tokens, per_document, limit, min_continuation)
+    return [w["prompt"] for w in windows]
 
 
-def mean_se(values: Sequence[float]) -> dict[str, float]:
+def mean_se(values: Sequence[float], clusters: Sequence | None = None) -> dict:
+    """The mean with its standard error; with ``clusters`` (a label per value: the document
+    a prompt was cut from), the cluster-robust one (values of one document are not
+    independent: ``sqrt(G / (G - 1) * sum_g (sum_{i in g} (x_i - mean))**2) / n`` over the
+    ``G`` clusters), ``n`` then counting clusters and ``values`` the values."""
     mean = statistics.fmean(values)
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-    return {"mean": mean, "se": se, "n": len(values)}
+    if clusters is None:
+        se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+        return {"mean": mean, "se": se, "n": len(values)}
+    sums: dict = {}
+    for value, cluster in zip(values, clusters, strict=True):
+        sums[cluster] = sums.get(cluster, 0.0) + (value - mean)
+    g = len(sums)
+    se = (
+        math.sqrt(g / (g - 1) * math.fsum(v * v for v in sums.values())) / len(values)
+        if g > 1
+        else math.nan
+    )
+    return {"mean": mean, "se": se, "n": g, "values": len(values)}
 
 
 @torch.no_grad()
@@ -167,19 +204,26 @@ def evaluate_policy(
     }
 
 
-def summarise(before: Mapping, after: Mapping) -> dict:
-    """mean ± se before and after, and the paired change, per component."""
+def summarise(before: Mapping, after: Mapping, documents: Sequence | None = None) -> dict:
+    """mean ± se before and after, and the paired change, per component; with ``documents``
+    (each prompt's source document) the standard errors are over documents
+    (:func:`mean_se`), ``n`` counting documents."""
     summary = {}
     for name, b in before["per_prompt"].items():
         a = after["per_prompt"][name]
-        pairs = [(x, y) for x, y in zip(b, a, strict=True) if math.isfinite(x) and math.isfinite(y)]
-        if len(pairs) < 2:
+        keep = [
+            i
+            for i, (x, y) in enumerate(zip(b, a, strict=True))
+            if math.isfinite(x) and math.isfinite(y)
+        ]
+        clusters = None if documents is None else [documents[i] for i in keep]
+        if len(keep) < 2 or (clusters is not None and len(set(clusters)) < 2):
             summary[name] = {"before": None, "after": None, "change": None}
             continue
         summary[name] = {
-            "before": mean_se([x for x, _ in pairs]),
-            "after": mean_se([y for _, y in pairs]),
-            "change": mean_se([y - x for x, y in pairs]),
+            "before": mean_se([b[i] for i in keep], clusters),
+            "after": mean_se([a[i] for i in keep], clusters),
+            "change": mean_se([a[i] - b[i] for i in keep], clusters),
         }
     return summary
 
@@ -374,14 +418,22 @@ def train_adapter(
         settings["prompts_per_document"],
         settings["max_prompts"],
     )
-    heldout_texts = list(shard_texts([shards.heldout]))
-    # few held-out documents (small corpora): take more windows from each
+    heldout = list(read_shard(shards.heldout))
+    # few held-out documents (small corpora): take more windows from each; windows are taken
+    # from every document before a second from any (prompt_windows)
     per_document = max(
-        settings["prompts_per_document"], math.ceil(settings["eval_prompts"] / len(heldout_texts))
+        settings["prompts_per_document"], math.ceil(settings["eval_prompts"] / len(heldout))
     )
-    eval_prompts = make_prompts(
-        tokenizer, heldout_texts, settings["prompt_tokens"], per_document, settings["eval_prompts"]
+    windows = prompt_windows(
+        tokenizer,
+        [r["text"] for r in heldout],
+        settings["prompt_tokens"],
+        per_document,
+        settings["eval_prompts"],
+        documents=[r.get("id") or str(i) for i, r in enumerate(heldout)],
     )
+    eval_prompts = [w["prompt"] for w in windows]
+    eval_documents = [w["document"] for w in windows]
     if not train_prompts or len(eval_prompts) < 2:
         raise ValueError(
             f"domain {domain!r}: too few prompts ({len(train_prompts)} train, "
@@ -468,7 +520,9 @@ def train_adapter(
     history = trainer.state.log_history
     metrics = {
         "domain": domain,
-        "heldout": summarise(before, after),
+        # standard errors over the held-out documents the prompts were cut from
+        "heldout": summarise(before, after, eval_documents),
+        "heldout_documents": eval_documents,
         # per held-out prompt (same prompts and seed in every run of the domain): arms of an
         # ablation are compared paired on these
         "heldout_per_prompt": {"before": before["per_prompt"], "after": after["per_prompt"]},

@@ -70,7 +70,10 @@ def adapters_table(adapters: Mapping[str, Mapping]) -> pd.DataFrame:
                 "fluency_change": fluency["change"]["mean"],
                 "fluency_change_se": fluency["change"]["se"],
                 "improved_2se": bool(z is not None and z > 2),
-                "prompts": style["change"]["n"],
+                # standard errors over documents (results from before they were recorded:
+                # over prompts, n then counting prompts)
+                "prompts": metrics.get("heldout_prompts", style["change"]["n"]),
+                "documents": style["change"]["n"] if "values" in style["change"] else None,
                 "steps": metrics["steps"],
             }
         )
@@ -279,11 +282,13 @@ def bpb_table(evals: Mapping[str, Mapping], domains: list[str]) -> pd.DataFrame:
 
 
 def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
-    """Per domain and model: distinct-1, EAD-1 and self-diversity with their intervals,
-    distinct-1's change vs the base (paired over the same prompts, jackknife interval) with
-    the card's figures beside it, and self-diversity's (1 - pairwise BLEU) change vs the base
-    (paired bootstrap over the same prompts).
-    ``diversity_dirs``: {model: results/eval/<model>/diversity}."""
+    """Per domain and model: distinct-1, EAD-1 and self-diversity with their intervals, and
+    the changes vs the base on the same prompts: distinct-1 (paired delete-one-document
+    jackknife) and self-diversity, 1 - pairwise BLEU (paired bootstrap over documents), each
+    raw and length-controlled (``_lc``: both models' samples cut to a common length,
+    :func:`stylemerge.diversity.scores.common_length`), with the samples' change of length
+    beside them and the card's figures.  ``diversity_dirs``: {model:
+    results/eval/<model>/diversity}."""
     from stylemerge.diversity.bleu import self_diversity_per_prompt
     from stylemerge.diversity.measure import read_generations
     from stylemerge.diversity.scores import distinct_change, self_diversity_change
@@ -301,7 +306,7 @@ def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
     rows = []
     for model, result in metrics.items():
         for domain, values in sorted(result["domains"].items()):
-            change, pairwise = {}, {}
+            changes: dict[str, dict] = {}
             paired = (
                 base is not None
                 and domain in base
@@ -309,37 +314,68 @@ def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
                 and base[domain]["prompts"] == generations[model][domain]["prompts"]
             )
             if paired:
-                change = distinct_change(
-                    base[domain]["samples"], generations[model][domain]["samples"], n=1
+                a, b = base[domain], generations[model][domain]
+                for suffix, controlled in (("", False), ("_lc", True)):
+                    changes["distinct" + suffix] = distinct_change(
+                        a["samples"],
+                        b["samples"],
+                        n=1,
+                        documents=a["documents"],
+                        length_controlled=controlled,
+                    )
+                    changes["pairwise" + suffix] = self_diversity_change(
+                        a["samples"],
+                        b["samples"],
+                        seed=per_document.SEED,
+                        n_boot=per_document.ITERS,
+                        base_values=None if controlled else base_self[domain],
+                        documents=a["documents"],
+                        length_controlled=controlled,
+                    )
+            row = {
+                "domain": domain,
+                "model": model,
+                "distinct_1": values["distinct_1"]["value"],
+                "distinct_1_ci_low": values["distinct_1"]["ci_low"],
+                "distinct_1_ci_high": values["distinct_1"]["ci_high"],
+                "ead_1": values["ead_1"]["value"],
+                "self_diversity": values["self_diversity"]["value"],
+                "self_diversity_ci_low": values["self_diversity"]["ci_low"],
+                "self_diversity_ci_high": values["self_diversity"]["ci_high"],
+                "mean_tokens": values.get("mean_ngram_tokens"),
+                "length_change_vs_base_pct": percent(
+                    changes.get("distinct_lc", {}).get("length_change")
+                ),
+            }
+            for suffix in ("", "_lc"):
+                change = changes.get("distinct" + suffix, {})
+                pairwise = changes.get("pairwise" + suffix, {})
+                row.update(
+                    {
+                        f"distinct_1_change_vs_base_pct{suffix}": percent(change.get("value")),
+                        f"change_ci_low_pct{suffix}": percent(change.get("ci_low")),
+                        f"change_ci_high_pct{suffix}": percent(change.get("ci_high")),
+                        f"change_p{suffix}": change.get("p_value"),
+                        f"self_diversity_change_vs_base_pct{suffix}": percent(
+                            pairwise.get("value")
+                        ),
+                        f"self_diversity_change_ci_low_pct{suffix}": percent(
+                            pairwise.get("ci_low")
+                        ),
+                        f"self_diversity_change_ci_high_pct{suffix}": percent(
+                            pairwise.get("ci_high")
+                        ),
+                        f"self_diversity_change_p{suffix}": pairwise.get("p_value"),
+                    }
                 )
-                pairwise = self_diversity_change(
-                    base[domain]["samples"],
-                    generations[model][domain]["samples"],
-                    seed=per_document.SEED,
-                    n_boot=per_document.ITERS,
-                    base_values=base_self[domain],
-                )
-            rows.append(
+            row.update(
                 {
-                    "domain": domain,
-                    "model": model,
-                    "distinct_1": values["distinct_1"]["value"],
-                    "distinct_1_ci_low": values["distinct_1"]["ci_low"],
-                    "distinct_1_ci_high": values["distinct_1"]["ci_high"],
-                    "ead_1": values["ead_1"]["value"],
-                    "self_diversity": values["self_diversity"]["value"],
-                    "self_diversity_ci_low": values["self_diversity"]["ci_low"],
-                    "self_diversity_ci_high": values["self_diversity"]["ci_high"],
-                    "distinct_1_change_vs_base_pct": percent(change.get("value")),
-                    "change_ci_low_pct": percent(change.get("ci_low")),
-                    "change_ci_high_pct": percent(change.get("ci_high")),
                     "reported_change_pct": card.get(domain),
-                    "self_diversity_change_vs_base_pct": percent(pairwise.get("value")),
-                    "self_diversity_change_ci_low_pct": percent(pairwise.get("ci_low")),
-                    "self_diversity_change_ci_high_pct": percent(pairwise.get("ci_high")),
                     "prompts": values["distinct_1"].get("n_prompts"),
+                    "documents": values["distinct_1"].get("n_documents"),
                 }
             )
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -19,7 +19,7 @@ from stylemerge.files import atomic_path, read_jsonl, write_json, write_jsonl
 from stylemerge.job import JobSettings
 from stylemerge.models import ModelReference
 from stylemerge.provenance import package_versions
-from stylemerge.shards import shard_texts
+from stylemerge.shards import read_shard
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def measure_diversity(
     and ``settings["embeddings"]`` is true.
     """
     started = time.perf_counter()
-    from stylemerge.grpo import make_prompts, sample_completions
+    from stylemerge.grpo import prompt_windows, sample_completions
 
     job, model_ref = job.apply(), ModelReference.of(model_ref)
     device, seed = job.device, job.seed
@@ -74,11 +74,18 @@ def measure_diversity(
     records: list[dict] = []
     seeds: dict[str, int] = {}
     for domain in sorted(heldout_shards):
-        texts = list(shard_texts([heldout_shards[domain]]))
+        records_in = list(read_shard(heldout_shards[domain]))
+        texts = [r["text"] for r in records_in]
         per_document = max(1, math.ceil(prompts_wanted / len(texts)))
-        prompts = make_prompts(
-            tokenizer, texts, settings["prompt_tokens"], per_document, prompts_wanted
+        windows = prompt_windows(
+            tokenizer,
+            texts,
+            settings["prompt_tokens"],
+            per_document,
+            prompts_wanted,
+            documents=[r.get("id") or f"{domain}/{i}" for i, r in enumerate(records_in)],
         )
+        prompts = [w["prompt"] for w in windows]
         if len(prompts) < 2:
             raise ValueError(
                 f"domain {domain!r}: {len(prompts)} prompts of {settings['prompt_tokens']} "
@@ -106,11 +113,12 @@ def measure_diversity(
             {
                 "domain": domain,
                 "prompt_index": p,
+                "document": window["document"],  # the unit intervals resample
                 "prompt": prompt,
                 "sample_index": k,
                 "text": text,
             }
-            for p, (prompt, group) in enumerate(zip(prompts, groups, strict=True))
+            for p, (window, prompt, group) in enumerate(zip(windows, prompts, groups, strict=True))
             for k, text in enumerate(group)
         )
         scores = score_samples(
@@ -122,6 +130,7 @@ def measure_diversity(
             across_prompts=settings.get("across_prompts", 1),
             embed=embed,
             embedding_missing=embedding.get("reason"),
+            documents=[w["document"] for w in windows],
         )
         scores["seconds"] = {
             "generation": round(t1 - t0, 3),
@@ -170,18 +179,26 @@ def _fmt(value: float | None) -> str:
 
 def read_generations(path: str | Path) -> dict[str, dict]:
     """``generations.jsonl`` of :func:`measure_diversity` as
-    ``{domain: {"prompts": [prompt, ...], "samples": [[text, ...], ...]}}``, in prompt and
-    sample order (for :func:`distinct_change` between two models' files)."""
+    ``{domain: {"prompts": [prompt, ...], "documents": [...], "samples": [[text, ...],
+    ...]}}``, in prompt and sample order (for :func:`distinct_change` between two models'
+    files); ``documents``: each prompt's source document (files from before it was recorded:
+    each prompt its own)."""
     domains: dict[str, dict] = {}
     for _, record in read_jsonl(path):
-        domain = domains.setdefault(record["domain"], {"prompts": {}, "samples": {}})
+        domain = domains.setdefault(
+            record["domain"], {"prompts": {}, "documents": {}, "samples": {}}
+        )
         domain["prompts"][record["prompt_index"]] = record["prompt"]
+        domain["documents"][record["prompt_index"]] = str(
+            record.get("document", f"prompt {record['prompt_index']}")
+        )
         domain["samples"].setdefault(record["prompt_index"], {})[record["sample_index"]] = record[
             "text"
         ]
     return {
         name: {
             "prompts": [d["prompts"][p] for p in sorted(d["prompts"])],
+            "documents": [d["documents"][p] for p in sorted(d["prompts"])],
             "samples": [
                 [d["samples"][p][k] for k in sorted(d["samples"][p])] for p in sorted(d["samples"])
             ],

@@ -74,10 +74,18 @@ def ead_from_counts(unique: int, total: int, types: int) -> float:
 
 
 def leave_one_prompt_out(
-    token_groups: Sequence[Sequence[Sequence[str]]], n: int
+    token_groups: Sequence[Sequence[Sequence[str]]], n: int, clusters: Sequence | None = None
 ) -> tuple[tuple[int, int], list[tuple[int, int]]]:
-    """(unique, total) n-grams over all prompts, and without each prompt in turn."""
-    per_prompt = [ngram_counts(group, n) for group in token_groups]
+    """(unique, total) n-grams over all prompts, and without each prompt in turn; with
+    ``clusters`` (a label per prompt: its source document), without each cluster's prompts
+    in turn, in the order the clusters first appear."""
+    if clusters is None:
+        per_prompt = [ngram_counts(group, n) for group in token_groups]
+    else:
+        grouped: dict = {}
+        for group, cluster in zip(token_groups, clusters, strict=True):
+            grouped.setdefault(cluster, []).extend(group)
+        per_prompt = [ngram_counts(group, n) for group in grouped.values()]
     everything: Counter = Counter()
     for counts in per_prompt:
         everything.update(counts)
