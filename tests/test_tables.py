@@ -7,6 +7,7 @@ import pytest
 
 from stylemerge.card import verdict
 from stylemerge.cost.benchmarks import cost_table
+from stylemerge.intervals import holm
 from stylemerge.tables import (
     RunResults,
     TableSettings,
@@ -98,6 +99,8 @@ def reported_changes(card) -> dict[str, float]:
     """Each figure of reported.yaml as a change (gsm8k: optimised - original), by path."""
     changes = {}
     for key, value in card.items():
+        if key == "family":  # the claims' test settings, not a figure
+            continue
         if key == "gsm8k_3shot_accuracy":
             changes[f"{key}.optimised - original"] = value["optimised"] - value["original"]
         elif isinstance(value, dict):
@@ -619,15 +622,20 @@ def card_frames():
         [
             {"model": "karcher", "ppl_change_vs_base_pct": -5.0, "vs_base_ci_low_pct": -8.0,
              "vs_base_ci_high_pct": -2.0, "ppl_change_vs_comparison_pct": 2.0,
-             "vs_comparison_ci_low_pct": 0.5, "vs_comparison_ci_high_pct": 3.5, "passages": 63},
+             "vs_comparison_ci_low_pct": 1.0, "vs_comparison_ci_high_pct": 3.0, "passages": 63},
         ]
     )  # fmt: skip
     diversity = pd.DataFrame(
         [
             {"domain": "ao3_english", "model": "karcher", "distinct_1_change_vs_base_pct": -7.3,
              "change_ci_low_pct": -17.1, "change_ci_high_pct": 2.6, "prompts": 16,
-             "self_diversity_change_vs_base_pct": 4.0, "self_diversity_change_ci_low_pct": 1.0,
-             "self_diversity_change_ci_high_pct": 7.0},
+             "self_diversity_change_vs_base_pct": 4.0, "self_diversity_change_ci_low_pct": 2.0,
+             "self_diversity_change_ci_high_pct": 6.0},
+            # narrow enough to have seen the card's +3.6 %: not significant says something
+            {"domain": "bbc_news", "model": "karcher", "distinct_1_change_vs_base_pct": -0.5,
+             "change_ci_low_pct": -1.5, "change_ci_high_pct": 0.5, "prompts": 16,
+             "self_diversity_change_vs_base_pct": 0.1, "self_diversity_change_ci_low_pct": -0.5,
+             "self_diversity_change_ci_high_pct": 0.7},
         ]
     )  # fmt: skip
     gsm8k = pd.DataFrame(
@@ -644,6 +652,46 @@ def card_frames():
     return {"lambada": lambada, "diversity": diversity, "gsm8k_think": gsm8k, "think": thinks}
 
 
+def test_holm_turns_a_lone_nominal_result_into_not_significant():
+    """Seven claims of the family at p about 0.2 and one at 0.03: alone it would be
+    'agrees', adjusted for eight claims it is not."""
+    from stylemerge.card import card_table
+
+    frames = moving(reported(), 1.0)
+    frames["lambada"]["vs_base_p"] = 0.03
+    frames["lambada"]["vs_comparison_p"] = 0.2
+    for column in ("change_p", "self_diversity_change_p"):
+        frames["diversity"][column] = 0.2
+    frames["gsm8k_think"]["mcnemar_p"] = 0.2
+    frames["think"]["ce_change_p"] = 0.2
+    rows = card_table(frames, reported(), "karcher", comparison="wave").set_index("claim")
+    row = rows.loc["lambada perplexity vs base"]
+    assert row["p"] == 0.03 and row["p_holm"] == pytest.approx(0.24)
+    assert row["verdict"] == "not significant"
+    unadjusted = card_table(
+        frames, {**reported(), "family": {"alpha": 0.05, "power": 0.8, "claims": ["x"]}},
+        "karcher", comparison="wave",
+    ).set_index("claim")  # fmt: skip
+    assert unadjusted.loc["lambada perplexity vs base", "verdict"] == "agrees"
+
+
+def test_think_rows_added_by_the_run_are_not_comparable_and_a_floor_is_uninformative():
+    from stylemerge.card import card_table
+
+    frames = moving(reported(), 1.0)
+    frames["think"]["tags_added"] = True
+    frames["gsm8k_think"] = frames["gsm8k_think"].assign(
+        correct_original=0, correct_optimised=0, problems=24, change_points=0.0,
+        change_ci_low=0.0, change_ci_high=0.0, mcnemar_p=1.0,
+    )  # fmt: skip
+    rows = card_table(frames, reported(), "karcher", comparison="wave").set_index("claim")
+    think = rows.loc["think tokens: held-out cross-entropy"]
+    assert think["verdict"] == "not comparable" and "added the <think> tokens" in think["detail"]
+    assert pd.isna(think["p_holm"])  # not part of the tested family
+    gsm = rows[rows.index.str.startswith("gsm8k")].iloc[0]
+    assert gsm["verdict"] == "uninformative" and "floor" in gsm["detail"]
+
+
 def test_card_table_one_row_per_claim_with_its_verdict():
     from stylemerge.card import card_table
 
@@ -652,12 +700,13 @@ def test_card_table_one_row_per_claim_with_its_verdict():
     assert verdicts == {
         "lambada perplexity vs base": "agrees",
         "lambada perplexity vs wave": "opposite",
-        "distinct-1 vs base, ao3_english": "not significant",
-        "distinct-1 vs base, bbc_news": "not measured",  # the domain is not in the run
+        # could not have detected the card's +10.5 % (interval +-9.85: detects 14.1)
+        "distinct-1 vs base, ao3_english": "uninformative",
+        "distinct-1 vs base, bbc_news": "not significant",
         "pairwise diversity (1 - self-BLEU) vs base, ao3_english": "agrees",
-        "pairwise diversity (1 - self-BLEU) vs base, bbc_news": "not measured",
+        "pairwise diversity (1 - self-BLEU) vs base, bbc_news": "not significant",
         "gsm8k 3-shot accuracy, original -> optimised think tokens (90.0 -> 96.7 %)":
-            "not significant",
+            "uninformative",
         "think tokens: held-out cross-entropy": "not measured",  # no interval
     }  # fmt: skip
     rows = frame.set_index("claim")
@@ -667,6 +716,15 @@ def test_card_table_one_row_per_claim_with_its_verdict():
     assert gsm["card"] == pytest.approx(6.7) and gsm["unit"] == "points"
     assert "27/30 -> 29/30" in gsm["detail"] and "McNemar p = 0.5" in gsm["detail"]
     assert "no interval" in rows.loc["think tokens: held-out cross-entropy", "detail"]
+    ao3 = rows.loc["distinct-1 vs base, ao3_english"]
+    assert "smallest change this run detects (14.1 %" in ao3["detail"]
+    assert ao3["card_in_interval"] == "outside"  # +10.5 is outside [-17.1, +2.6]
+    assert rows.loc["lambada perplexity vs base", "card_in_interval"] == "outside"
+    assert gsm["card_in_interval"] == "inside" and gsm["p"] == 0.5
+    # the family's p-values are Holm-adjusted: 7 tested claims (the think row has no interval)
+    tested = frame.dropna(subset=["p_holm"])
+    assert len(tested) == 7
+    assert list(tested["p_holm"]) == pytest.approx(holm(list(tested["p"])))
     # no comparison model: that claim is not measured, and says why
     alone = card_table(card_frames(), reported(), "karcher").set_index("claim")
     row = alone.loc["lambada perplexity vs the comparison model"]

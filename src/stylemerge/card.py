@@ -1,27 +1,43 @@
 """The card table (``tables/card.md``, first of the tables): one row per claim of the model
-card, with the card's figure, ours, its 95 % interval, n and a verdict.
+card, with the card's figure, ours, its 95 % interval, n, the p-value of "no change" (raw
+and Holm-adjusted) and a verdict.
 
-Verdicts (:func:`verdict`):
+The card's claims are one pre-registered family (``family`` in ``reported.yaml``): with
+seven or eight claims at 5 % each, about one run in three would call at least one of them
+"agrees" or "opposite" by chance, so each verdict reads the Holm-adjusted p-value
+(:func:`stylemerge.intervals.holm`).  Verdicts (:func:`verdict`):
 
-- ``agrees``: the interval excludes 0 and ours has the card's sign;
-- ``opposite``: the interval excludes 0 and ours has the other sign;
-- ``not significant``: the interval includes 0 (for gsm8k: the exact McNemar test of the
-  paired problems has p >= 0.05);
+- ``agrees``: the adjusted p-value is below ``alpha`` and ours has the card's sign;
+- ``opposite``: the adjusted p-value is below ``alpha`` and ours has the other sign;
+- ``not significant``: not below ``alpha``, and the run could have detected the card's
+  figure (its minimum detectable effect, at ``power``, is no larger): evidence against a
+  change of the card's size;
+- ``uninformative``: not below ``alpha``, and the run could not have told: a floor or ceiling
+  (gsm8k: both models at 0 % or both at 100 %), or a minimum detectable effect larger than the
+  card's figure;
+- ``not comparable``: measured differently from the card (the think rows' held-out
+  cross-entropy when the run added the ``<think>`` tokens itself: new, untrained rows, not
+  the card's Qwen3 rows); no test;
 - ``not measured``: no value or no interval (no comparison model, a domain not in the run, a
   result from before per-document values were recorded);
 - ``unavailable``: the comparison model could not be evaluated (not found, or no safetensors
   weights: :mod:`stylemerge.availability`); the detail says which and why.
 
-Every row is read from the other tables' frames (:mod:`stylemerge.tables`), so each number
-and interval is computed once.
+``card_in_interval`` says whether the card's own figure lies inside our interval.  Every row
+is read from the other tables' frames (:mod:`stylemerge.tables`), so each number and interval
+is computed once; a frame without a p-value column gets the p-value its interval implies
+(normal approximation).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping
 
 import pandas as pd
+
+from stylemerge.intervals import holm, z_value
 
 AGREES, OPPOSITE, NOT_SIGNIFICANT, NOT_MEASURED, UNAVAILABLE = (
     "agrees",
@@ -30,6 +46,7 @@ AGREES, OPPOSITE, NOT_SIGNIFICANT, NOT_MEASURED, UNAVAILABLE = (
     "not measured",
     "unavailable",
 )
+UNINFORMATIVE, NOT_COMPARABLE = "uninformative", "not comparable"
 COLUMNS = [
     "claim",
     "model",
@@ -40,9 +57,23 @@ COLUMNS = [
     "unit",
     "n",
     "interval",
+    "p",
+    "p_holm",
+    "card_in_interval",
     "verdict",
     "detail",
 ]
+# What each verdict means, in one sentence each (the model card quotes it).
+VERDICTS = (
+    "Verdicts read the p-value Holm-adjusted over the card's claims (one family). "
+    "**agrees**: below 0.05, ours with the card's sign; **opposite**: below 0.05, the other "
+    "sign; **not significant**: not below, and the run could have detected the card's figure "
+    "(80 % power); **uninformative**: not below, and it could not (a floor, or too wide an "
+    "interval); **not comparable**: measured differently from the card; **not measured**: "
+    "not in this run."
+)
+# the family's settings when reported.yaml has none (an older copy)
+DEFAULT_FAMILY = {"alpha": 0.05, "power": 0.8}
 
 
 def _number(value) -> float | None:
@@ -61,29 +92,64 @@ def verdict(
     low: float | None,
     high: float | None,
     significant: bool | None = None,
+    informative: bool = True,
+    comparable: bool = True,
 ) -> str:
     """The verdict on one claim: ``card_sign`` is the card's figure (or just its sign),
-    ``value`` ours with its interval ``[low, high]``; ``significant`` overrides the interval's
-    test (a McNemar test) where given."""
+    ``value`` ours with its interval ``[low, high]``; ``significant`` (the family-adjusted
+    test) overrides the interval's own test where given; ``informative``: whether the run
+    could have detected the card's figure; ``comparable``: whether ours measures what the
+    card's does."""
     value, low, high = _number(value), _number(low), _number(high)
     if value is None or low is None or high is None or _number(card_sign) is None:
         return NOT_MEASURED
+    if not comparable:
+        return NOT_COMPARABLE
     if significant is None:
         significant = low > 0 or high < 0
     if not significant or value == 0:
-        return NOT_SIGNIFICANT
+        return NOT_SIGNIFICANT if informative else UNINFORMATIVE
     return AGREES if (value > 0) == (card_sign > 0) else OPPOSITE
+
+
+def implied_p_value(value, low, high, ci: float = 0.95) -> float | None:
+    """The two-sided p-value of 0 that an interval implies (normal approximation: its
+    half-width is ``z * se``)."""
+    value, low, high = _number(value), _number(low), _number(high)
+    if value is None or low is None or high is None:
+        return None
+    se = (high - low) / (2 * z_value(ci))
+    if se <= 0:
+        return 1.0 if value == 0 else 0.0
+    return min(1.0, 2 * statistics.NormalDist().cdf(-abs(value) / se))
+
+
+def minimum_detectable(low, high, alpha: float, power: float, ci: float = 0.95) -> float | None:
+    """The smallest true change the run detects with probability ``power`` at level
+    ``alpha``: ``(z_{1-alpha/2} + z_power) * se``, ``se`` from the interval's half-width."""
+    low, high = _number(low), _number(high)
+    if low is None or high is None:
+        return None
+    se = (high - low) / (2 * z_value(ci))
+    return (z_value(1 - alpha) + statistics.NormalDist().inv_cdf(power)) * se
 
 
 def _row(claim, model, card, unit, interval, found: Mapping | None, **fields) -> dict:
     """One claim: ``found`` holds ``ours``, ``ci_low``, ``ci_high``, ``n`` (and ``detail``,
-    ``significant``) or is None when the claim was not measured."""
+    ``p``, ``floor``, ``comparable``) or is None when the claim was not
+    measured.  The verdict is set by :func:`_judge`, once the family's p-values are
+    adjusted."""
     found = dict(found or {})
     ours, low, high = (_number(found.get(k)) for k in ("ours", "ci_low", "ci_high"))
-    sign = fields.pop("sign", card)
     detail = found.get("detail") or ""
     if found and ours is not None and (low is None or high is None):
         detail = detail or "no interval (no per-document values: rerun the evaluation)"
+    p = _number(found.get("p"))
+    if p is None:
+        p = implied_p_value(ours, low, high)
+    inside = None
+    if _number(card) is not None and low is not None and high is not None:
+        inside = "inside" if low <= card <= high else "outside"
     return {
         "claim": claim,
         "model": model,
@@ -94,9 +160,67 @@ def _row(claim, model, card, unit, interval, found: Mapping | None, **fields) ->
         "unit": unit,
         "n": found.get("n"),
         "interval": interval,
-        "verdict": verdict(sign, ours, low, high, found.get("significant")),
+        "p": p,
+        "p_holm": None,
+        "card_in_interval": inside,
+        "verdict": None,
         "detail": detail if found else "not in this run",
+        # read by _judge, then dropped
+        "_sign": fields.get("sign", card),
+        "_floor": found.get("floor"),
+        "_comparable": found.get("comparable", True),
+        "_key": fields["key"],
     }
+
+
+def _judge(rows: list[dict], family: Mapping) -> None:
+    """Holm-adjust the p-values of the family's claims and set every row's verdict."""
+    alpha = family.get("alpha", DEFAULT_FAMILY["alpha"])
+    power = family.get("power", DEFAULT_FAMILY["power"])
+    members = set(family.get("claims") or [r["_key"] for r in rows])
+    tested = [
+        i
+        for i, r in enumerate(rows)
+        if r["_key"] in members
+        and r["_comparable"]
+        and r["p"] is not None
+        and r["ours"] is not None
+        and not r.get("_unavailable")
+    ]
+    for i, adjusted in zip(tested, holm([rows[i]["p"] for i in tested]), strict=True):
+        rows[i]["p_holm"] = adjusted
+    for row in rows:
+        if row.get("_unavailable"):
+            row["verdict"], row["p"] = UNAVAILABLE, None
+            continue
+        significant = None if row["p_holm"] is None else row["p_holm"] < alpha
+        if row["_key"] not in members and row["p"] is not None:
+            significant = row["p"] < alpha  # outside the family: unadjusted
+        detectable = minimum_detectable(row["ci_low"], row["ci_high"], alpha, power)
+        card = _number(row["card"])
+        informative = not row["_floor"] and not (
+            card is not None and detectable is not None and detectable > abs(card)
+        )
+        row["verdict"] = verdict(
+            row["_sign"],
+            row["ours"],
+            row["ci_low"],
+            row["ci_high"],
+            significant,
+            informative=informative,
+            comparable=row["_comparable"],
+        )
+        if row["verdict"] == UNINFORMATIVE:
+            why = (
+                row["_floor"]
+                if row["_floor"]
+                else f"the smallest change this run detects ({detectable:.3g} {row['unit']} at "
+                f"{power:.0%} power) is larger than the card's"
+            )
+            row["detail"] = f"{row['detail']}; {why}" if row["detail"] else why
+    for row in rows:
+        for key in [k for k in row if k.startswith("_")]:
+            del row[key]
 
 
 def _lookup(frame: pd.DataFrame, **keys) -> Mapping | None:
@@ -114,6 +238,16 @@ def _int(value) -> int | None:
     return None if _number(value) is None else int(value)
 
 
+def _pct(value) -> str:
+    value = _number(value)
+    return "n/a" if value is None else f"{value:+.3g} %"
+
+
+def _interval(low, high) -> str:
+    low, high = _number(low), _number(high)
+    return "" if low is None or high is None else f" [{low:+.3g}, {high:+.3g}]"
+
+
 def card_table(
     frames: Mapping[str, pd.DataFrame],
     reported: Mapping,
@@ -124,8 +258,9 @@ def card_table(
 ) -> pd.DataFrame:
     """One row per claim of the card (``reported``: :func:`stylemerge.tables.reported`), ours
     the ``chosen`` merge's, read from the ``lambada``, ``diversity``, ``gsm8k_think`` and
-    ``think`` frames.  ``comparison_unavailable``: why the comparison model was not
-    evaluated, if it was not (its claim's verdict is then ``unavailable``)."""
+    ``think`` frames, verdicts Holm-adjusted over ``reported["family"]``.
+    ``comparison_unavailable``: why the comparison model was not evaluated, if it was not
+    (its claim's verdict is then ``unavailable``)."""
     model = chosen or "-"
     rows = []
     lambada = _lookup(frames.get("lambada"), model=chosen) if chosen else None
@@ -137,17 +272,23 @@ def card_table(
             "ours": lambada[column],
             "ci_low": lambada.get(f"{prefix}_ci_low_pct"),
             "ci_high": lambada.get(f"{prefix}_ci_high_pct"),
-            "n": _int(lambada.get("passages")),
+            "p": lambada.get(f"{prefix}_p"),
+            "n": _int(lambada.get("documents") or lambada.get("passages")),
+            "detail": f"{_int(lambada.get('passages'))} passages"
+            if lambada.get("documents") is not None
+            else "",
         }
 
+    over_documents = "paired bootstrap over documents"
     rows.append(
         _row(
             "lambada perplexity vs base",
             model,
             reported["lambada_perplexity_change_vs_base"],
             "%",
-            "paired bootstrap over passages",
+            over_documents,
             lambada_found("vs_base", "ppl_change_vs_base_pct"),
+            key="lambada_vs_base",
         )
     )
     rows.append(
@@ -156,18 +297,18 @@ def card_table(
             model,
             reported["lambada_perplexity_change_vs_comparison"],
             "%",
-            "paired bootstrap over passages",
+            over_documents,
             lambada_found("vs_comparison", "ppl_change_vs_comparison_pct") if comparison else None,
+            key="lambada_vs_comparison",
         )
     )
     if not comparison:
         rows[-1]["detail"] = "no comparison model in this run (evaluate.comparison)"
     elif comparison_unavailable:
         rows[-1].update(
-            ours=None,
-            verdict=UNAVAILABLE,
-            detail=f"comparison model {comparison} unavailable: {comparison_unavailable}",
+            ours=None, detail=f"comparison model {comparison} unavailable: {comparison_unavailable}"
         )
+        rows[-1]["_unavailable"] = True
     diversity = frames.get("diversity")
     for domain, card in reported["distinct_1_change_vs_base"].items():
         found = _lookup(diversity, model=chosen, domain=domain) if chosen else None
@@ -177,14 +318,9 @@ def card_table(
                 model,
                 card,
                 "%",
-                "paired jackknife over prompts",
-                found
-                and {
-                    "ours": found.get("distinct_1_change_vs_base_pct"),
-                    "ci_low": found.get("change_ci_low_pct"),
-                    "ci_high": found.get("change_ci_high_pct"),
-                    "n": _int(found.get("prompts")),
-                },
+                "paired jackknife over documents, length-controlled",
+                found and _diversity_found(found, "distinct_1_change_vs_base_pct", "change"),
+                key=f"distinct_1/{domain}",
             )
         )
     for domain in reported["distinct_1_change_vs_base"]:
@@ -195,30 +331,35 @@ def card_table(
                 model,
                 None,
                 "%",
-                "paired bootstrap over prompts",
+                "paired bootstrap over documents, length-controlled",
                 found
-                and {
-                    "ours": found.get("self_diversity_change_vs_base_pct"),
-                    "ci_low": found.get("self_diversity_change_ci_low_pct"),
-                    "ci_high": found.get("self_diversity_change_ci_high_pct"),
-                    "n": _int(found.get("prompts")),
-                    "detail": "the card claims more diverse sampling, without a figure",
-                },
+                and _diversity_found(
+                    found,
+                    "self_diversity_change_vs_base_pct",
+                    "self_diversity_change",
+                    "the card claims more diverse sampling, without a figure",
+                ),
                 sign=1.0,
+                key=f"pairwise/{domain}",
             )
         )
     gsm = reported["gsm8k_3shot_accuracy"]
     found = _lookup(frames.get("gsm8k_think"), model=chosen) if chosen else None
     if found is not None and found.get("change_points") is not None:
         p = found.get("mcnemar_p")
-        counts = f"{_int(found.get('correct_original'))}/{_int(found.get('problems'))}"
-        counts += f" -> {_int(found.get('correct_optimised'))}/{_int(found.get('problems'))}"
+        problems = _int(found.get("problems"))
+        before, after = _int(found.get("correct_original")), _int(found.get("correct_optimised"))
+        counts = f"{before}/{problems} -> {after}/{problems}"
+        floor = None
+        if problems and before == after and before in (0, problems):
+            floor = "floor: no problem solved by either" if before == 0 else "ceiling: all solved"
         found = {
             "ours": found["change_points"],
             "ci_low": found.get("change_ci_low"),
             "ci_high": found.get("change_ci_high"),
-            "n": _int(found.get("problems")),
-            "significant": None if p is None else p < 1 - ci,
+            "n": problems,
+            "p": p,
+            "floor": floor,
             "detail": f"{counts}; exact McNemar p = {p:.3g}"
             if p is not None
             else f"{counts}; no per-problem values: no paired test (rerun the evaluation)",
@@ -232,11 +373,13 @@ def card_table(
             f"{model} -> think_{model}",
             round(gsm["optimised"] - gsm["original"], 6),
             "points",
-            "paired bootstrap over problems; verdict: exact McNemar",
+            "paired bootstrap over problems; test: exact McNemar",
             found,
+            key="gsm8k",
         )
     )
     found = _lookup(frames.get("think"), model=chosen) if chosen else None
+    added = bool(found and found.get("tags_added"))
     rows.append(
         _row(
             "think tokens: held-out cross-entropy",
@@ -249,8 +392,38 @@ def card_table(
                 "ours": found.get("ce_change_pct"),
                 "ci_low": found.get("ce_change_ci_low_pct"),
                 "ci_high": found.get("ce_change_ci_high_pct"),
+                "p": found.get("ce_change_p"),
                 "n": _int(found.get("heldout_traces")),
+                "comparable": not added,
+                "detail": "this run added the <think> tokens (new rows, trained from their "
+                "initialisation), where the card's Qwen3 has trained ones"
+                if added
+                else "",
             },
+            key="think_ce",
         )
     )
+    _judge(rows, reported.get("family") or DEFAULT_FAMILY)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _diversity_found(found: Mapping, value: str, prefix: str, detail: str = "") -> dict:
+    """A diversity claim: the length-controlled change (``_lc`` columns) where the table has
+    it, the raw change and the samples' length change in the detail."""
+    controlled = found.get(f"{value}_lc") is not None
+    suffix = "_lc" if controlled else ""
+    raw = (
+        f"raw {_pct(found.get(value))}"
+        f"{_interval(found.get(f'{prefix}_ci_low_pct'), found.get(f'{prefix}_ci_high_pct'))}"
+        f"; samples' length {_pct(found.get('length_change_vs_base_pct'))}"
+        if controlled
+        else "not length-controlled (an older table)"
+    )
+    return {
+        "ours": found.get(value + suffix),
+        "ci_low": found.get(f"{prefix}_ci_low_pct{suffix}"),
+        "ci_high": found.get(f"{prefix}_ci_high_pct{suffix}"),
+        "p": found.get(("change_p" if prefix == "change" else f"{prefix}_p") + suffix),
+        "n": _int(found.get("documents") or found.get("prompts")),
+        "detail": "; ".join(x for x in (detail, raw) if x),
+    }

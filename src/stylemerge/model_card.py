@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from stylemerge.card import VERDICTS
 from stylemerge.files import read_json
 
 README = "README.md"
@@ -38,11 +39,6 @@ TRAINER_KEYS = (
     "lr_scheduler_type",
     "beta",
     "temperature",
-)
-VERDICTS = (
-    "**agrees**: the interval excludes 0 and ours has the card's sign; **opposite**: it "
-    "excludes 0 with the other sign; **not significant**: it includes 0 (gsm8k: exact McNemar "
-    "p >= 0.05); **not measured**: not in this run."
 )
 
 

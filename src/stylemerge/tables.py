@@ -128,7 +128,10 @@ def think_table(think: Mapping[str, Mapping]) -> pd.DataFrame:
                 "ce_change_pct": pct_change(after["overall"], before["overall"]),
                 "ce_change_ci_low_pct": change.get("ci_low"),
                 "ce_change_ci_high_pct": change.get("ci_high"),
+                "ce_change_p": change.get("p_value"),
                 "heldout_traces": metrics.get("heldout_traces"),
+                # the run added <think>/</think> (SmolLM2): new rows, not comparable to the card
+                "tags_added": bool(metrics.get("think_tokens_added")),
                 "ce_change_pct_reported": card,
                 "tag_ce_before": before["think_tags"],
                 "tag_ce_after": after["think_tags"],
@@ -188,9 +191,11 @@ def lambada_table(evals: Mapping[str, Mapping], comparison: str | None = None) -
                 "ppl_change_vs_base_pct": pct_change(ppl, base),
                 "vs_base_ci_low_pct": vs_base.get("ci_low"),
                 "vs_base_ci_high_pct": vs_base.get("ci_high"),
+                "vs_base_p": vs_base.get("p_value"),
                 "ppl_change_vs_comparison_pct": pct_change(ppl, other),
                 "vs_comparison_ci_low_pct": vs_other.get("ci_low"),
                 "vs_comparison_ci_high_pct": vs_other.get("ci_high"),
+                "vs_comparison_p": vs_other.get("p_value"),
                 "reported_vs_base_pct": card["lambada_perplexity_change_vs_base"],
                 "reported_vs_comparison_pct": card["lambada_perplexity_change_vs_comparison"],
             }
@@ -481,7 +486,11 @@ def make_tables(
     for name, frame in mark_unavailable(tables, unavailable, comparison, domains).items():
         frames[name] = (frame, frames[name][1])
     frames = {
-        "card": (card, "The model card's claims: card, ours with its 95 % interval, n, verdict"),
+        "card": (
+            card,
+            "The model card's claims: card, ours with its 95 % interval, n (documents), p "
+            "(raw, Holm-adjusted over the claims), verdict",
+        ),
         **frames,
     }
     for name, (frame, caption) in frames.items():
