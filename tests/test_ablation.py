@@ -98,3 +98,31 @@ def test_prompts_without_a_value_are_left_out_of_both_arms():
     plain = adapter([0.1] * 8, [-2.0] * 8)
     mara = adapter([0.2] * 7 + [math.nan], [-2.0] * 8)
     assert change_difference(plain, mara, "style_contrast")["n"] == 7
+
+
+def test_each_arms_completion_length_and_share_cut_are_shown(tmp_path):
+    adapters = {
+        "bbc_news": {**adapter([0.3] * 8, [-2.0] * 8),
+                     "completions": {"mean_length": 32.0, "clipped_ratio": 1.0}},
+        "bbc_news-mara": {**adapter([0.3] * 8, [-2.0] * 8),
+                          "completions": {"mean_length": 27.5, "clipped_ratio": 0.75}},
+    }  # fmt: skip
+    dirs = {
+        "base": generations(tmp_path, "base", [varied(p) for p in range(8)]),
+        "domain_bbc_news": generations(tmp_path, "plain", [varied(p) for p in range(8)]),
+        "domain_bbc_news-mara": generations(tmp_path, "mara", [varied(p) for p in range(8)]),
+    }
+    row = mara_ablation_table(adapters, dirs, diversity_table(dirs), {}, chosen=None).iloc[0]
+    assert (row["completion_length_plain"], row["completion_length_mara"]) == (32.0, 27.5)
+    assert (row["clipped_ratio_plain"], row["clipped_ratio_mara"]) == (1.0, 0.75)
+
+
+def test_the_arms_difference_resamples_documents_where_recorded():
+    """Prompts 0-3 from one document, 4-7 from another: the interval is over 2 documents."""
+    plain = adapter([0.1] * 8, [-2.0] * 8)
+    mara = adapter([0.2, 0.2, 0.2, 0.2, 0.0, 0.0, 0.0, 0.0], [-2.0] * 8)
+    documents = ["a"] * 4 + ["b"] * 4
+    plain["heldout_documents"] = mara["heldout_documents"] = documents
+    diff = change_difference(plain, mara, "style_contrast")
+    assert diff["ci_method"] == "cluster_bootstrap" and diff["n"] == 2
+    assert diff["ci_low"] < 0 < diff["ci_high"]  # one document each way: nothing shown

@@ -328,6 +328,7 @@ SETTINGS = {
     "max_new_tokens": 10,
     "temperature": 1.0,
     "top_p": 0.95,
+    "top_k": 0,
     "batch_size": 2,
     "bootstrap": 200,
     "ci": 0.95,

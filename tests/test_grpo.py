@@ -105,6 +105,10 @@ def test_grpo_trains_an_adapter_that_loads_with_peft_and_changes_logits(
         assert summary["change"]["n"] == len(set(documents)) >= 2
     history = (out / "log_history.csv").read_text()
     assert "rewards/style_contrast/mean" in history.splitlines()[0]
+    # trl's completion lengths, averaged over the logged steps (MARA's sums depend on them)
+    completions = metrics["completions"]
+    assert 0 < completions["mean_length"] <= SETTINGS["trainer"]["max_completion_length"]
+    assert 0 <= completions["clipped_ratio"] <= 1
 
     base = load_model(tiny_base)
     ids = load_tokenizer(tiny_base)("The council said", return_tensors="pt")["input_ids"]
@@ -308,6 +312,17 @@ def test_mean_se_over_documents_is_the_cluster_robust_one():
     assert summary["mean"] == pytest.approx(fit.params[0])
     assert summary["se"] == pytest.approx(fit.bse[0] * np.sqrt(3 / 2))
     assert (summary["n"], summary["values"]) == (3, 6)
+
+
+def test_trl_defaults_are_the_installed_trls():
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    from stylemerge.trl_fields import TRL_DEFAULTS
+
+    defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
+    assert {key: defaults[key] for key in TRL_DEFAULTS} == TRL_DEFAULTS
 
 
 def test_trainer_field_list_matches_installed_trl():

@@ -97,14 +97,46 @@ def test_threshold_args_read_the_config_forms():
     ],
 )
 def test_mara_refuses_settings_that_break_it(trainer, key):
+    trainer = {"mask_truncated_completions": True, **trainer}
     problems = mara_config_errors({"mara": {"enabled": True}, "trainer": trainer})
     assert len(problems) == 1 and f"'{key}'" in problems[0]
     assert mara_config_errors({"mara": {"enabled": False}, "trainer": trainer}) == []
 
 
+SOUND = {"beta": 0.04, "scale_rewards": "none", "mask_truncated_completions": True}
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("use_bias_correction_kl", False),  # the KL term is then not the reverse KL's
+        ("importance_sampling_level", "sequence"),
+        ("temperature", 0.7),  # trl's reference log-probs would be at 0.7
+        ("sync_ref_model", True),  # the reference, and so the target, would move
+        ("mask_truncated_completions", False),  # partial sums favour short anchors
+    ],
+)
+def test_mara_refuses_what_its_target_cannot_hold_under(key, value):
+    assert mara_config_errors({"mara": {"enabled": True}, "trainer": SOUND}) == []
+    problems = mara_config_errors({"mara": {"enabled": True}, "trainer": {**SOUND, key: value}})
+    assert len(problems) == 1 and f"'grpo.trainer.{key}'" in problems[0], problems
+
+
+def test_mara_with_truncated_completions_only_where_the_config_says_why():
+    trainer = {**SOUND, "mask_truncated_completions": False}
+    refused = mara_config_errors({"mara": {"enabled": True}, "trainer": trainer})
+    assert "'grpo.mara.truncated_completions'" in refused[0]
+    why = "every completion reaches the cap: all sums are over as many tokens"
+    allowed = {"enabled": True, "truncated_completions": why}
+    assert mara_config_errors({"mara": allowed, "trainer": trainer}) == []
+    # trl's own default masks nothing: unset, it is refused too
+    unset = {k: v for k, v in SOUND.items() if k != "mask_truncated_completions"}
+    assert len(mara_config_errors({"mara": {"enabled": True}, "trainer": unset})) == 1
+
+
 def test_the_config_checks_mara_per_domain_and_for_the_ablation_arm(schema_path):
     domains = {"bbc_news": {"source": {"type": "builtin"}}}
-    ok = {"trainer": {"scale_rewards": "none"}}
+    ok = {"trainer": {"scale_rewards": "none", "mask_truncated_completions": True}}
     validate_config({"domains": domains, "grpo": {**ok, "mara": {"enabled": True}}}, schema_path)
     validate_config({"domains": domains, "grpo": ok, "ablation": {"mara": True}}, schema_path)
     # the -mara arm of the ablation needs what MARA needs
@@ -134,7 +166,8 @@ def test_the_config_checks_mara_per_domain_and_for_the_ablation_arm(schema_path)
 def test_grpo_with_mara_trains_the_tiny_models(
     tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy
 ):
-    mara = {"mara": {"enabled": True, "threshold": {"quantile": 0.5}}}
+    why = "the tiny model's 8-token completions all reach the cap"
+    mara = {"mara": {"enabled": True, "threshold": {"quantile": 0.5}, "truncated_completions": why}}
     metrics = run(tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy, overrides=mara,
                   scale_rewards="none", num_generations=4)  # fmt: skip
     assert metrics["steps"] == 4
@@ -178,6 +211,7 @@ def test_only_the_reference_pass_is_recorded(tmp_path, tiny_base):
             num_generations=2,
             beta=0.04,
             scale_rewards="none",
+            mask_truncated_completions=True,
             use_cpu=True,
             bf16=False,
             report_to=[],
@@ -211,7 +245,7 @@ def test_a_quantile_that_anchors_one_completion_is_refused(quantile, generations
     rewards = torch.arange(float(generations))
     out = augment(rewards, -rewards, generations, BETA, quantile=quantile)
     assert int(out.anchored.sum()) == anchored
-    trainer = {"beta": 0.04, "scale_rewards": "none", "num_generations": generations}
+    trainer = {**SOUND, "num_generations": generations}
     mara = {"enabled": True, "threshold": {"quantile": quantile}}
     problems = mara_config_errors({"mara": mara, "trainer": trainer})
     assert bool(problems) == (anchored < 2)

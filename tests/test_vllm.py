@@ -18,10 +18,10 @@ from stylemerge.config import deep_merge, stage_settings, validate_config
 from stylemerge.evaluate import evaluate_lm, run_lm_eval
 from stylemerge.job import JobSettings
 from stylemerge.models import ModelError, ModelReference
+from stylemerge.trl_fields import trl_default
 from stylemerge.vllm_support import (
     INSTALL,
     PROMPT_MARGIN,
-    TRL_MAX_COMPLETION_LENGTH,
     VLLMMissing,
     grpo_trainer_settings,
     vllm_available,
@@ -167,11 +167,11 @@ def test_grpo_derives_vllm_max_model_length_from_prompt_and_completion(schema_pa
     assert "vllm_max_model_length" not in grpo_trainer_settings(off)
     # no max_completion_length: trl's default (read without importing trl at config time)
     assert (
-        TRL_MAX_COMPLETION_LENGTH
+        trl_default("max_completion_length")
         == trl.GRPOConfig.__dataclass_fields__["max_completion_length"].default
     )
     no_completion = {"prompt_tokens": 10, "trainer": {"use_vllm": True}}
-    expected = 10 + TRL_MAX_COMPLETION_LENGTH + PROMPT_MARGIN
+    expected = 10 + trl_default("max_completion_length") + PROMPT_MARGIN
     assert grpo_trainer_settings(no_completion)["vllm_max_model_length"] == expected
 
 

@@ -195,6 +195,11 @@ def mara_ablation_table(
             "unit": "domain model",
             "domain": domain,
         }
+        # MARA compares sequence sums: completions cut at the cap are in the open
+        for arm, metrics in (("plain", plain), ("mara", mara)):
+            completions = metrics.get("completions") or {}
+            row[f"completion_length_{arm}"] = completions.get("mean_length")
+            row[f"clipped_ratio_{arm}"] = completions.get("clipped_ratio")
         for component, name in (("style_contrast", "style"), ("fluency_logprob", "fluency")):
             for arm, metrics in (("plain", plain), ("mara", mara)):
                 change = metrics["heldout"][component]["change"]

@@ -29,7 +29,7 @@ from stylemerge.models import ModelReference
 from stylemerge.precision import Autocast
 from stylemerge.rewards import CharProfile, ProxyScorer, build_rewards, digit_punct_fraction
 from stylemerge.shards import DomainShards, read_shard, shard_texts
-from stylemerge.trl_fields import MANAGED
+from stylemerge.trl_fields import MANAGED, trl_default
 from stylemerge.vllm_support import grpo_policy_reference, grpo_trainer_settings, require_vllm
 
 log = logging.getLogger(__name__)
@@ -113,9 +113,11 @@ def sample_completions(
     seed: int,
     batch_size: int = 16,
     autocast: Autocast = contextlib.nullcontext,
+    top_k: int = 0,
 ) -> list[list[str]]:
     """``samples`` completions per prompt, batched (left padding, num_return_sequences), the
-    forward passes under ``autocast`` (the job's precision)."""
+    forward passes under ``autocast`` (the job's precision).  ``top_k`` 0 cuts nothing
+    (transformers would otherwise apply the model's generation config, or its own 50)."""
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -132,6 +134,7 @@ def sample_completions(
                     do_sample=True,
                     temperature=temperature,
                     top_p=top_p,
+                    top_k=top_k,
                     max_new_tokens=max_new_tokens,
                     num_return_sequences=samples,
                     pad_token_id=tokenizer.pad_token_id,
@@ -166,11 +169,12 @@ def evaluate_policy(
         tokenizer,
         prompts,
         settings["eval_samples"],
-        trainer.get("max_completion_length", 256),
-        trainer.get("temperature", 1.0),
-        trainer.get("top_p", 1.0),
+        trainer.get("max_completion_length", trl_default("max_completion_length")),
+        trainer.get("temperature", trl_default("temperature")),
+        trainer.get("top_p", trl_default("top_p")),
         seed,
         autocast=autocast,
+        top_k=trainer.get("top_k", trl_default("top_k")),  # as trl samples in training
     )
     flat_prompts = [p for p, group in zip(prompts, completions, strict=True) for _ in group]
     flat = [c for group in completions for c in group]
@@ -226,6 +230,23 @@ def summarise(before: Mapping, after: Mapping, documents: Sequence | None = None
             "change": mean_se([a[i] - b[i] for i in keep], clusters),
         }
     return summary
+
+
+def completion_summary(history: Sequence[Mapping]) -> dict:
+    """The training completions' mean length in tokens and the share cut at
+    max_completion_length (trl's ``completions/mean_length`` and
+    ``completions/clipped_ratio``), averaged over the logged steps; None where trl logged
+    neither."""
+
+    def mean(key: str) -> float | None:
+        values = [float(e[key]) for e in history if e.get(key) is not None]
+        values = [v for v in values if math.isfinite(v)]
+        return statistics.fmean(values) if values else None
+
+    return {
+        "mean_length": mean("completions/mean_length"),
+        "clipped_ratio": mean("completions/clipped_ratio"),
+    }
 
 
 def fingerprint(**parts) -> str:
@@ -530,6 +551,7 @@ def train_adapter(
         "train_prompts": len(train_prompts),
         "heldout_prompts": len(eval_prompts),
         "steps": trainer.state.global_step,
+        "completions": completion_summary(history),
         "resumed_from": Path(resume).name if resume else None,
         "reward_weights": dict(zip([f.__name__ for f in reward_funcs], weights, strict=True)),
         "char_profile": profile.as_dict(),

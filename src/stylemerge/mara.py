@@ -35,6 +35,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from stylemerge.trl_fields import trl_default
+
 if TYPE_CHECKING:
     import torch
 
@@ -107,7 +109,7 @@ def mara_config_errors(grpo: Mapping, where: str = "grpo") -> list[str]:
     trainer = grpo.get("trainer") or {}
     problems = []
     threshold = mara.get("threshold", {"quantile": 0.5})
-    generations = trainer.get("num_generations", 8)  # trl's default
+    generations = trainer.get("num_generations", trl_default("num_generations"))
     if (
         isinstance(threshold, Mapping)
         and anchored_per_group(threshold["quantile"], generations) < 2
@@ -118,22 +120,80 @@ def mara_config_errors(grpo: Mapping, where: str = "grpo") -> list[str]:
             "its own anchor, so MARA would change nothing; lower the quantile or raise "
             "trainer.num_generations"
         )
-    if not trainer.get("beta", 0.0) > 0:
+    if not trainer.get("beta", trl_default("beta")) > 0:
         problems.append(
             f"config key '{where}.trainer.beta': MARA needs beta > 0 (with beta 0 trl skips "
             "the reference pass, and r̄ = r(z) + beta·Δlog π_ref is defined through beta)"
         )
-    if trainer.get("scale_rewards", "group") not in ("none", False):
+    if trainer.get("scale_rewards", trl_default("scale_rewards")) not in ("none", False):
         problems.append(
             f"config key '{where}.trainer.scale_rewards': MARA needs 'none' (dividing by the "
             "group's reward std changes the KL-regularised target and loses the equal mass "
             "MARA gives high-reward completions); trl's default is 'group'"
         )
-    if trainer.get("multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
+    aggregation = trainer.get(
+        "multi_objective_aggregation", trl_default("multi_objective_aggregation")
+    )
+    if aggregation != "sum_then_normalize":
         problems.append(
             f"config key '{where}.trainer.multi_objective_aggregation': MARA needs "
             "'sum_then_normalize' (its bonus is added to the weighted reward sum)"
         )
+    problems += _target_errors(
+        trainer, where, allow_truncated=bool(mara.get("truncated_completions"))
+    )
+    return problems
+
+
+# MARA's target is pi_ref * exp(r / beta): the policy must be pulled towards a fixed reference
+# by the reverse KL, and the anchors' log pi_ref are sums over whole completions scored at the
+# sampling temperature 1.  trl's setting, what MARA needs, and why, for each (trl's defaults
+# are read from trl in the tests).
+TARGET_PRECONDITIONS = (
+    (
+        "use_bias_correction_kl",
+        True,
+        "the KL term's gradient is then the reverse KL's, the divergence MARA's target "
+        "pi_ref * exp(r / beta) minimises (trl's default)",
+    ),
+    (
+        "importance_sampling_level",
+        "token",
+        "trl's bias-corrected KL is the reverse KL's gradient only per token",
+    ),
+    (
+        "temperature",
+        1.0,
+        "trl scores the reference's log-probs at the sampling temperature; MARA's anchors "
+        "compare pi_ref itself",
+    ),
+    (
+        "sync_ref_model",
+        False,
+        "MARA anchors on a fixed reference; a synced one moves the target every few steps",
+    ),
+    (
+        "mask_truncated_completions",
+        True,
+        "MARA compares sequence sums of log pi_ref; a completion cut at max_completion_length "
+        "has a partial sum, which favours short anchors (raise max_completion_length so that "
+        "completions end)",
+    ),
+)
+
+
+def _target_errors(trainer: Mapping, where: str, allow_truncated: bool) -> list[str]:
+    problems = []
+    for key, needed, why in TARGET_PRECONDITIONS:
+        if key == "mask_truncated_completions" and allow_truncated:
+            continue  # the config says why it is sound (mara.truncated_completions)
+        value = trainer.get(key, trl_default(key))
+        if value != needed:
+            if key == "mask_truncated_completions":
+                why += f", or say in '{where}.mara.truncated_completions' why it is sound here"
+            problems.append(
+                f"config key '{where}.trainer.{key}': MARA needs {needed!r}, got {value!r}: {why}"
+            )
     return problems
 
 

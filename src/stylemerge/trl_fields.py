@@ -16,6 +16,30 @@ MANAGED = {
     "fp16": "precision",
 }
 
+# trl's defaults of the GRPOConfig fields this library reads where grpo.trainer leaves them
+# unset (data, like the names: no trl import at startup; tests/test_grpo.py compares them
+# with the installed trl's).
+TRL_DEFAULTS = {
+    "num_generations": 8,
+    "scale_rewards": "group",
+    "multi_objective_aggregation": "sum_then_normalize",
+    "beta": 0.0,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "top_k": 0,
+    "max_completion_length": 512,
+    "importance_sampling_level": "token",
+    "use_bias_correction_kl": True,
+    "sync_ref_model": False,
+    "mask_truncated_completions": False,
+}
+
+
+def trl_default(field: str):
+    """trl's default of a GRPOConfig field (one of :data:`TRL_DEFAULTS`)."""
+    return TRL_DEFAULTS[field]
+
+
 GRPO_CONFIG_FIELDS = frozenset(
     {
         "accelerator_config",

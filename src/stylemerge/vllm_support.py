@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stylemerge.models import ModelReference
+from stylemerge.trl_fields import trl_default
 
 if TYPE_CHECKING:
     from stylemerge.job import JobSettings
 
 # The gpu extra has its own environment and pins (numpy: see constraints-gpu.txt's header)
 INSTALL = 'make gpu-venv, i.e. pip install -c constraints-gpu.txt -e ".[gpu]" in a new venv'
-# trl's GRPOConfig.max_completion_length when grpo.trainer does not set it (trl 1.16)
-TRL_MAX_COMPLETION_LENGTH = 512
 # Tokens the derived vllm_max_model_length adds to prompt + completion: a prompt is a window of
 # grpo.prompt_tokens decoded to text, which trl encodes again; that may add a BOS token and
 # split the window's cut ends (a partial word, half a UTF-8 character) into a few more tokens.
@@ -54,7 +53,7 @@ def require_vllm(setting: str) -> None:
 def grpo_context_length(grpo: Mapping) -> int:
     """Prompt plus completion in tokens: the longest sequence GRPO generates."""
     trainer = grpo.get("trainer") or {}
-    completion = trainer.get("max_completion_length") or TRL_MAX_COMPLETION_LENGTH
+    completion = trainer.get("max_completion_length") or trl_default("max_completion_length")
     return grpo["prompt_tokens"] + completion
 
 

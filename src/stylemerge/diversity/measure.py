@@ -107,6 +107,7 @@ def measure_diversity(
             domain_seed,
             settings["batch_size"],
             autocast=job.autocast(),
+            top_k=settings["top_k"],
         )
         t1 = time.perf_counter()
         records.extend(
