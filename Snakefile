@@ -84,10 +84,26 @@ rule all:
         expand(R("shards/{domain}/manifest.json"), domain=DOMAINS),
         [R(f"models/{name}") for name in BUILT_MODELS],
         expand(R("proxies/{domain}"), domain=DOMAINS),
-        expand(R("adapters/{domain}{arm}"), domain=DOMAINS, arm=ARMS),
-        expand(R("merges/{method}"), method=config["merge"]["variants"]),
-        expand(R("think/{think_model}"), think_model=THINK_MODELS),
-        expand(R("eval/{eval_model}/lm_eval.json"), eval_model=LM_EVAL_MODELS),
-        expand(R("eval/{eval_model}/diversity"), eval_model=DIVERSITY_MODELS),
-        R("tables"),
-        R("figures"),
+        # every seed-dependent result once per replicate (common.smk: SEEDS, S)
+        expand(
+            S("adapters/{domain}{arm}"), domain=DOMAINS, arm=ARMS, replicate=REPLICATES
+        ),
+        expand(
+            S("merges/{method}"),
+            method=config["merge"]["variants"],
+            replicate=REPLICATES,
+        ),
+        expand(S("think/{think_model}"), think_model=THINK_MODELS, replicate=REPLICATES),
+        expand(
+            S("eval/{eval_model}/lm_eval.json"),
+            eval_model=LM_EVAL_MODELS,
+            replicate=REPLICATES,
+        ),
+        expand(
+            S("eval/{eval_model}/diversity"),
+            eval_model=DIVERSITY_MODELS,
+            replicate=REPLICATES,
+        ),
+        expand(S("tables"), replicate=REPLICATES),
+        expand(S("figures"), replicate=REPLICATES),
+        [R("pooled")] if len(REPLICATES) > 1 else [],

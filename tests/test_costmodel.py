@@ -429,3 +429,16 @@ def test_readme_quotes_the_gpu_hours_stylemerge_cost_prints_for_paper_yaml(capsy
     assert requested == printed["total"][1]
     stages = ("proxy", "grpo", "merge", "think", "evaluate")
     assert tuple(per_stage) == tuple(printed[stage][1] for stage in stages)
+
+
+def test_replicates_multiply_the_seed_dependent_stages_only():
+    config = load_config(ROOT / "config" / "smol.yaml", SCHEMA)
+    one = estimate(config)
+    three = estimate({**config, "replicates": [1234, 7, 42]})
+    for stage in ("pretrain", "proxy"):
+        assert three.requested.get(stage) == one.requested.get(stage)
+    for stage in ("grpo", "merge", "think", "evaluate"):
+        assert three.requested[stage]["jobs"] == 3 * one.requested[stage]["jobs"]
+    total = sum(r.flops for r in one.rows if r.stage == "grpo")
+    assert sum(r.flops for r in three.rows if r.stage == "grpo") == pytest.approx(3 * total)
+    assert any("x3 seeds" in note for note in three.notes)

@@ -457,3 +457,25 @@ def test_self_diversity_change_is_a_paired_bootstrap_over_prompts():
     assert same["value"] == same["ci_low"] == same["ci_high"] == 0.0
     with pytest.raises(ValueError, match="unpaired"):
         self_diversity_change(base, other[:-1])
+
+
+def test_length_controlled_distinct_1_is_not_moved_by_shorter_samples():
+    """The same samples cut 10 % shorter: distinct-1 rises from length alone (raw), the
+    length-controlled change is 0, and the length change is reported beside it."""
+    rng = np.random.default_rng(3)
+    vocabulary = [f"w{i}" for i in range(400)]
+    weights = 1 / np.arange(1, 401)  # Zipf-like
+    weights /= weights.sum()
+
+    def sample(n):
+        return " ".join(rng.choice(vocabulary, n, p=weights))
+
+    base = [[sample(60) for _ in range(4)] for _ in range(10)]
+    shorter = [[" ".join(t.split()[:54]) for t in group] for group in base]
+    documents = [str(p // 2) for p in range(10)]
+    raw = distinct_change(base, shorter, documents=documents)
+    controlled = distinct_change(base, shorter, documents=documents, length_controlled=True)
+    assert raw["value"] > 0.02  # a spurious "gain" from length
+    assert controlled["value"] == pytest.approx(0.0, abs=1e-12)
+    assert controlled["length_change"] == pytest.approx(-0.1)
+    assert raw["ci_method"] == "jackknife_t" and raw["n_documents"] == 5

@@ -227,7 +227,7 @@ def test_changing_one_domains_grpo_settings_reruns_only_its_adapter(workflow_run
         "all": 1,
         "total": 15,
     }
-    assert "wildcards: domain=bbc_news" in plan.stdout
+    assert "wildcards: replicate=, domain=bbc_news" in plan.stdout  # seed 7: today's paths
 
 
 def test_proxies_and_adapters(workflow_run):
@@ -291,8 +291,14 @@ def test_tables(workflow_run):
     assert (bpb["notes"] > 0).all() and bpb["notes_ci_high"].notna().all()
     card = pd.read_csv(tables / "card.csv")
     assert card.loc[0, "claim"] == "lambada perplexity vs base" and card["ci_low"].notna().any()
-    verdicts = {"agrees", "opposite", "not significant", "not measured"}
+    verdicts = {"agrees", "opposite", "not significant", "uninformative", "not measured"}
     assert set(card["verdict"]) <= verdicts
+    assert (card["seeds"].dropna() == 1).all()  # one seed, and the card says so
+    # n is documents: the lambada mirror's passages come from fewer held-out documents
+    lambada_claim = card.set_index("claim").loc["lambada perplexity vs base"]
+    passages = int(lambada.loc["karcher", "passages"])
+    assert lambada_claim["n"] == lambada.loc["karcher", "documents"] < passages
+    assert f"{passages} passages" in lambada_claim["detail"]
     diversity = pd.read_csv(tables / "diversity.csv")
     assert set(diversity["domain"]) == {"bbc_news", "notes"}
     assert (diversity["distinct_1"] > 0).all()
@@ -425,3 +431,46 @@ def test_paper_config_plans_hub_models_without_building_any(tmp_path):
     # GPU jobs ask for a GPU (the Slurm profile maps the resource to the cluster's form)
     adapter_job = plan.stdout.split("rule train_adapter:")[1].split("\n\n")[0]
     assert "gpu=1" in adapter_job
+
+
+def test_a_second_seed_runs_only_its_own_jobs_and_the_card_pools_both(workflow_run, tmp_path):
+    """replicates [7, 11] after the seed-7 run: the plan holds seed 11's GRPO-onward jobs
+    alone (shards, tokenizers, models and proxies are shared), they run under seeds/11/ with
+    seed 11, and results/pooled holds the card over both seeds."""
+    import pandas as pd
+
+    config = yaml.safe_load((workflow_run / "config" / "config.yaml").read_text())
+    config["replicates"] = [7, 11]
+    two = tmp_path / "two_seeds.yaml"
+    two.write_text(yaml.safe_dump(config))
+    plan = snakemake(workflow_run, "all", "-n", "--cores", "2", "--configfile", str(two))
+    counts = planned(plan.stdout)
+    assert counts["train_adapter"] == 2 and counts["make_tables"] == 1
+    assert counts["pool_replicates"] == 1
+    for shared in ("build_shards", "train_tokenizer", "pretrain_model", "train_proxy"):
+        assert shared not in counts
+    lines = plan.stdout.splitlines()
+    outputs = [line.split("output: ", 1)[1] for line in lines if "output: " in line]
+    assert all(o.startswith(("results/seeds/11/", "results/pooled")) for o in outputs), outputs
+
+    snakemake(workflow_run, "--cores", "2", "all", "--configfile", str(two))
+    seed11 = workflow_run / "results" / "seeds" / "11"
+    adapter = json.loads((seed11 / "adapters" / "bbc_news" / "metrics.json").read_text())
+    assert adapter["provenance"]["seed"] == 11
+    first = workflow_run / "results" / "adapters" / "bbc_news" / "metrics.json"
+    first = json.loads(first.read_text())
+    assert first["provenance"]["seed"] == 7
+    # the shared proxy was used by both: no second copy
+    assert not (seed11 / "proxies").exists()
+    assert (seed11 / "tables" / "card.csv").is_file()
+    pooled = pd.read_csv(workflow_run / "results" / "pooled" / "card.csv")
+    assert list(pooled["claim"]) == list(
+        pd.read_csv(workflow_run / "results" / "tables" / "card.csv")["claim"]
+    )
+    lambada = pooled.set_index("claim").loc["lambada perplexity vs base"]
+    assert lambada["seeds"] == 2 and "seeds 7: " in lambada["detail"]
+    assert lambada["ci_low"] <= lambada["ours"] <= lambada["ci_high"]
+    pooled_lambada = pd.read_csv(workflow_run / "results" / "pooled" / "lambada.csv")
+    assert pooled_lambada.loc[0, "vs_base_seeds"] == 2
+    # with the default config (replicates unset) the run is seed 7's again: nothing to do
+    assert "Nothing to be done" in snakemake(workflow_run, "-n", "--cores", "2", "all").stdout

@@ -56,6 +56,7 @@ COLUMNS = [
     "ci_high",
     "unit",
     "n",
+    "seeds",
     "interval",
     "p",
     "p_holm",
@@ -147,6 +148,9 @@ def _row(claim, model, card, unit, interval, found: Mapping | None, **fields) ->
     p = _number(found.get("p"))
     if p is None:
         p = implied_p_value(ours, low, high)
+    seeds = _seeds(found.get("seed_columns"))
+    if seeds and seeds[1]:
+        detail = f"{detail}; {seeds[1]}" if detail else seeds[1]
     inside = None
     if _number(card) is not None and low is not None and high is not None:
         inside = "inside" if low <= card <= high else "outside"
@@ -159,6 +163,7 @@ def _row(claim, model, card, unit, interval, found: Mapping | None, **fields) ->
         "ci_high": high,
         "unit": unit,
         "n": found.get("n"),
+        "seeds": seeds[0] if seeds else (1 if found else None),
         "interval": interval,
         "p": p,
         "p_holm": None,
@@ -171,6 +176,28 @@ def _row(claim, model, card, unit, interval, found: Mapping | None, **fields) ->
         "_comparable": found.get("comparable", True),
         "_key": fields["key"],
     }
+
+
+def _seeds(columns: Mapping | None) -> tuple[int, str] | None:
+    """(seeds, what they say) from a pooled frame's ``seeds``, ``seed_estimates``,
+    ``seeds_same_sign`` and ``seed_sd``; None for a single seed's frame."""
+    if not columns or _number(columns.get("seeds")) is None:
+        return None
+    k = int(columns["seeds"])
+    if k < 2:
+        return k, ""
+    same, sd = columns.get("seeds_same_sign"), _number(columns.get("seed_sd"))
+    text = f"seeds {columns.get('seed_estimates')}"
+    if same is not None:
+        text += f"; {int(same)} of {k} with the pooled sign"
+    if sd is not None:
+        text += f"; between-seed SD {sd:.3g}"
+    return k, text
+
+
+def _seed_columns(row: Mapping | None, prefix: str = "") -> dict:
+    keys = ("seeds", "seed_estimates", "seed_sd", "seeds_same_sign")
+    return {k: (row or {}).get(prefix + k) for k in keys}
 
 
 def _judge(rows: list[dict], family: Mapping) -> None:
@@ -273,6 +300,7 @@ def card_table(
             "ci_low": lambada.get(f"{prefix}_ci_low_pct"),
             "ci_high": lambada.get(f"{prefix}_ci_high_pct"),
             "p": lambada.get(f"{prefix}_p"),
+            "seed_columns": _seed_columns(lambada, f"{prefix}_"),
             "n": _int(lambada.get("documents") or lambada.get("passages")),
             "detail": f"{_int(lambada.get('passages'))} passages"
             if lambada.get("documents") is not None
@@ -319,7 +347,10 @@ def card_table(
                 card,
                 "%",
                 "paired jackknife over documents, length-controlled",
-                found and _diversity_found(found, "distinct_1_change_vs_base_pct", "change"),
+                found
+                and _diversity_found(
+                    found, "distinct_1_change_vs_base_pct", "change", seeds="distinct_"
+                ),
                 key=f"distinct_1/{domain}",
             )
         )
@@ -338,6 +369,7 @@ def card_table(
                     "self_diversity_change_vs_base_pct",
                     "self_diversity_change",
                     "the card claims more diverse sampling, without a figure",
+                    seeds="pairwise_",
                 ),
                 sign=1.0,
                 key=f"pairwise/{domain}",
@@ -346,7 +378,10 @@ def card_table(
     gsm = reported["gsm8k_3shot_accuracy"]
     found = _lookup(frames.get("gsm8k_think"), model=chosen) if chosen else None
     if found is not None and found.get("change_points") is not None:
-        p = found.get("mcnemar_p")
+        # pooled over seeds: the bootstrap's p (one problem in k seeds is not k pairs)
+        pooled_p = found.get("change_p")
+        p = pooled_p if pooled_p is not None else found.get("mcnemar_p")
+        seed_columns = _seed_columns(found)
         problems = _int(found.get("problems"))
         before, after = _int(found.get("correct_original")), _int(found.get("correct_optimised"))
         counts = f"{before}/{problems} -> {after}/{problems}"
@@ -360,9 +395,15 @@ def card_table(
             "n": problems,
             "p": p,
             "floor": floor,
-            "detail": f"{counts}; exact McNemar p = {p:.3g}"
-            if p is not None
-            else f"{counts}; no per-problem values: no paired test (rerun the evaluation)",
+            "seed_columns": seed_columns,
+            "detail": f"{counts}; "
+            + (
+                f"bootstrap p = {p:.3g}"
+                if pooled_p is not None
+                else f"exact McNemar p = {p:.3g}"
+                if p is not None
+                else "no per-problem values: no paired test (rerun the evaluation)"
+            ),
         }
     else:
         found = None
@@ -393,6 +434,7 @@ def card_table(
                 "ci_low": found.get("ce_change_ci_low_pct"),
                 "ci_high": found.get("ce_change_ci_high_pct"),
                 "p": found.get("ce_change_p"),
+                "seed_columns": _seed_columns(found),
                 "n": _int(found.get("heldout_traces")),
                 "comparable": not added,
                 "detail": "this run added the <think> tokens (new rows, trained from their "
@@ -407,13 +449,17 @@ def card_table(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _diversity_found(found: Mapping, value: str, prefix: str, detail: str = "") -> dict:
+def _diversity_found(
+    found: Mapping, value: str, prefix: str, detail: str = "", seeds: str = ""
+) -> dict:
     """A diversity claim: the length-controlled change (``_lc`` columns) where the table has
     it, the raw change and the samples' length change in the detail."""
     controlled = found.get(f"{value}_lc") is not None
     suffix = "_lc" if controlled else ""
     raw = (
-        f"raw {_pct(found.get(value))}"
+        ""
+        if found.get(value) is None and controlled
+        else f"raw {_pct(found.get(value))}"
         f"{_interval(found.get(f'{prefix}_ci_low_pct'), found.get(f'{prefix}_ci_high_pct'))}"
         f"; samples' length {_pct(found.get('length_change_vs_base_pct'))}"
         if controlled
@@ -425,5 +471,6 @@ def _diversity_found(found: Mapping, value: str, prefix: str, detail: str = "") 
         "ci_high": found.get(f"{prefix}_ci_high_pct{suffix}"),
         "p": found.get(("change_p" if prefix == "change" else f"{prefix}_p") + suffix),
         "n": _int(found.get("documents") or found.get("prompts")),
+        "seed_columns": _seed_columns(found, seeds),
         "detail": "; ".join(x for x in (detail, raw) if x),
     }

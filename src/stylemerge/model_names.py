@@ -100,3 +100,14 @@ def lm_eval_tasks_for(config: Mapping, model: str) -> list[dict]:
         for task in config["evaluate"]["lm_eval"]["tasks"]
         if task.get("models", "all") == "all" or model in comparison
     ]
+
+
+def replicate_seeds(config: Mapping) -> list[int]:
+    """The seeds every stage from GRPO on runs with: ``replicates``, or the run's ``seed``."""
+    return list(config.get("replicates") or [config["seed"]])
+
+
+def replicate_dir(config: Mapping, seed: int) -> str:
+    """Where a seed's results sit under the run's directory: the run's own ``seed`` at the
+    run's paths (""), another under ``seeds/<seed>/``."""
+    return "" if seed == config["seed"] else f"seeds/{seed}/"

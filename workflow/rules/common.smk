@@ -26,11 +26,37 @@ DOMAINS = list(config["domains"])
 # a param of each rule that takes one, so that changing it reruns those jobs.
 JOB = {key: config[key] for key in JOB_CONFIG_KEYS}
 
+# Replicates (`replicates`: seeds): every stage from GRPO on runs once per seed, under
+# R("{replicate}..."): the run's own `seed` at today's paths (replicate ""), every other seed
+# under seeds/<seed>/; shards, tokenizers, built models and proxies are shared (the run's
+# seed).  So a single-seed run is the first replicate, and adding a seed plans only its jobs.
+SEEDS = model_names.replicate_seeds(config)
+REPLICATES = {model_names.replicate_dir(config, seed): seed for seed in SEEDS}
 
-def stage_job(settings):
+
+def S(path):
+    """A seed-dependent path under this run's results directory (wildcard {replicate})."""
+    return R("{replicate}" + path)
+
+
+def SL(path):
+    """A seed-dependent path under this run's logs directory."""
+    return L("{replicate}" + path)
+
+
+def in_replicate(wildcards, path):
+    """A seed-dependent path of the job's replicate (in input functions, which must return
+    paths without wildcards)."""
+    return R(wildcards.replicate + path)
+
+
+def stage_job(settings, wildcards=None):
     """JOB with a stage's precision: `<stage>.precision` (the settings given) where set, else
-    the top-level `precision`."""
-    return {**JOB, "precision": stage_precision(config, settings)}
+    the top-level `precision`; and, for a seed-dependent job, its replicate's seed."""
+    job = {**JOB, "precision": stage_precision(config, settings)}
+    if wildcards is not None and "replicate" in wildcards.keys():
+        job["seed"] = REPLICATES[wildcards.replicate]
+    return job
 
 
 # Models with neither `ref` nor `gguf` are built and pretrained here (the embedded default);
@@ -89,6 +115,7 @@ wildcard_constraints:
     eval_model=_one_of(EVAL_MODELS),
     arm="(" + "|".join(map(re.escape, ARMS)) + ")",  # "" (the recipe) or "-mara"
     split="train|heldout",
+    replicate="(" + "|".join(map(re.escape, REPLICATES)) + ")",  # "" or seeds/<seed>/
 
 
 def shard_paths(split):
@@ -151,15 +178,18 @@ def source_files(wildcards):
 def think_input(wildcards):
     if wildcards.think_model == "base":
         return model_input("base")
-    return R(f"merges/{wildcards.think_model}")
+    return in_replicate(wildcards, f"merges/{wildcards.think_model}")
 
 
 def eval_model_input(wildcards):
-    """The evaluated model's directory (nothing for a hub id: see eval_model_ref)."""
+    """The evaluated model's directory (nothing for a hub id: see eval_model_ref): a model
+    made in this run is its replicate's."""
     path = EVAL_MODELS[wildcards.eval_model]
     if path is None:
         return model_input("base")
-    return path if path.startswith(R("")) or Path(path).is_dir() else []
+    if path.startswith(R("")):
+        return in_replicate(wildcards, path[len(R("")) :])
+    return path if Path(path).is_dir() else []
 
 
 def eval_model_param(wildcards):

@@ -6,11 +6,11 @@ rule evaluate_lm:
         model=eval_model_input,
         heldout=shard_index("heldout"),  # one stylemerge_bpb_<domain> task per shard
     output:
-        R("eval/{eval_model}/lm_eval.json"),
+        S("eval/{eval_model}/lm_eval.json"),
     log:
-        L("evaluate_lm/{eval_model}.log"),
+        SL("evaluate_lm/{eval_model}.log"),
     benchmark:
-        R("benchmarks/evaluate_lm/{eval_model}.tsv")
+        S("benchmarks/evaluate_lm/{eval_model}.tsv")
     conda:
         "../../envs/eval.yaml"
     threads: config["evaluate"]["lm_eval"]["threads"]
@@ -19,7 +19,7 @@ rule evaluate_lm:
         runtime=attempt_scaled(config["evaluate"]["lm_eval"]["runtime_min"]),
         gpu=config["evaluate"]["lm_eval"]["gpus"],
     params:
-        job=stage_job(config["evaluate"]["lm_eval"]),
+        job=lambda wc: stage_job(config["evaluate"]["lm_eval"], wc),
         model=eval_model_param,
         settings=lm_eval_settings,
         # the think stage's split: arithmetic test problems are never its training problems
@@ -33,11 +33,11 @@ rule measure_diversity:
         model=eval_model_input,  # local model dir; [] for a hub id
         heldout=shard_index("heldout"),
     output:
-        directory(R("eval/{eval_model}/diversity")),
+        directory(S("eval/{eval_model}/diversity")),
     log:
-        L("measure_diversity/{eval_model}.log"),
+        SL("measure_diversity/{eval_model}.log"),
     benchmark:
-        R("benchmarks/measure_diversity/{eval_model}.tsv")
+        S("benchmarks/measure_diversity/{eval_model}.tsv")
     conda:
         "../../envs/eval.yaml"
     threads: config["evaluate"]["diversity"]["threads"]
@@ -46,7 +46,7 @@ rule measure_diversity:
         runtime=attempt_scaled(config["evaluate"]["diversity"]["runtime_min"]),
         gpu=config["evaluate"]["diversity"]["gpus"],
     params:
-        job=stage_job(config["evaluate"]["diversity"]),
+        job=lambda wc: stage_job(config["evaluate"]["diversity"], wc),
         model=eval_model_param,
         settings=config["evaluate"]["diversity"],
     script:

@@ -1,5 +1,6 @@
 # GRPO LoRA adapters on the base model, one per domain (and arm: see ARMS in common.smk),
 # rewarded by the domain's proxy.
+# One per replicate (seed): results/[seeds/<seed>/]adapters/... (common.smk, S).
 # Checkpoints live in results/checkpoints/{domain}: not an output, so Snakemake keeps them
 # when a job fails or is killed, and the rerun resumes from the last one.
 
@@ -12,11 +13,11 @@ rule train_adapter:
         prompts=R("shards/{domain}/train.jsonl"),
         heldout=R("shards/{domain}/heldout.jsonl"),
     output:
-        directory(R("adapters/{domain}{arm}")),
+        directory(S("adapters/{domain}{arm}")),
     log:
-        L("train_adapter/{domain}{arm}.log"),
+        SL("train_adapter/{domain}{arm}.log"),
     benchmark:
-        R("benchmarks/train_adapter/{domain}{arm}.tsv")
+        S("benchmarks/train_adapter/{domain}{arm}.tsv")
     conda:
         "../../envs/train.yaml"
     threads: lambda wc: stage_settings(config, "grpo", wc.domain)["threads"]
@@ -27,11 +28,11 @@ rule train_adapter:
         ),
         gpu=lambda wc: stage_settings(config, "grpo", wc.domain)["gpus"],
     params:
-        job=lambda wc: stage_job(stage_settings(config, "grpo", wc.domain)),
+        job=lambda wc: stage_job(stage_settings(config, "grpo", wc.domain), wc),
         base=model_param("base"),
         general_proxy=model_param("general_proxy"),
-        checkpoints=R("checkpoints/{domain}{arm}"),
-        tracking=R("logs/grpo/{domain}{arm}"),  # kept when the checkpoints go
+        checkpoints=S("checkpoints/{domain}{arm}"),
+        tracking=S("logs/grpo/{domain}{arm}"),  # kept when the checkpoints go
         settings=lambda wc: grpo_settings(wc.domain, wc.arm),
     script:
         "../scripts/train_adapter.py"

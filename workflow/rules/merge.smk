@@ -4,14 +4,14 @@
 rule apply_adapter:
     input:
         base=model_input("base"),
-        adapter=R("adapters/{domain}{arm}"),
+        adapter=S("adapters/{domain}{arm}"),
         heldout=shard_index("heldout"),
     output:
-        domain_model(directory(R("domain_models/{domain}{arm}"))),
+        domain_model(directory(S("domain_models/{domain}{arm}"))),
     log:
-        L("apply_adapter/{domain}{arm}.log"),
+        SL("apply_adapter/{domain}{arm}.log"),
     benchmark:
-        R("benchmarks/apply_adapter/{domain}{arm}.tsv")
+        S("benchmarks/apply_adapter/{domain}{arm}.tsv")
     conda:
         "../../envs/merge.yaml"
     threads: config["merge"]["threads"]
@@ -20,7 +20,7 @@ rule apply_adapter:
         runtime=attempt_scaled(config["merge"]["runtime_min"]),
         gpu=config["merge"]["gpus"],
     params:
-        job=stage_job(config["merge"]),
+        job=lambda wc: stage_job(config["merge"], wc),
         base=model_param("base"),
         settings=config["merge"],
     script:
@@ -31,15 +31,15 @@ rule merge_models:
     input:
         base=model_input("base"),
         domain_models=lambda wc: expand(
-            R("domain_models/{domain}{arm}"), domain=DOMAINS, arm=wc.arm
+            in_replicate(wc, "domain_models/{domain}{arm}"), domain=DOMAINS, arm=wc.arm
         ),
         heldout=shard_index("heldout"),
     output:
-        directory(R("merges/{method}{arm}")),
+        directory(S("merges/{method}{arm}")),
     log:
-        L("merge_models/{method}{arm}.log"),
+        SL("merge_models/{method}{arm}.log"),
     benchmark:
-        R("benchmarks/merge_models/{method}{arm}.tsv")
+        S("benchmarks/merge_models/{method}{arm}.tsv")
     conda:
         "../../envs/merge.yaml"
     threads: config["merge"]["threads"]
@@ -48,7 +48,7 @@ rule merge_models:
         runtime=attempt_scaled(config["merge"]["runtime_min"]),
         gpu=config["merge"]["gpus"],
     params:
-        job=stage_job(config["merge"]),
+        job=lambda wc: stage_job(config["merge"], wc),
         base=model_param("base"),
         variant=lambda wc: config["merge"]["variants"][wc.method],
         weights={d: stage_settings(config, "merge", d)["weight"] for d in DOMAINS},

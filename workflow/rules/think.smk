@@ -6,11 +6,11 @@ rule optimize_think_tokens:
     input:
         model=think_input,
     output:
-        directory(R("think/{think_model}")),
+        directory(S("think/{think_model}")),
     log:
-        L("optimize_think_tokens/{think_model}.log"),
+        SL("optimize_think_tokens/{think_model}.log"),
     benchmark:
-        R("benchmarks/optimize_think_tokens/{think_model}.tsv")
+        S("benchmarks/optimize_think_tokens/{think_model}.tsv")
     conda:
         "../../envs/train.yaml"
     threads: config["think"]["threads"]
@@ -19,7 +19,7 @@ rule optimize_think_tokens:
         runtime=attempt_scaled(config["think"]["runtime_min"]),
         gpu=config["think"]["gpus"],
     params:
-        job=stage_job(config["think"]),
+        job=lambda wc: stage_job(config["think"], wc),
         model=think_model_param,
         settings=config["think"],
     script:

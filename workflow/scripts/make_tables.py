@@ -24,5 +24,5 @@ with to_file(snakemake.log[0]):
         ),
         out_dir=snakemake.output.tables,
         figures_dir=snakemake.output.figures,
-        provenance=provenance(snakemake.config, snakemake.config["seed"]),
+        provenance=provenance(snakemake.config, snakemake.params.seed),
     )

@@ -51,6 +51,7 @@ from stylemerge.model_names import (
     diversity_models,
     lm_eval_models,
     lm_eval_tasks_for,
+    replicate_seeds,
     think_models,
 )
 
@@ -461,6 +462,20 @@ def estimate(
         name: config_model_size(name, model, overrides) for name, model in config["models"].items()
     }
     e = Estimate(config, sizes, config_data(config), assumptions, overrides)
-    for stage in (_pretrain, _proxy, _grpo, _merge, _think, _evaluate):
+    for stage in (_pretrain, _proxy):
         stage(e)
+    shared = len(e.rows)
+    for stage in (_grpo, _merge, _think, _evaluate):
+        stage(e)
+    # every stage from GRPO on runs once per replicate (seed); the others are shared
+    seeds = len(replicate_seeds(config))
+    if seeds > 1:
+        for row in e.rows[shared:]:
+            row.tokens *= seeds
+            row.flops *= seeds
+            row.gpu_hours *= seeds
+        for stage in ("grpo", "merge", "think", "evaluate"):
+            for key, value in e.requested.get(stage, {}).items():
+                e.requested[stage][key] = value * seeds
+        e.note(f"grpo, merge, think and evaluate run once per replicate: x{seeds} seeds")
     return e

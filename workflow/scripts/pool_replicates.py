@@ -1,0 +1,16 @@
+# Translation only: snakemake.* -> stylemerge.replicates.pool_replicates
+from stylemerge.joblog import to_file
+from stylemerge.provenance import provenance
+from stylemerge.replicates import pool_replicates
+
+with to_file(snakemake.log[0]):
+    pool_replicates(
+        dict(zip(snakemake.params.seeds, snakemake.params.replicates, strict=True)),
+        lm_eval=snakemake.input.lm_eval,
+        diversity=snakemake.input.diversity,
+        think=snakemake.input.think,
+        chosen=snakemake.params.chosen,
+        comparison=snakemake.params.comparison,
+        out_dir=snakemake.output[0],
+        provenance=provenance(snakemake.config, snakemake.config["seed"]),
+    )
