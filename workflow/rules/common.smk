@@ -36,18 +36,18 @@ REPLICATES = {model_names.replicate_dir(config, seed): seed for seed in SEEDS}
 
 def S(path):
     """A seed-dependent path under this run's results directory (wildcard {replicate})."""
-    return R("{replicate}" + path)
+    return R(f"{{replicate}}{path}")
 
 
 def SL(path):
     """A seed-dependent path under this run's logs directory."""
-    return L("{replicate}" + path)
+    return L(f"{{replicate}}{path}")
 
 
 def in_replicate(wildcards, path):
     """A seed-dependent path of the job's replicate (in input functions, which must return
     paths without wildcards)."""
-    return R(wildcards.replicate + path)
+    return R(f"{wildcards.replicate}{path}")
 
 
 def stage_job(settings, wildcards=None):
