@@ -690,6 +690,11 @@ def test_think_rows_added_by_the_run_are_not_comparable_and_a_floor_is_uninforma
     assert pd.isna(think["p_holm"])  # not part of the tested family
     gsm = rows[rows.index.str.startswith("gsm8k")].iloc[0]
     assert gsm["verdict"] == "uninformative" and "floor" in gsm["detail"]
+    # near the floor: 1/24 -> 1/24, no discordant problem, a zero-width interval
+    frames["gsm8k_think"] = frames["gsm8k_think"].assign(correct_original=1, correct_optimised=1)
+    rows = card_table(frames, reported(), "karcher", comparison="wave").set_index("claim")
+    gsm = rows[rows.index.str.startswith("gsm8k")].iloc[0]
+    assert gsm["verdict"] == "uninformative" and "zero-width interval" in gsm["detail"]
 
 
 def test_card_table_one_row_per_claim_with_its_verdict():

@@ -225,6 +225,8 @@ def _judge(rows: list[dict], family: Mapping) -> None:
             significant = row["p"] < alpha  # outside the family: unadjusted
         detectable = minimum_detectable(row["ci_low"], row["ci_high"], alpha, power)
         card = _number(row["card"])
+        if detectable == 0 and not row["_floor"]:  # e.g. no discordant problem at all
+            row["_floor"] = "no variation between the two (a zero-width interval)"
         informative = not row["_floor"] and not (
             card is not None and detectable is not None and detectable > abs(card)
         )
