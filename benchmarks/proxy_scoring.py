@@ -31,18 +31,7 @@ class WholeTensorScorer(ProxyScorer):
     @torch.no_grad()
     def mean_logprobs(self, prompts, completions):
         scores = []
-        pad = self.tokenizer.pad_token_id
-        pad = self.tokenizer.eos_token_id if pad is None else pad
-        pairs = [self._encode(p, c) for p, c in zip(prompts, completions, strict=True)]
-        for start in range(0, len(pairs), self.batch_size):
-            batch = pairs[start : start + self.batch_size]
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            target = torch.zeros((len(batch), width), dtype=torch.bool)
-            for row, (ids, n) in enumerate(batch):
-                input_ids[row, : len(ids)], mask[row, : len(ids)] = torch.tensor(ids), 1
-                target[row, max(len(ids) - n, 1) : len(ids)] = True
+        for _, input_ids, mask, target in self._batches(prompts, completions):
             logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1)
             token_logp = logp.gather(-1, input_ids[:, 1:, None])[..., 0]

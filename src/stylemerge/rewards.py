@@ -84,6 +84,25 @@ class ProxyScorer:
         ids_prompt = ids_prompt[-keep:] if keep > 0 else []
         return ids_prompt + ids_completion, len(ids_completion)
 
+    def _batches(self, prompts: Sequence[str], completions: Sequence[str]):
+        """Right-padded batches of prompt + completion ids: ``(pairs, input_ids, mask,
+        target)``, ``target`` marking the completion tokens that have a preceding token to
+        predict them from."""
+        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.eos_token_id if pad is None else pad
+        pairs = [self._encode(p, c) for p, c in zip(prompts, completions, strict=True)]
+        for start in range(0, len(pairs), self.batch_size):
+            batch = pairs[start : start + self.batch_size]
+            width = max(len(ids) for ids, _ in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            target = torch.zeros((len(batch), width), dtype=torch.bool)
+            for row, (ids, n_completion) in enumerate(batch):
+                input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                mask[row, : len(ids)] = 1
+                target[row, max(len(ids) - n_completion, 1) : len(ids)] = True
+            yield batch, input_ids, mask, target
+
     @torch.no_grad()
     def mean_logprobs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         """One value per completion; NaN where the completion is blank or has no token to
@@ -92,24 +111,11 @@ class ProxyScorer:
         if self._last is not None and self._last[0] == key:
             return list(self._last[1])
         scores: list[float] = []
-        pad = self.tokenizer.pad_token_id
-        pad = self.tokenizer.eos_token_id if pad is None else pad
-        pairs = [self._encode(p, c) for p, c in zip(prompts, completions, strict=True)]
-        for start in range(0, len(pairs), self.batch_size):
-            batch = pairs[start : start + self.batch_size]
-            width = max(len(ids) for ids, _ in batch)
+        for batch, input_ids, mask, target in self._batches(prompts, completions):
+            width = input_ids.shape[1]
             if width < 2:  # nothing to predict anywhere in this batch
                 scores.extend(math.nan for _ in batch)
                 continue
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            target = torch.zeros((len(batch), width), dtype=torch.bool)
-            for row, (ids, n_completion) in enumerate(batch):
-                input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                mask[row, : len(ids)] = 1
-                # score completion tokens that have a preceding token to predict them from
-                first = max(len(ids) - n_completion, 1)
-                target[row, first : len(ids)] = True
             input_ids, mask, target = (t.to(self.device) for t in (input_ids, mask, target))
             # logits only from the earliest scored token's predecessor on (the prompts' rows
             # are skipped in the vocabulary projection); a model without logits_to_keep
