@@ -259,6 +259,27 @@ def test_gsm8k_runs_only_on_the_models_its_table_reads_in_the_embedded_default(s
     assert "every task has models: think" in rejected(config, schema_path)
 
 
+def test_out_of_domain_lambada_needs_sources_the_run_does_not_train_on(schema_path):
+    config = load("smol.yaml")
+    lm_eval = validate_config(config, schema_path)["evaluate"]["lm_eval"]
+    assert "stylemerge_lambada_ood" in [t["name"] for t in lm_eval["tasks"]]
+    assert list(lm_eval["lambada_ood"]["sources"]) == ["wikipedia_english"]
+    config["evaluate"]["lm_eval"]["lambada_ood"]["sources"] = {
+        "bbc_news": {"type": "builtin"},
+        "fanfic": {"type": "builtin", "corpus": "ao3_english"},
+        "wiki": {"type": "builtin", "corpus": "wikipedia_english"},  # out of domain: fine
+    }
+    message = rejected(config, schema_path)
+    key = "evaluate.lm_eval.lambada_ood.sources"
+    assert f"'{key}.bbc_news': a domain of the run, not out-of-domain" in message
+    assert f"'{key}.fanfic': builtin corpus 'ao3_english' is domain 'ao3_english'" in message
+    assert "wiki'" not in message
+    del config["evaluate"]["lm_eval"]["lambada_ood"]
+    assert f"'{key}': stylemerge_lambada_ood is among the tasks but has no source" in rejected(
+        config, schema_path
+    )
+
+
 def test_a_run_without_prose_domains_drops_lambada_and_says_so(schema_path):
     config = load("config.yaml")
     config["domains"] = {"github_python": config["domains"]["github_python"]}

@@ -9,9 +9,11 @@ import yaml
 from conftest import ROOT, SCHEMA, TINY
 from stylemerge.config import validate_config
 from stylemerge.cost.cli import load_config, main, parse_params
+from stylemerge.cost.data import CHARS_PER_TOKEN
 from stylemerge.cost.jobs import mem_requests
 from stylemerge.cost.sizes import Architecture, CostError, known_models, model_size
 from stylemerge.cost.stages import Assumptions, estimate
+from stylemerge.lm_task_data import LAMBADA_OOD
 
 
 class CountingTokenizer:
@@ -201,15 +203,24 @@ def test_utilisation_scales_gpu_hours_not_flops(hand):
 def test_lm_eval_task_sizes_follow_limit_and_passages():
     config = validate_config(HAND, SCHEMA)
     lm = config["evaluate"]["lm_eval"]
-    lm["tasks"] = [{"name": "stylemerge_bpb"}, {"name": "stylemerge_lambada"}]
+    lm["tasks"] = [{"name": n} for n in ("stylemerge_bpb", "stylemerge_lambada", LAMBADA_OOD)]
     lm["lambada"].update(min_words=40, max_words=120, max_passages=10)
+    lm["lambada_ood"]["sources"] = {"wikipedia_english": {"type": "builtin"}}
     lm["limit"] = 2
     e = estimate(config, HAND_ASSUMPTIONS, {"org/base": N_BASE, "org/proxy": N_PROXY})
     tokens = {r.component: r.tokens for r in e.rows if r.item == "base"}
     # bpb: the first 2 of 5 held-out documents of 1000 tokens
     assert tokens["lm_eval stylemerge_bpb"] == 2000
-    # lambada: 2 passages (limit) of (40 + 120) / 2 words x 6 / 4 tokens per word
-    assert tokens["lm_eval stylemerge_lambada"] == 2 * 120
+    # lambada: 2 passages (limit) of (40 + 120) / 2 words x 6 / 4 tokens per word; the
+    # out-of-domain text too (the builtin corpus holds far more)
+    assert tokens["lm_eval stylemerge_lambada"] == tokens[f"lm_eval {LAMBADA_OOD}"] == 2 * 120
+    # without limit or cap: every passage of the out-of-domain corpus, at most all its text
+    lm["limit"] = lm["lambada"]["max_passages"] = None
+    e = estimate(config, HAND_ASSUMPTIONS, {"org/base": N_BASE, "org/proxy": N_PROXY})
+    whole = {r.component: r.tokens for r in e.rows if r.item == "base"}[f"lm_eval {LAMBADA_OOD}"]
+    corpus = ROOT / "src" / "stylemerge" / "corpus" / "wikipedia_english"
+    chars = sum(len(p.read_text().strip()) for p in corpus.glob("*.txt"))
+    assert 10 * 2 * 120 < whole <= chars / CHARS_PER_TOKEN
 
 
 def test_paper_config_estimates_every_stage_and_domain():

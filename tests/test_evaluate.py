@@ -9,12 +9,20 @@ import pytest
 import torch
 import yaml
 
-from conftest import ANSWER_PATTERN, ROOT, TEST_DOMAINS, extract_answer
+from conftest import ANSWER_PATTERN, ROOT, TEST_DOMAINS, extract_answer, read_jsonl
 from stylemerge import arithmetic
 from stylemerge.evaluate import evaluate_lm, hflm_class, lean_harness, make_hflm
 from stylemerge.files import sha256_file
 from stylemerge.job import JobSettings
-from stylemerge.lm_task_data import BPB, GSM8K, LAMBADA, lambada_passages, prepare_task_data
+from stylemerge.lm_task_data import (
+    BPB,
+    GSM8K,
+    LAMBADA,
+    LAMBADA_OOD,
+    TEMPLATES,
+    lambada_passages,
+    prepare_task_data,
+)
 from stylemerge.shards import read_shard, write_shard_index
 
 HARNESS_TASKS = Path(__import__("lm_eval").__file__).parent / "tasks"
@@ -57,7 +65,7 @@ def evaluated(tiny_base, shards, tmp_path_factory) -> tuple[Path, dict]:
     index = root / "results" / "shards" / "heldout_index.json"
     write_shard_index(shards["heldout"], index)
     snakemake = types.SimpleNamespace(
-        input=types.SimpleNamespace(model=str(tiny_base), heldout=str(index)),
+        input=types.SimpleNamespace(model=str(tiny_base), heldout=str(index), ood=[]),
         params=types.SimpleNamespace(
             job={
                 "seed": SEED,
@@ -159,6 +167,26 @@ def test_gsm8k_style_data_are_held_out_problems_with_train_shots(task_dir):
             HELDOUT_FRACTION,
             tasks=[LAMBADA],
         )
+
+
+def test_out_of_domain_lambada_task_reads_its_own_shards_outside_the_tag(shards, tmp_path):
+    """stylemerge_lambada_ood: the same passages and template, from the out-of-domain shards
+    (here bbc_news's train split, standing for text no domain trained on), under its own name
+    and outside the tag stylemerge; without those shards, a clear error."""
+    ood = {"elsewhere": shards["bbc_news"]["train"]}
+    written = prepare_task_data({}, tmp_path, SETTINGS, SEED, HELDOUT_FRACTION, [LAMBADA_OOD], ood)
+    task = yaml.safe_load((tmp_path / f"{LAMBADA_OOD}.yaml").read_text())
+    assert task["task"] == LAMBADA_OOD and "tag" not in task
+    assert (
+        task["doc_to_target"]
+        == yaml.safe_load((TEMPLATES / f"{LAMBADA}.yaml").read_text())["doc_to_target"]
+    )
+    docs = read_jsonl(written["tasks"][LAMBADA_OOD]["test"]["file"])
+    ids = {r["id"] for r in read_jsonl(shards["bbc_news"]["train"])}
+    assert docs and {d["document"] for d in docs} <= ids and len(docs) <= 12  # max_passages
+    assert {d["domain"] for d in docs} == {"elsewhere"}
+    with pytest.raises(ValueError, match="lambada_ood.sources"):
+        prepare_task_data({}, tmp_path / "x", SETTINGS, SEED, HELDOUT_FRACTION, [LAMBADA_OOD])
 
 
 def test_lambada_task_is_the_harness_lambada_openai_on_our_passages(task_dir):

@@ -8,6 +8,7 @@ from stylemerge import figures
 from stylemerge.figures import (
     diversity_models,
     make_figures,
+    one_lambada_text,
     quality_diversity,
     reward_curves,
     reward_history,
@@ -194,3 +195,19 @@ def test_quality_diversity_places_each_model_by_its_two_numbers(tmp_path, drawn)
     karcher = points[(points["model"] == "karcher") & (points["domain"] == "bbc_news")].iloc[0]
     assert (karcher["perplexity_ci_low"], karcher["perplexity_ci_high"]) == (17.0, 19.5)
     assert (karcher["distinct_1_ci_low"], karcher["distinct_1_ci_high"]) == (0.5, 0.6)
+
+
+def test_figures_draw_one_lambada_text_the_out_of_domain_where_there_is_one():
+    frame = pd.DataFrame(
+        {
+            "model": ["base", "karcher", "base", "karcher", "old"],
+            "text": ["out-of-domain"] * 2 + ["in-domain"] * 2 + [None],
+            "perplexity": [30.0, 29.0, 20.0, 14.0, None],
+        }
+    )
+    rows, text = one_lambada_text(frame)
+    assert text == "out-of-domain" and list(rows["perplexity"]) == [30.0, 29.0]
+    rows, text = one_lambada_text(frame[frame["text"] != "out-of-domain"])
+    assert text == "in-domain" and list(rows["perplexity"]) == [20.0, 14.0]
+    older = frame.drop(columns="text")  # a table from before the texts: whole
+    assert one_lambada_text(older)[0] is older

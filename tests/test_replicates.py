@@ -37,7 +37,8 @@ def test_seed_summary_counts_the_seeds_that_agree():
 
 def test_pooled_lambada_is_the_mean_effect_with_each_seeds_own():
     evals = {7: seed_evals(0.1, 7), 11: seed_evals(0.1, 11)}
-    row = pooled_lambada(evals, "karcher", None)
+    [row] = pooled_lambada(evals, "karcher", None)  # one text: the in-domain mirror
+    assert row["text"] == "in-domain"
     assert row["vs_base_seeds"] == 2 and row["vs_base_seeds_same_sign"] == 2
     assert row["documents"] == 6 and row["passages"] == 48
     # both seeds gain about 10 % in log-likelihood: perplexity falls about 9.5 %
@@ -48,7 +49,11 @@ def test_pooled_lambada_is_the_mean_effect_with_each_seeds_own():
 
 def test_two_seeds_of_opposite_sign_pool_to_not_significant():
     evals = {7: seed_evals(0.1, 7), 11: seed_evals(-0.1, 11)}
-    row = pooled_lambada(evals, "karcher", None)
+    for evals_ in evals.values():  # the same passages as out-of-domain text: the card's row
+        for result in evals_.values():
+            result["tasks"]["stylemerge_lambada_ood"] = result["tasks"]["stylemerge_lambada"]
+    row, in_domain = pooled_lambada(evals, "karcher", None)
+    assert (row["text"], in_domain["text"]) == ("out-of-domain", "in-domain")
     estimates = row["vs_base_seed_estimates"]
     assert "7: -" in estimates and "11: +" in estimates  # each seed alone: clear, opposite
     assert row["vs_base_ci_low_pct"] < 0 < row["vs_base_ci_high_pct"]

@@ -68,6 +68,19 @@ def test_builtin_shards_and_manifest(tmp_path, shard_settings):
     assert json.loads((out / "manifest.json").read_text()) == manifest
 
 
+def test_an_out_of_domain_source_is_held_out_whole(tmp_path, shard_settings):
+    """No train path: every kept document is held out (text the run never trains on)."""
+    whole, _, split = shard(tmp_path, {"type": "builtin"}, shard_settings, domain="ao3_english")
+    out = tmp_path / "ood"
+    manifest = build_shards(
+        {"type": "builtin"}, "ao3_english", shard_settings, None, out / "h.jsonl", out / "m.json"
+    )
+    assert list(manifest["splits"]) == ["heldout"] and manifest["heldout_fraction"] == 1.0
+    heldout = read_jsonl(out / "h.jsonl")
+    assert len(heldout) == manifest["counts"]["kept"] == whole["counts"]["kept"] > len(split)
+    assert not (out / "train.jsonl").exists()
+
+
 def test_builtin_corpus_can_be_named_explicitly(tmp_path, shard_settings):
     _, train, _ = shard(
         tmp_path, {"type": "builtin", "corpus": "arxiv_math"}, shard_settings, domain="maths"

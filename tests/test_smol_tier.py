@@ -36,7 +36,8 @@ def reduced_smol() -> dict:
     config["think"]["data"].update(train=8, heldout=4, shots=1)
     lm_eval = config["evaluate"]["lm_eval"]
     lm_eval.update(bootstrap_iters=0, samples=1, max_length=512)
-    lm_eval["tasks"][1]["num_fewshot"] = 1
+    next(t for t in lm_eval["tasks"] if t["name"] == "stylemerge_gsm8k")["num_fewshot"] = 1
+    # max_passages: of the in-domain (bbc_news) and the out-of-domain (wikipedia) text each
     lm_eval["lambada"].update(domains=["bbc_news"], max_passages=6)
     lm_eval["gsm8k"].update(train=4, heldout=3, max_gen_toks=16)
     lm_eval["bpb"]["max_documents"] = 2
@@ -90,6 +91,8 @@ def test_every_stage_ran_on_smollm2(smol_run):
     assert think["frozen_max_abs_change_overall"] == 0.0
     for table in ("card", "adapters", "lambada", "diversity", "think", "cost"):
         assert (results / "tables" / f"{table}.csv").is_file()
+    lambada = list(csv.DictReader((results / "tables" / "lambada.csv").open()))
+    assert {r["text"] for r in lambada} == {"out-of-domain", "in-domain"}
     ablation = list(csv.DictReader((results / "tables" / "ablation_mara.csv").open()))
     assert [(r["unit"], r["domain"]) for r in ablation] == [
         ("domain model", "bbc_news"),
@@ -97,7 +100,8 @@ def test_every_stage_ran_on_smollm2(smol_run):
         ("merge karcher", "bbc_news"),
         ("merge karcher", "github_python"),
     ]
-    assert all(r["diversity_verdict"] for r in ablation)
+    assert all(r["diversity_verdict"] and r["criterion"] for r in ablation)
+    assert [r["family"] for r in ablation] == ["primary"] * 2 + ["secondary"] * 2
     # nothing of this run outside its own directories
     assert sorted(p.name for p in (smol_run / "results").iterdir()) == ["smol"]
     assert sorted(p.name for p in (smol_run / "logs").iterdir()) == ["smol"]

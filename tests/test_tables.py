@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stylemerge.card import verdict
+from stylemerge.card import card_table, verdict
 from stylemerge.cost.benchmarks import cost_table
 from stylemerge.intervals import holm
 from stylemerge.tables import (
@@ -551,6 +551,47 @@ def test_lambada_intervals_resample_the_documents_passages_were_cut_from():
     assert clustered["ppl_change_vs_base_pct"] == pytest.approx(flat["ppl_change_vs_base_pct"])
     width = clustered["vs_base_ci_high_pct"] - clustered["vs_base_ci_low_pct"]
     assert width > 2 * (flat["vs_base_ci_high_pct"] - flat["vs_base_ci_low_pct"])
+
+
+def with_out_of_domain(result: dict, lls: list) -> dict:
+    """``result`` with an out-of-domain lambada task (stylemerge_lambada_ood) beside its own."""
+    ood = lm_eval(None, 0.3, lls=lls)["tasks"]["stylemerge_lambada"]
+    return {"tasks": {**result["tasks"], "stylemerge_lambada_ood": ood}}
+
+
+def test_lambada_rows_per_text_and_the_card_reads_the_out_of_domain_one():
+    """In-domain text gains 30 %, out-of-domain text 2 %: the table shows both, labelled; the
+    card's lambada_openai claim (book text no adapter trained on) reads the out-of-domain
+    row, and without one the in-domain row is not comparable, outside the Holm family."""
+    base, ood_base = noisy_lls(seed=1), noisy_lls(seed=6)
+    evals = {
+        "base": with_out_of_domain(lm_eval(None, 0.3, lls=base), ood_base),
+        "karcher": with_out_of_domain(
+            lm_eval(None, 0.3, lls=noisy_lls(shift=0.36, seed=2, base=base)),
+            noisy_lls(shift=0.02, seed=3, base=ood_base),
+        ),
+    }
+    frame = lambada_table(evals)
+    assert list(zip(frame["text"], frame["model"], strict=True)) == [
+        ("out-of-domain", "base"), ("out-of-domain", "karcher"),
+        ("in-domain", "base"), ("in-domain", "karcher"),
+    ]  # fmt: skip
+    change = frame.set_index(["text", "model"])["ppl_change_vs_base_pct"]
+    assert change["out-of-domain", "karcher"] == pytest.approx(-2, abs=0.5)
+    assert change["in-domain", "karcher"] == pytest.approx(-30, abs=1)
+    card = card_table({"lambada": frame}, reported(), "karcher").set_index("claim")
+    claim = card.loc["lambada perplexity vs base"]
+    assert claim["ours"] == change["out-of-domain", "karcher"]
+    assert claim["verdict"] != "not comparable" and claim["p_holm"] is not None
+    assert claim["detail"].startswith("out-of-domain text")
+    in_domain = frame[frame["text"] == "in-domain"]
+    claim = (
+        card_table({"lambada": in_domain}, reported(), "karcher")
+        .set_index("claim")
+        .loc["lambada perplexity vs base"]
+    )
+    assert claim["ours"] == change["in-domain", "karcher"] and claim["verdict"] == "not comparable"
+    assert pd.isna(claim["p_holm"]) and "no out-of-domain row" in claim["detail"]
 
 
 def test_gsm8k_wilson_intervals_and_exact_mcnemar():

@@ -27,6 +27,7 @@ REDUCED = {
     "evaluate": {
         "lm_eval": {
             "tasks": [
+                {"name": "stylemerge_lambada_ood"},  # ao3_english: no domain of this run
                 {"name": "stylemerge_lambada"},
                 # as in config/config.yaml: only where the gsm8k_think table reads it
                 {"name": "stylemerge_gsm8k", "num_fewshot": 1, "models": "think"},
@@ -36,6 +37,7 @@ REDUCED = {
             "bootstrap_iters": 0,
             "samples": 1,
             "lambada": {"domains": ["bbc_news"], "max_passages": 8},
+            "lambada_ood": {"sources": {"ao3_english": {"type": "builtin"}}},
             "gsm8k": {"train": 8, "heldout": 4, "max_gen_toks": 32},
             "bpb": {"max_documents": 2},
         },
@@ -279,7 +281,16 @@ def test_tables(workflow_run):
     adapters = pd.read_csv(tables / "adapters.csv")
     assert sorted(adapters["domain"]) == ["bbc_news", "notes"]
     assert sorted(pd.read_csv(tables / "merges.csv")["merge"]) == ["karcher", "karcher_deltas"]
-    lambada = pd.read_csv(tables / "lambada.csv").set_index("model")
+    both = pd.read_csv(tables / "lambada.csv")
+    # one row per model and text: out-of-domain (ao3_english, sharded whole) and in-domain
+    assert list(dict.fromkeys(both["text"])) == ["out-of-domain", "in-domain"]
+    ood = both[both["text"] == "out-of-domain"].set_index("model")
+    ood_shard = json.loads(
+        (workflow_run / "results" / "shards_ood" / "ao3_english" / "manifest.json").read_text()
+    )
+    assert list(ood_shard["splits"]) == ["heldout"] and ood_shard["heldout_fraction"] == 1.0
+    assert ood["documents"].max() > 1 and (ood["perplexity"] > 1).all()
+    lambada = both[both["text"] == "in-domain"].set_index("model")
     assert {"base", "karcher", "think_karcher", "domain_notes"} <= set(lambada.index)
     assert lambada.loc["base", "ppl_change_vs_base_pct"] == 0.0
     assert (lambada["perplexity"] > 1).all()
@@ -294,10 +305,12 @@ def test_tables(workflow_run):
     verdicts = {"agrees", "opposite", "not significant", "uninformative", "not measured"}
     assert set(card["verdict"]) <= verdicts
     assert (card["seeds"].dropna() == 1).all()  # one seed, and the card says so
-    # n is documents: the lambada mirror's passages come from fewer held-out documents
+    # the card reads the out-of-domain row; n is documents, fewer than the passages
     lambada_claim = card.set_index("claim").loc["lambada perplexity vs base"]
-    passages = int(lambada.loc["karcher", "passages"])
-    assert lambada_claim["n"] == lambada.loc["karcher", "documents"] < passages
+    assert lambada_claim["ours"] == pytest.approx(ood.loc["karcher", "ppl_change_vs_base_pct"])
+    assert "out-of-domain text" in lambada_claim["detail"]
+    passages = int(ood.loc["karcher", "passages"])
+    assert lambada_claim["n"] == ood.loc["karcher", "documents"] < passages
     assert f"{passages} passages" in lambada_claim["detail"]
     diversity = pd.read_csv(tables / "diversity.csv")
     assert set(diversity["domain"]) == {"bbc_news", "notes"}

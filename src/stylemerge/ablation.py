@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from stylemerge import intervals, per_document
-from stylemerge.tables import LAMBADA_TASKS, percent
+from stylemerge.lm_task_data import LAMBADA_TASKS, lambada_text
+from stylemerge.tables import percent
 
 ARM = "-mara"
 
@@ -223,7 +224,9 @@ def mara_ablation_table(
                 return per_document.values(evals[model], LAMBADA_TASKS, "perplexity", model=model)
 
             lambada = per_document.perplexity_change(lls(chosen), lls(chosen + ARM))
+            ran = per_document.task_entry(evals[chosen], LAMBADA_TASKS)
             for row in merge_rows:
+                row["lambada_text"] = lambada_text(ran[0]) if ran else None
                 row["lambada_ppl_mara_vs_plain_pct"] = (lambada or {}).get("value")
                 row["lambada_ppl_mara_vs_plain_ci"] = _ci(lambada, 1.0)
         rows.extend(merge_rows)

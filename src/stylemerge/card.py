@@ -17,7 +17,9 @@ seven or eight claims at 5 % each, about one run in three would call at least on
   card's figure;
 - ``not comparable``: measured differently from the card (the think rows' held-out
   cross-entropy when the run added the ``<think>`` tokens itself: new, untrained rows, not
-  the card's Qwen3 rows); no test;
+  the card's Qwen3 rows; lambada perplexity on in-domain text, when the run has no
+  out-of-domain lambada row: the card's ``lambada_openai`` is book text no adapter trained
+  on); no test;
 - ``not measured``: no value or no interval (no comparison model, a domain not in the run, a
   result from before per-document values were recorded);
 - ``unavailable``: the comparison model could not be evaluated (not found, or no safetensors
@@ -38,6 +40,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from stylemerge.intervals import holm, z_value
+from stylemerge.lm_task_data import IN_DOMAIN, OUT_OF_DOMAIN
 
 AGREES, OPPOSITE, NOT_SIGNIFICANT, NOT_MEASURED, UNAVAILABLE = (
     "agrees",
@@ -263,6 +266,20 @@ def _lookup(frame: pd.DataFrame, **keys) -> Mapping | None:
     return {k: (None if pd.isna(v) else v) for k, v in match.iloc[0].items()}
 
 
+def _lambada_row(frame: pd.DataFrame | None, model: str) -> Mapping | None:
+    """The lambada row the card's claim reads: the out-of-domain text's, else (a run without
+    one) the in-domain text's, which is then not comparable; a table without a ``text``
+    column (an older one) has one row per model."""
+    if frame is not None and "text" in frame:
+        for text in (OUT_OF_DOMAIN, IN_DOMAIN):
+            found = _lookup(frame, model=model, text=text)
+            measured = ("perplexity", "ppl_change_vs_base_pct")  # a table's, a pooled one's
+            if found is not None and any(found.get(k) is not None for k in measured):
+                return found
+        return None
+    return _lookup(frame, model=model)
+
+
 def _int(value) -> int | None:
     return None if _number(value) is None else int(value)
 
@@ -292,11 +309,17 @@ def card_table(
     (its claim's verdict is then ``unavailable``)."""
     model = chosen or "-"
     rows = []
-    lambada = _lookup(frames.get("lambada"), model=chosen) if chosen else None
+    lambada = _lambada_row(frames.get("lambada"), chosen) if chosen else None
+    in_domain = bool(lambada) and lambada.get("text") == IN_DOMAIN
 
     def lambada_found(prefix: str, column: str) -> dict | None:
         if lambada is None or lambada.get(column) is None:
             return None
+        passages = (
+            f"{_int(lambada.get('passages'))} passages"
+            if lambada.get("documents") is not None
+            else ""
+        )
         return {
             "ours": lambada[column],
             "ci_low": lambada.get(f"{prefix}_ci_low_pct"),
@@ -304,9 +327,20 @@ def card_table(
             "p": lambada.get(f"{prefix}_p"),
             "seed_columns": _seed_columns(lambada, f"{prefix}_"),
             "n": _int(lambada.get("documents") or lambada.get("passages")),
-            "detail": f"{_int(lambada.get('passages'))} passages"
-            if lambada.get("documents") is not None
-            else "",
+            "comparable": not in_domain,
+            "detail": "; ".join(
+                x
+                for x in (
+                    f"{lambada['text']} text" if lambada.get("text") else "",
+                    passages,
+                    "in-domain text (the domains the adapters trained on), where the card's "
+                    "lambada_openai is book text none trained on; this run has no out-of-domain "
+                    "row (evaluate.lm_eval.lambada_ood)"
+                    if in_domain
+                    else "",
+                )
+                if x
+            ),
         }
 
     over_documents = "paired bootstrap over documents"

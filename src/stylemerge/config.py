@@ -23,6 +23,7 @@ SOURCE_KEY = "source"
 LAMBADA_DOMAINS = ("evaluate", "lm_eval", "lambada", "domains")
 DOMAIN_DEFAULTS = (LAMBADA_DOMAINS,)
 LAMBADA_TASKS = ("stylemerge", "stylemerge_lambada")  # the packaged tasks that hold lambada
+LAMBADA_OOD_TASK = "stylemerge_lambada_ood"  # its out-of-domain sibling (lambada_ood.sources)
 # what the tag "stylemerge" is without lambada (stylemerge.lm_tasks)
 PACKAGED_WITHOUT_LAMBADA = ("stylemerge_gsm8k", "stylemerge_bpb")
 # Schema annotation: a user-given object is merged over the default object, not instead of it.
@@ -342,13 +343,43 @@ def _lambada_errors(config: Mapping) -> list[str]:
             "config key 'evaluate.lm_eval.tasks': every task has models: think, so the other "
             "models lm-eval scores would run none; let one task run on all models"
         ]
+    problems = _lambada_ood_errors(config, lm_eval)
     if not any(task["name"] in LAMBADA_TASKS for task in lm_eval.get("tasks") or []):
-        return []
+        return problems
     wanted, run = _get(config, LAMBADA_DOMAINS) or [], set(config.get("domains") or {})
     missing = [d for d in wanted if d not in run]
     if missing:
-        return [f"config key '{_key(LAMBADA_DOMAINS)}': {', '.join(missing)} not among the domains"]
-    return []
+        problems.append(
+            f"config key '{_key(LAMBADA_DOMAINS)}': {', '.join(missing)} not among the domains"
+        )
+    return problems
+
+
+def _builtin_corpus(source: Mapping, name: str) -> str | None:
+    return (source.get("corpus") or name) if source.get("type") == "builtin" else None
+
+
+def _lambada_ood_errors(config: Mapping, lm_eval: Mapping) -> list[str]:
+    """The out-of-domain lambada task needs sources, none of them text the run trains on."""
+    key = "evaluate.lm_eval.lambada_ood.sources"
+    sources = (lm_eval.get("lambada_ood") or {}).get("sources") or {}
+    if not any(t["name"] == LAMBADA_OOD_TASK for t in lm_eval.get("tasks") or []):
+        return []  # not evaluated (an overlay that adds the sources' domains drops the task)
+    if not sources:
+        return [f"config key '{key}': {LAMBADA_OOD_TASK} is among the tasks but has no source"]
+    domains = config.get("domains") or {}
+    corpora = {_builtin_corpus(d.get(SOURCE_KEY) or {}, n): n for n, d in domains.items()}
+    corpora.pop(None, None)  # domains of local or hub text
+    problems = []
+    for name, source in sources.items():
+        if name in domains:
+            problems.append(f"config key '{key}.{name}': a domain of the run, not out-of-domain")
+        elif (corpus := _builtin_corpus(source, name)) in corpora:
+            problems.append(
+                f"config key '{key}.{name}': builtin corpus {corpus!r} is domain "
+                f"{corpora[corpus]!r}'s text, not out-of-domain"
+            )
+    return problems
 
 
 def _mara_errors(config: Mapping) -> list[str]:

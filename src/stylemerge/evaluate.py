@@ -416,6 +416,7 @@ def run_lm_eval(
     settings: Mapping,
     heldout_fraction: float,
     scratch_dir: str | Path | None = None,
+    ood_shards: Mapping[str, str | Path] | None = None,
 ) -> dict:
     """The ``evaluate_lm`` step: write the packaged tasks' data when ``settings["tasks"]``
     names any (in a temporary directory under ``scratch_dir``, removed afterwards; the result
@@ -423,7 +424,8 @@ def run_lm_eval(
 
     ``settings``: the config's ``evaluate.lm_eval`` section.  ``heldout_fraction``: the think
     stage's (``think.data.heldout_fraction``), so the arithmetic test problems are held out of
-    its training traces."""
+    its training traces.  ``ood_shards``: the out-of-domain sources' shards (the
+    ``stylemerge_lambada_ood`` task's text)."""
     tasks = settings["tasks"]
     if backend(settings) == "vllm":  # before the task data are written
         require_vllm("evaluate.lm_eval.backend: vllm")
@@ -436,7 +438,7 @@ def run_lm_eval(
             # the tag stylemerge: every packaged task but those named beside it
             wanted = tuple(local) if PREFIX not in local else (LAMBADA, GSM8K, BPB, *local)
             task_data = prepare_task_data(
-                heldout_shards, tmp, settings, job.seed, heldout_fraction, wanted
+                heldout_shards, tmp, settings, job.seed, heldout_fraction, wanted, ood_shards
             )
             include_path = task_data["include_path"]
         return evaluate_lm(job, model_ref, out_json, settings, include_path, task_data)

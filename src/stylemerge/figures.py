@@ -4,7 +4,8 @@
   ``log_history.csv``);
 - ``diversity_by_domain.png``: distinct-1 per domain for every evaluated model, with the
   bootstrap interval;
-- ``perplexity_by_model.png``: lambada perplexity per evaluated model;
+- ``perplexity_by_model.png``: lambada perplexity per evaluated model (the out-of-domain
+  text where the run has it, as the card's claim: :func:`one_lambada_text`);
 - ``quality_diversity.png``: the quality/diversity trade-off, every model with both numbers
   placed by lambada perplexity (x) against distinct-1 (y), one panel per domain, with the
   intervals of both (:func:`quality_diversity_points`).
@@ -112,12 +113,17 @@ def perplexity_by_model(frame: pd.DataFrame, out: str | Path) -> Path:
         ax.axhline(float(base.iloc[0]), color="k", linestyle="--", linewidth=1, label="base")
         ax.legend()
     ax.set_yscale("log")  # tiny models sit orders of magnitude apart
-    ax.set_ylabel("lambada perplexity (log scale)")
+    ax.set_ylabel(f"lambada perplexity{_text_label(frame)} (log scale)")
     ax.set_title("lambada perplexity by model (lower is better)")
     ax.tick_params(axis="x", rotation=60)
     for label in ax.get_xticklabels():
         label.set_horizontalalignment("right")
     return _save(fig, out)
+
+
+def _text_label(frame: pd.DataFrame) -> str:
+    texts = frame["text"].dropna().unique() if "text" in frame else []
+    return f", {texts[0]} text" if len(texts) == 1 else ""
 
 
 def quality_diversity_points(lambada: pd.DataFrame, diversity: pd.DataFrame) -> pd.DataFrame:
@@ -178,7 +184,9 @@ def quality_diversity(
         if log_x:  # tiny models sit orders of magnitude apart
             ax.set_xscale("log")
         ax.set_title(domain, fontsize=10)
-        ax.set_xlabel("lambada perplexity" + (" (log scale)" if log_x else ""))
+        ax.set_xlabel(
+            f"lambada perplexity{_text_label(lambada)}" + (" (log scale)" if log_x else "")
+        )
         ax.set_ylabel("distinct-1")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(domains) :]:
@@ -203,6 +211,20 @@ def diversity_models(models: list[str], chosen: str | None) -> list[str]:
     return [m for m in keep if m in models] or sorted(models)
 
 
+def one_lambada_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows of one lambada text, and its name: the out-of-domain text (the card's) where
+    any model has it, else the in-domain one; a table without ``text`` (an older one) whole."""
+    from stylemerge.lm_task_data import LAMBADA_TEXTS
+
+    if "text" not in frame:
+        return frame, ""
+    for text in LAMBADA_TEXTS:
+        rows = frame[frame["text"] == text]
+        if rows["perplexity"].notna().any():
+            return rows, text
+    return frame.iloc[0:0], ""
+
+
 def make_figures(
     adapters: list[str | Path],
     lambada: pd.DataFrame,
@@ -216,6 +238,7 @@ def make_figures(
     if len(diversity):
         models = diversity_models(sorted(diversity["model"].unique()), chosen)
         paths.append(diversity_by_domain(diversity, out_dir / "diversity_by_domain.png", models))
+    lambada, _ = one_lambada_text(lambada)  # one bar and one point per model
     if len(lambada):
         paths.append(perplexity_by_model(lambada, out_dir / "perplexity_by_model.png"))
     if len(lambada) and len(diversity):

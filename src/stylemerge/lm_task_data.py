@@ -8,7 +8,11 @@ harness's own, with only the data set changed; :func:`prepare_task_data` writes 
 (indexing every harness task costs ~10 s):
 
 - ``stylemerge_lambada``: ``lambada_openai`` on passages of held-out shard text whose last word
-  is the target (:func:`lambada_passages`), from the configured (prose) domains;
+  is the target (:func:`lambada_passages`), from the configured (prose) domains: in-domain
+  text, of domains the adapters trained on;
+- ``stylemerge_lambada_ood``: the same passages from text of no domain of the run (the
+  ``evaluate.lm_eval.lambada_ood`` sources, sharded whole): out-of-domain text, as the card's
+  ``lambada_openai`` (book text) is to its adapters.  Not in the tag ``stylemerge``;
 - ``stylemerge_gsm8k``: ``gsm8k`` (3-shot) on the arithmetic problems of
   :mod:`stylemerge.arithmetic`: held-out problems as test documents, train problems as the
   few-shot pool, answers ``<think> reasoning </think> #### N``;
@@ -42,6 +46,19 @@ TEMPLATES = Path(__file__).parent / "lm_tasks"
 PREFIX = "stylemerge"  # packaged task names start with this; anything else is a harness task
 LAMBADA, GSM8K, BPB = "stylemerge_lambada", "stylemerge_gsm8k", "stylemerge_bpb"
 GSM8K_THINK = "stylemerge_gsm8k_think"
+LAMBADA_OOD = "stylemerge_lambada_ood"
+# The lambada tasks by the text they score.  The card's lambada_openai is book text that no
+# adapter trained on: its claim maps to the out-of-domain row, and the in-domain mirror (text
+# of the domains the adapters fitted) is shown beside it, labelled, never in its place.
+OUT_OF_DOMAIN, IN_DOMAIN = "out-of-domain", "in-domain"
+LAMBADA_TEXTS = {OUT_OF_DOMAIN: ("lambada_openai", LAMBADA_OOD), IN_DOMAIN: (LAMBADA,)}
+LAMBADA_TASKS = (*LAMBADA_TEXTS[OUT_OF_DOMAIN], *LAMBADA_TEXTS[IN_DOMAIN])  # out-of-domain first
+
+
+def lambada_text(task: str) -> str:
+    """Which text a lambada task scores (a key of :data:`LAMBADA_TEXTS`)."""
+    return next(text for text, tasks in LAMBADA_TEXTS.items() if task in tasks)
+
 
 # --- lambada-style passages ---------------------------------------------------------------------
 
@@ -85,18 +102,24 @@ def lambada_passages(text: str, min_words: int, max_words: int) -> list[str]:
     return passages
 
 
-def lambada_documents(heldout_shards: Mapping[str, str | Path], settings: Mapping) -> list[dict]:
-    """Passages of the held-out shards of ``settings["domains"]``, interleaved (first passage
-    of every document, then every second passage, ...) so that a ``limit`` or ``max_passages``
-    keeps passages of many documents; at most ``max_passages`` (null: all)."""
-    missing = [d for d in settings["domains"] if d not in heldout_shards]
+def lambada_documents(
+    heldout_shards: Mapping[str, str | Path],
+    settings: Mapping,
+    domains: Sequence[str] | None = None,
+) -> list[dict]:
+    """Passages of the held-out shards of ``domains`` (default ``settings["domains"]``),
+    interleaved (first passage of every document, then every second passage, ...) so that a
+    ``limit`` or ``max_passages`` keeps passages of many documents; at most ``max_passages``
+    (null: all)."""
+    domains = list(settings["domains"] if domains is None else domains)
+    missing = [d for d in domains if d not in heldout_shards]
     if missing:
         raise ValueError(
             f"evaluate lambada domains {missing} have no held-out shard (domains with one: "
             f"{', '.join(sorted(heldout_shards))})"
         )
     per_document = []
-    for domain in settings["domains"]:
+    for domain in domains:
         for number, record in enumerate(read_shard(heldout_shards[domain])):
             passages = lambada_passages(
                 record["text"], settings["min_words"], settings["max_words"]
@@ -118,7 +141,7 @@ def lambada_documents(heldout_shards: Mapping[str, str | Path], settings: Mappin
         docs = docs[: settings["max_passages"]]
     if not docs:
         raise ValueError(
-            f"no lambada passages in the held-out shards of {settings['domains']} "
+            f"no lambada passages in the held-out shards of {domains} "
             f"({settings['min_words']} to {settings['max_words']} words ending a sentence in a "
             "plain word); lower lambada.min_words or raise max_words"
         )
@@ -171,11 +194,13 @@ def prepare_task_data(
     seed: int,
     heldout_fraction: float,
     tasks: Sequence[str] = (LAMBADA, GSM8K, BPB),
+    ood_shards: Mapping[str, str | Path] | None = None,
 ) -> dict:
     """Write the data and task YAMLs of the packaged tasks named in ``tasks`` to ``out_dir``;
     return ``{"include_path": out_dir, "tasks": {task: {split: {file, documents, sha256}}}}``.
 
-    ``heldout_shards``: domain -> held-out shard.  ``settings``: the ``lambada``
+    ``heldout_shards``: domain -> held-out shard; ``ood_shards``: out-of-domain source ->
+    its shard (every document; :data:`LAMBADA_OOD`'s text).  ``settings``: the ``lambada``
     (``domains``, ``min_words``, ``max_words``, ``max_passages``), ``gsm8k`` (``train``,
     ``heldout``, ``max_gen_toks``), ``gsm8k_think`` (:func:`gsm8k_think_data`'s settings,
     ``max_gen_toks``) and ``bpb`` (``max_documents``) sections.  ``seed`` and
@@ -187,15 +212,26 @@ def prepare_task_data(
     data, cache = out / "data", str(out / "datasets_cache")
     written: dict[str, dict] = {}
 
-    if LAMBADA in tasks:
+    for name in (LAMBADA, LAMBADA_OOD):
+        if name not in tasks:
+            continue
+        ood = name == LAMBADA_OOD  # every source's whole shard, not the run's held-out ones
+        if ood and not ood_shards:
+            raise ValueError(
+                f"{LAMBADA_OOD}: no out-of-domain text (set evaluate.lm_eval.lambada_ood.sources)"
+            )
+        shards = ood_shards if ood else heldout_shards
+        docs = lambada_documents(shards, settings["lambada"], list(shards) if ood else None)
+        written[name] = {"test": _data_file(data / f"{name[len(PREFIX) + 1 :]}_test.jsonl", docs)}
         config = _template(LAMBADA)
-        docs = lambada_documents(heldout_shards, settings["lambada"])
-        written[LAMBADA] = {"test": _data_file(data / "lambada_test.jsonl", docs)}
+        if ood:  # the mirror's template under its own name, outside the tag stylemerge
+            config["task"] = name
+            del config["tag"]
         config["dataset_kwargs"] = {
-            "data_files": {"test": written[LAMBADA]["test"]["file"]},
+            "data_files": {"test": written[name]["test"]["file"]},
             "cache_dir": cache,
         }
-        _write_task(out / f"{LAMBADA}.yaml", config)
+        _write_task(out / f"{name}.yaml", config)
 
     if GSM8K in tasks:
         gsm = settings["gsm8k"]

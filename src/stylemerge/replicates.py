@@ -35,10 +35,10 @@ from stylemerge import intervals, per_document
 from stylemerge.availability import available_results
 from stylemerge.card import card_table
 from stylemerge.files import read_json, write_json
+from stylemerge.lm_task_data import LAMBADA_TEXTS
 
 log = logging.getLogger(__name__)
 
-LAMBADA_TASKS = ("lambada_openai", "stylemerge_lambada")
 ITERS, SEED, CI = per_document.ITERS, per_document.SEED, per_document.CI
 
 
@@ -88,33 +88,44 @@ def _per_seed(pooled: Mapping, function, *others) -> dict[int, float | None]:
     return estimates
 
 
-def pooled_lambada(evals_by_seed: Mapping[int, Mapping], model: str, comparison: str | None):
-    """One lambada row of ``model``: perplexity change vs the base and vs ``comparison``."""
-    own = _values(evals_by_seed, model, LAMBADA_TASKS, "perplexity")
-    row: dict = {"model": model}
-    for prefix, other in (("vs_base", "base"), ("vs_comparison", comparison)):
-        ref = _values(evals_by_seed, other, LAMBADA_TASKS, "perplexity") if other else None
-        change = per_document.perplexity_change(ref, own) if ref and own else None
-        seeds = (
-            _per_seed(ref, lambda r, o, **kw: per_document.perplexity_change(r, o, **kw), own)
-            if change
-            else {}
-        )
-        value = (change or {}).get("value")
-        row.update(
+def pooled_lambada(
+    evals_by_seed: Mapping[int, Mapping], model: str, comparison: str | None
+) -> list[dict]:
+    """The lambada rows of ``model``, one per text any seed scored it on (``text``:
+    out-of-domain, then in-domain): perplexity change vs the base and vs ``comparison``."""
+    rows = []
+    for text, tasks in LAMBADA_TEXTS.items():
+        own = _values(evals_by_seed, model, tasks, "perplexity")
+        if own is None:
+            continue
+        row: dict = {"model": model, "text": text}
+        for prefix, other in (("vs_base", "base"), ("vs_comparison", comparison)):
+            ref = _values(evals_by_seed, other, tasks, "perplexity") if other else None
+            change = per_document.perplexity_change(ref, own) if ref else None
+            seeds = (
+                _per_seed(ref, lambda r, o, **kw: per_document.perplexity_change(r, o, **kw), own)
+                if change
+                else {}
+            )
+            value = (change or {}).get("value")
+            row.update(
+                {
+                    f"ppl_change_{prefix}_pct": value,
+                    f"{prefix}_ci_low_pct": (change or {}).get("ci_low"),
+                    f"{prefix}_ci_high_pct": (change or {}).get("ci_high"),
+                    f"{prefix}_p": (change or {}).get("p_value"),
+                    **{f"{prefix}_{k}": v for k, v in seed_summary(value, seeds).items()},
+                }
+            )
+        rows.append(
             {
-                f"ppl_change_{prefix}_pct": value,
-                f"{prefix}_ci_low_pct": (change or {}).get("ci_low"),
-                f"{prefix}_ci_high_pct": (change or {}).get("ci_high"),
-                f"{prefix}_p": (change or {}).get("p_value"),
-                **{f"{prefix}_{k}": v for k, v in seed_summary(value, seeds).items()},
+                **row,
+                "passages": len(own["values"]),
+                "documents": len(set(own["document"])),  # the same in every seed
+                "seeds": len(set(own["seed"])),
             }
         )
-    if own is not None:
-        row["passages"] = len(own["values"])
-        row["documents"] = len(set(own["document"]))  # the same in every seed
-        row["seeds"] = len(set(own["seed"]))
-    return row
+    return rows or [{"model": model}]
 
 
 def pooled_gsm8k(evals_by_seed: Mapping[int, Mapping], original: str, optimised: str) -> dict:
@@ -310,7 +321,7 @@ def pooled_frames(
     """The frames the card reads (``lambada``, ``diversity``, ``gsm8k_think``, ``think``), for
     the ``chosen`` merge, pooled over the seeds."""
     return {
-        "lambada": pd.DataFrame([pooled_lambada(evals_by_seed, chosen, comparison)]),
+        "lambada": pd.DataFrame(pooled_lambada(evals_by_seed, chosen, comparison)),
         "diversity": pd.DataFrame(pooled_diversity(generations_by_seed, chosen)),
         "gsm8k_think": pd.DataFrame([pooled_gsm8k(evals_by_seed, chosen, f"think_{chosen}")]),
         "think": pd.DataFrame([pooled_think(think_by_seed, chosen)]),

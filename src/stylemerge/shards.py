@@ -2,7 +2,9 @@
 
 A shard is JSONL, one document per line: ``{"id", "domain", "text", "origin", "truncated"}``.
 The split is a pure function of the document id (:func:`is_heldout`), so adding documents to
-a source never moves the ones already there from one split to the other.
+a source never moves the ones already there from one split to the other.  An out-of-domain
+source (text of no domain of the run: ``evaluate.lm_eval.lambada_ood``) has no train split:
+every document is held out.
 """
 
 from __future__ import annotations
@@ -72,16 +74,19 @@ def build_shards(
     source: Mapping,
     domain: str,
     settings: Mapping,
-    train_path: str | Path,
+    train_path: str | Path | None,
     heldout_path: str | Path,
     manifest_path: str | Path,
     provenance: Mapping | None = None,
 ) -> dict:
-    """Read ``source``, write the two splits and the manifest; return the manifest."""
+    """Read ``source``, write the two splits and the manifest; return the manifest.  With no
+    ``train_path`` (an out-of-domain source) every document goes to the held-out split."""
     counts: Counter = Counter()
-    splits: dict[str, list[dict]] = {name: [] for name in SPLITS}
+    ood = train_path is None
+    fraction = 1.0 if ood else settings["heldout_fraction"]
+    splits: dict[str, list[dict]] = {name: [] for name in (("heldout",) if ood else SPLITS)}
     for doc, truncated in filter_documents(read_source(source, domain), settings, counts):
-        split = "heldout" if is_heldout(doc.id, settings["heldout_fraction"]) else "train"
+        split = "heldout" if ood or is_heldout(doc.id, fraction) else "train"
         splits[split].append(
             {
                 "id": doc.id,
@@ -103,18 +108,22 @@ def build_shards(
         if not docs:
             raise DataError(
                 f"domain {domain!r}: the {name} split is empty ({kept} documents kept, "
-                f"heldout_fraction={settings['heldout_fraction']}); add documents or change "
+                f"heldout_fraction={fraction}); add documents or change "
                 f"shards.heldout_fraction"
             )
 
-    paths = {"train": Path(train_path), "heldout": Path(heldout_path)}
+    paths = (
+        {"heldout": Path(heldout_path)}
+        if ood
+        else {"train": Path(train_path), "heldout": Path(heldout_path)}
+    )
     for name, docs in splits.items():
         write_jsonl(paths[name], docs)
     manifest = {
         "domain": domain,
         "source": dict(source),
         "filters": filters,
-        "heldout_fraction": settings["heldout_fraction"],
+        "heldout_fraction": fraction,
         "counts": {
             "read": counts["read"],
             "kept": kept,

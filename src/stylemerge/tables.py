@@ -21,6 +21,7 @@ from stylemerge.availability import available_results, mark_unavailable
 from stylemerge.card import card_table
 from stylemerge.cost.benchmarks import cost_table
 from stylemerge.files import read_json, write_json
+from stylemerge.lm_task_data import LAMBADA_TEXTS
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,6 @@ def think_table(think: Mapping[str, Mapping]) -> pd.DataFrame:
 
 
 # lm-eval task names: the harness's own (paper scale) first, then the packaged mirrors.
-LAMBADA_TASKS = ("lambada_openai", "stylemerge_lambada")
 GSM8K_TASKS = ("gsm8k", "stylemerge_gsm8k")
 GSM8K_PROMPTS = {"think tags": ("stylemerge_gsm8k_think", "stylemerge_gsm8k"), "stock": ("gsm8k",)}
 BPB_TASKS = ("uncheatable_eval_{domain}", "stylemerge_bpb_{domain}")
@@ -156,50 +156,52 @@ def task_metric(result: Mapping, tasks, metric: str, filter_: str = "none") -> f
 
 
 def lambada_table(evals: Mapping[str, Mapping], comparison: str | None = None) -> pd.DataFrame:
-    """Per model: lambada perplexity and accuracy, % change vs the base and vs the comparison
-    model (paired, the same passages), with the card's figures beside them.  Intervals are
-    bootstraps over the documents the passages were cut from (``documents``), not over the
-    passages."""
+    """Per text (``text``: out-of-domain, the card's ``lambada_openai`` claim, then in-domain,
+    :data:`stylemerge.lm_task_data.LAMBADA_TEXTS`) and model: lambada perplexity and accuracy,
+    % change vs the base and vs the comparison model (paired, the same passages), with the
+    card's figures beside them; a text no model ran has no rows.  Intervals are bootstraps
+    over the documents the passages were cut from (``documents``), not over the passages."""
     card = reported()
-
-    lls = {  # each model's per-passage log-likelihoods (None, with a warning, if missing)
-        model: per_document.values(result, LAMBADA_TASKS, "perplexity", model=model)
-        for model, result in evals.items()
-        if task_metric(result, LAMBADA_TASKS, "perplexity") is not None
-    }
-    base = task_metric(evals.get("base", {}), LAMBADA_TASKS, "perplexity")
-    other = (
-        task_metric(evals.get(comparison, {}), LAMBADA_TASKS, "perplexity") if comparison else None
-    )
-    base_lls, other_lls = lls.get("base"), lls.get(comparison)
     rows = []
-    for model, result in evals.items():
-        ppl = task_metric(result, LAMBADA_TASKS, "perplexity")
-        own = lls.get(model)
-        ppl_ci = per_document.perplexity(own) or {}
-        vs_base = per_document.perplexity_change(base_lls, own) or {}
-        vs_other = per_document.perplexity_change(other_lls, own) or {}
-        rows.append(
-            {
-                "model": model,
-                "perplexity": ppl,
-                "perplexity_ci_low": ppl_ci.get("ci_low"),
-                "perplexity_ci_high": ppl_ci.get("ci_high"),
-                "acc": task_metric(result, LAMBADA_TASKS, "acc"),
-                "passages": _documents(result, LAMBADA_TASKS),
-                "documents": ppl_ci.get("n"),
-                "ppl_change_vs_base_pct": pct_change(ppl, base),
-                "vs_base_ci_low_pct": vs_base.get("ci_low"),
-                "vs_base_ci_high_pct": vs_base.get("ci_high"),
-                "vs_base_p": vs_base.get("p_value"),
-                "ppl_change_vs_comparison_pct": pct_change(ppl, other),
-                "vs_comparison_ci_low_pct": vs_other.get("ci_low"),
-                "vs_comparison_ci_high_pct": vs_other.get("ci_high"),
-                "vs_comparison_p": vs_other.get("p_value"),
-                "reported_vs_base_pct": card["lambada_perplexity_change_vs_base"],
-                "reported_vs_comparison_pct": card["lambada_perplexity_change_vs_comparison"],
-            }
-        )
+    for text, tasks in LAMBADA_TEXTS.items():
+        lls = {  # each model's per-passage log-likelihoods (None, with a warning, if missing)
+            model: per_document.values(result, tasks, "perplexity", model=model)
+            for model, result in evals.items()
+            if task_metric(result, tasks, "perplexity") is not None
+        }
+        if not lls:
+            continue
+        base = task_metric(evals.get("base", {}), tasks, "perplexity")
+        other = task_metric(evals.get(comparison, {}), tasks, "perplexity") if comparison else None
+        base_lls, other_lls = lls.get("base"), lls.get(comparison)
+        for model, result in evals.items():
+            ppl = task_metric(result, tasks, "perplexity")
+            own = lls.get(model)
+            ppl_ci = per_document.perplexity(own) or {}
+            vs_base = per_document.perplexity_change(base_lls, own) or {}
+            vs_other = per_document.perplexity_change(other_lls, own) or {}
+            rows.append(
+                {
+                    "model": model,
+                    "text": text,
+                    "perplexity": ppl,
+                    "perplexity_ci_low": ppl_ci.get("ci_low"),
+                    "perplexity_ci_high": ppl_ci.get("ci_high"),
+                    "acc": task_metric(result, tasks, "acc"),
+                    "passages": _documents(result, tasks),
+                    "documents": ppl_ci.get("n"),
+                    "ppl_change_vs_base_pct": pct_change(ppl, base),
+                    "vs_base_ci_low_pct": vs_base.get("ci_low"),
+                    "vs_base_ci_high_pct": vs_base.get("ci_high"),
+                    "vs_base_p": vs_base.get("p_value"),
+                    "ppl_change_vs_comparison_pct": pct_change(ppl, other),
+                    "vs_comparison_ci_low_pct": vs_other.get("ci_low"),
+                    "vs_comparison_ci_high_pct": vs_other.get("ci_high"),
+                    "vs_comparison_p": vs_other.get("p_value"),
+                    "reported_vs_base_pct": card["lambada_perplexity_change_vs_base"],
+                    "reported_vs_comparison_pct": card["lambada_perplexity_change_vs_comparison"],
+                }
+            )
     return pd.DataFrame(rows)
 
 

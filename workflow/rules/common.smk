@@ -22,6 +22,9 @@ def L(path):
 
 
 DOMAINS = list(config["domains"])
+# Out-of-domain text (evaluate.lm_eval.lambada_ood.sources): sharded whole, never trained on;
+# the stylemerge_lambada_ood task's passages, the row the card's lambada_openai claim maps to.
+OOD_SOURCES = config["evaluate"]["lm_eval"]["lambada_ood"]["sources"]
 # The config's part of every job's stylemerge.job.JobSettings (seed, device, safety switches):
 # a param of each rule that takes one, so that changing it reruns those jobs.
 JOB = {key: config[key] for key in JOB_CONFIG_KEYS}
@@ -115,6 +118,7 @@ wildcard_constraints:
     eval_model=_one_of(EVAL_MODELS),
     arm="(" + "|".join(map(re.escape, ARMS)) + ")",  # "" (the recipe) or "-mara"
     split="train|heldout",
+    ood=_one_of(OOD_SOURCES),
     replicate="(" + "|".join(map(re.escape, REPLICATES)) + ")",  # "" or seeds/<seed>/
 
 
@@ -169,10 +173,23 @@ def attempt_scaled(minutes):
 
 
 def source_files(wildcards):
-    """Files a domain's source reads, so that editing them reruns the domain."""
+    """Files a domain's (or an out-of-domain source's) source reads, so that editing them
+    reruns it."""
     from stylemerge.sources import source_files as files
 
+    if "ood" in wildcards.keys():
+        return files(OOD_SOURCES[wildcards.ood], wildcards.ood)
     return files(config["domains"][wildcards.domain]["source"], wildcards.domain)
+
+
+def ood_shards(wildcards):
+    """The out-of-domain shards, for a model whose tasks include stylemerge_lambada_ood."""
+    from stylemerge.lm_task_data import LAMBADA_OOD
+
+    tasks = lm_eval_settings(wildcards)["tasks"]
+    if not any(task["name"] == LAMBADA_OOD for task in tasks):
+        return []
+    return expand(R("shards_ood/{ood}/heldout.jsonl"), ood=OOD_SOURCES)
 
 
 def think_input(wildcards):

@@ -19,6 +19,28 @@ rule build_shards:
         "../scripts/build_shards.py"
 
 
+# An out-of-domain source (evaluate.lm_eval.lambada_ood.sources) is sharded whole: no train
+# split, every document held out (stylemerge.shards.build_shards without train_path).
+rule build_ood_shard:
+    input:
+        source_files,
+    output:
+        heldout=R("shards_ood/{ood}/heldout.jsonl"),
+        manifest=R("shards_ood/{ood}/manifest.json"),
+    log:
+        L("build_ood_shard/{ood}.log"),
+    benchmark:
+        R("benchmarks/build_ood_shard/{ood}.tsv")
+    conda:
+        "../../envs/data.yaml"
+    threads: 1
+    params:
+        source=lambda wc: OOD_SOURCES[wc.ood],
+        settings=config["shards"],
+    script:
+        "../scripts/build_ood_shard.py"
+
+
 # One file naming a split's shards of every domain (with their sha256): the rules that read
 # all domains depend on it rather than on each shard, which keeps the DAG linear in domains.
 rule index_shards:

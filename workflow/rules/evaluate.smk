@@ -5,6 +5,7 @@ rule evaluate_lm:
     input:
         model=eval_model_input,
         heldout=shard_index("heldout"),  # one stylemerge_bpb_<domain> task per shard
+        ood=ood_shards,  # stylemerge_lambada_ood's text, where that task runs
     output:
         S("eval/{eval_model}/lm_eval.json"),
     log:

@@ -1,5 +1,7 @@
 # Translation only: snakemake.* -> stylemerge.evaluate.run_lm_eval (packaged task data written
 # to a temporary directory under the job's tmpdir, then lm-eval; one JSON at the fixed path)
+from pathlib import Path
+
 from stylemerge.evaluate import run_lm_eval
 from stylemerge.joblog import to_file
 from stylemerge.shards import read_shard_index
@@ -17,4 +19,6 @@ with to_file(snakemake.log[0]):
             settings=snakemake.params.settings,
             heldout_fraction=snakemake.params.arithmetic_heldout_fraction,
             scratch_dir=getattr(snakemake.resources, "tmpdir", None),
+            # shards_ood/<source>/heldout.jsonl
+            ood_shards={Path(p).parent.name: p for p in snakemake.input.ood},
         )

@@ -148,10 +148,15 @@ def lm_eval_tasks(
         )
     if name == "uncheatable_eval":
         return sub({"name": f"uncheatable_eval_{c}"} for c in tables["uncheatable_categories"])
-    if name == "stylemerge_lambada":
+    if name in ("stylemerge_lambada", "stylemerge_lambada_ood"):
         # passages are disjoint runs of sentences of the held-out text: at most all of it
         lam = s["lambada"]
-        tokens = heldout_tokens(data, [d for d in lam["domains"] if d in data])
+        if name == "stylemerge_lambada_ood":  # every document of the out-of-domain sources
+            whole = {**config["shards"], "heldout_fraction": 1.0}
+            sources = s["lambada_ood"]["sources"]
+            tokens = heldout_tokens({n: domain_data(src, n, whole) for n, src in sources.items()})
+        else:
+            tokens = heldout_tokens(data, [d for d in lam["domains"] if d in data])
         passage = (lam["min_words"] + lam["max_words"]) / 2 * CHARS_PER_WORD / CHARS_PER_TOKEN
         passages = _limited(lam["max_passages"] or tokens / passage, limit)
         return [(name, min(tokens, passages * passage), 0)]

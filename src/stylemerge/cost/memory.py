@@ -447,7 +447,7 @@ def lm_eval_sequence(c: Context, model: Loaded, item: str) -> float:
         name = task["name"]
         if name in ("stylemerge", "stylemerge_bpb") or name.startswith("stylemerge_bpb_"):
             longest = max(longest, c.longest_heldout_document())
-        if name in ("stylemerge", "stylemerge_lambada"):
+        if name in ("stylemerge", "stylemerge_lambada", "stylemerge_lambada_ood"):
             words = lm["lambada"]["max_words"]
             longest = max(longest, words * CHARS_PER_WORD / MIN_CHARS_PER_TOKEN)
         if name in ("stylemerge", "stylemerge_gsm8k"):
