@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from stylemerge.ablation import change_difference, mara_ablation_table, verdict
+from stylemerge.ablation import change_difference, judge_family, mara_ablation_table, verdict
 from stylemerge.files import write_json, write_jsonl
 from stylemerge.tables import diversity_table
 
@@ -78,6 +78,11 @@ def test_mara_keeping_diversity_at_no_style_cost_is_reported_as_such(tmp_path):
     assert row["distinct_1_vs_base_pct_mara"] == pytest.approx(0.0)
     assert row["distinct_1_vs_base_pct_plain"] < -50
     assert row["style_verdict"] == "no significant cost"
+    # the pre-registered criterion: more distinct-1 (Holm over the domain models) and at
+    # least half of plain GRPO's style gain (reported.yaml's ablation_family)
+    assert row["family"] == "primary" and row["distinct_1_mara_vs_plain_p_holm"] < 0.05
+    assert row["style_margin"] == pytest.approx(-0.5 * row["style_change_plain"])
+    assert row["style_noninferior"] and row["criterion"] == "met"
     assert row["fluency_mara_minus_plain"] == pytest.approx(-0.2)
     assert row["fluency_mara_minus_plain_ci"] is not None
 
@@ -126,3 +131,46 @@ def test_the_arms_difference_resamples_documents_where_recorded():
     diff = change_difference(plain, mara, "style_contrast")
     assert diff["ci_method"] == "cluster_bootstrap" and diff["n"] == 2
     assert diff["ci_low"] < 0 < diff["ci_high"]  # one document each way: nothing shown
+
+
+def family_row(p, style_plain, style_low, unit="domain model", value=5.0):
+    return {
+        "unit": unit,
+        "distinct_1_mara_vs_plain_pct": value,
+        "distinct_1_mara_vs_plain_p": p,
+        "style_change_plain": style_plain,
+        "_style_low": style_low,
+    }
+
+
+def test_the_ablation_family_is_holm_adjusted_with_a_style_margin():
+    """Three domain models (p 0.01, 0.04, 0.045: Holm keeps only the first) and the merge
+    (secondary, unadjusted); a margin of half plain GRPO's style gain (0.2 -> -0.1)."""
+    rows = judge_family(
+        [
+            family_row(0.01, 0.2, -0.05),  # more distinct-1, style within the margin
+            family_row(0.04, 0.2, -0.05),  # p 0.04 alone, 0.08 adjusted
+            family_row(0.045, 0.2, -0.15, value=-3.0),
+            family_row(0.001, -0.1, 0.0),  # plain GRPO gained no style: no margin
+            family_row(0.04, None, None, unit="merge karcher"),
+        ],
+        {"alpha": 0.05, "retain": 0.5},
+    )
+    assert [r["distinct_1_mara_vs_plain_p_holm"] for r in rows[:4]] == pytest.approx(
+        [0.03, 0.08, 0.08, 0.004]
+    )
+    assert [r["diversity_verdict"] for r in rows] == [
+        "MARA keeps more", "not significant", "not significant", "MARA keeps more",
+        "MARA keeps more",  # secondary: its own p, unadjusted
+    ]  # fmt: skip
+    assert rows[0]["style_margin"] == pytest.approx(-0.1) and rows[0]["style_noninferior"]
+    assert rows[2]["style_noninferior"] is False
+    assert [r["criterion"] for r in rows] == [
+        "met",
+        "not met (distinct-1: not significant)",
+        "not met (distinct-1: not significant; style below the non-inferiority margin)",
+        "not assessable: plain GRPO gained no style (no margin)",
+        "secondary (a merge of the domain models: not in the family)",
+    ]
+    assert [r["family"] for r in rows] == ["primary"] * 4 + ["secondary"]
+    assert all("_style_low" not in r for r in rows)

@@ -15,7 +15,11 @@ were cut from:
 - lambada perplexity of the two merges, MARA vs plain (paired bootstrap over documents).
 
 The question the table answers (issue: MARA against mode collapse): does MARA lose less
-diversity vs the base, beyond the interval, at no significant cost in style reward?
+diversity vs the base, at no more than a stated cost in style reward?  The answer is the
+ablation's own pre-registered family (``ablation_family`` in ``reported.yaml``,
+:func:`judge_family`): the domain models' distinct-1 tests, Holm-adjusted (the merge's rows
+are secondary, unadjusted), and a style non-inferiority margin: MARA must keep at least
+``retain`` of plain GRPO's style gain.  ``criterion`` says, per row, whether both held.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import pandas as pd
 
 from stylemerge import intervals, per_document
 from stylemerge.lm_task_data import LAMBADA_TASKS, lambada_text
-from stylemerge.tables import percent
+from stylemerge.tables import percent, reported
 
 ARM = "-mara"
 
@@ -139,9 +143,9 @@ def _diversity_rows(
                 "length_mara_vs_plain_pct": percent(d1["length_change"]),
                 "distinct_1_mara_vs_plain_pct": percent(d1["value"]),
                 "distinct_1_mara_vs_plain_ci": _ci(d1),
+                "distinct_1_mara_vs_plain_p": d1.get("p_value"),
                 "self_diversity_mara_vs_plain_pct": percent(sd["value"]),
                 "self_diversity_mara_vs_plain_ci": _ci(sd),
-                "diversity_verdict": verdict(d1, "MARA keeps more", "MARA keeps less"),
             }
         )
         rows.append(row)
@@ -175,12 +179,14 @@ def mara_ablation_table(
     diversity: pd.DataFrame,
     evals: Mapping[str, Mapping],
     chosen: str | None,
+    family: Mapping | None = None,
 ) -> pd.DataFrame:
     """One row per domain model (and per domain of the chosen merge): the plain arm against
     the MARA arm.  ``adapters``: {<domain> or <domain>-mara: metrics.json}; diversity
     directories and lm-eval results keyed by evaluated model name (domain_<d>,
     domain_<d>-mara, <chosen>, <chosen>-mara, base); ``diversity``: the diversity table of
-    those directories (:func:`stylemerge.tables.diversity_table`)."""
+    those directories (:func:`stylemerge.tables.diversity_table`); ``family``: the
+    ablation's (default ``reported.yaml``'s ``ablation_family``: :func:`judge_family`)."""
     from stylemerge.diversity.measure import read_generations
 
     generations = {
@@ -213,6 +219,7 @@ def mara_ablation_table(
                 row["style_verdict"] = verdict(
                     diff, "MARA gains style", "MARA costs style"
                 ).replace("not significant", "no significant cost")
+                row["_style_low"] = (diff or {}).get("ci_low")
         rows.append(row)
     if chosen is not None and chosen + ARM in generations:
         merge_rows = _diversity_rows(
@@ -230,4 +237,58 @@ def mara_ablation_table(
                 row["lambada_ppl_mara_vs_plain_pct"] = (lambada or {}).get("value")
                 row["lambada_ppl_mara_vs_plain_ci"] = _ci(lambada, 1.0)
         rows.extend(merge_rows)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(judge_family(rows, family or reported()["ablation_family"]))
+
+
+KEEPS_MORE, KEEPS_LESS = "MARA keeps more", "MARA keeps less"
+
+
+def judge_family(rows: list[dict], family: Mapping) -> list[dict]:
+    """The ablation's verdicts (``family``: ``alpha``, ``retain``; see ``reported.yaml``):
+    ``diversity_verdict`` from the distinct-1 p-value, Holm-adjusted over the domain models'
+    rows (``family`` primary) and unadjusted on the merge's (secondary); ``style_margin``
+    (−(1 − retain) × plain GRPO's style change) and ``style_noninferior`` (the lower bound
+    of MARA − plain's style change above it); ``criterion``: whether MARA met both."""
+    alpha, retain = family["alpha"], family["retain"]
+    primary = [i for i, r in enumerate(rows) if r["unit"] == "domain model"]
+    adjusted = intervals.holm([rows[i].get("distinct_1_mara_vs_plain_p") for i in primary])
+    for i, p_holm in zip(primary, adjusted, strict=True):
+        rows[i]["distinct_1_mara_vs_plain_p_holm"] = p_holm
+    for i, row in enumerate(rows):
+        row["family"] = "primary" if i in primary else "secondary"
+        p = row.get(
+            "distinct_1_mara_vs_plain_p_holm" if i in primary else "distinct_1_mara_vs_plain_p"
+        )
+        value = row.get("distinct_1_mara_vs_plain_pct")
+        if p is None or value is None:
+            row["diversity_verdict"] = "not measured"
+        elif p < alpha and value != 0:
+            row["diversity_verdict"] = KEEPS_MORE if value > 0 else KEEPS_LESS
+        else:
+            row["diversity_verdict"] = "not significant"
+        low, plain = row.pop("_style_low", None), row.get("style_change_plain")
+        noninferior = None
+        if plain is not None and plain > 0 and low is not None:
+            row["style_margin"] = -(1 - retain) * plain
+            noninferior = bool(low > row["style_margin"])
+        row["style_noninferior"] = noninferior
+        row["criterion"] = _criterion(row["diversity_verdict"], noninferior, plain, i in primary)
+    return rows
+
+
+def _criterion(diversity: str, noninferior: bool | None, plain_style, primary: bool) -> str:
+    if not primary:
+        return "secondary (a merge of the domain models: not in the family)"
+    if diversity == "not measured":
+        return "not assessable: no distinct-1 test"
+    if noninferior is None:
+        return (
+            "not assessable: plain GRPO gained no style (no margin)"
+            if plain_style is not None and plain_style <= 0
+            else "not assessable: no style interval"
+        )
+    failed = [
+        *([] if diversity == KEEPS_MORE else [f"distinct-1: {diversity}"]),
+        *([] if noninferior else ["style below the non-inferiority margin"]),
+    ]
+    return "met" if not failed else "not met (" + "; ".join(failed) + ")"
