@@ -238,3 +238,12 @@ def test_two_seeds_of_opposite_sign_are_not_significant_pooled():
     pooled = hierarchical_bootstrap(_weighted_mean, values, levels=[seeds, docs])
     assert pooled["ci_low"] < 0 < pooled["ci_high"]
     assert pooled["p_value"] > 0.05
+
+
+def test_a_hierarchical_bootstrap_of_no_iterations_is_the_point_estimate():
+    """iters 0: the estimate alone (each seed's own, in the pooled tables), no interval."""
+    result = hierarchical_bootstrap(
+        lambda w, a: (w * a).sum(-1) / w.sum(-1), [1.0, 2.0, 4.0, 5.0], levels=[list("aabb")],
+        iters=0,
+    )  # fmt: skip
+    assert result["value"] == 3.0 and result["ci_low"] is None and result["p_value"] is None

@@ -294,7 +294,8 @@ def hierarchical_bootstrap(
     replicates) and the samples, and reduces over the last axis, e.g.
     ``lambda w, a: (w * a).sum(-1) / w.sum(-1)``.  ``n`` in the result is the number of
     innermost clusters, ``units`` the count at each level.  Fewer than two outermost
-    clusters with one level, or fewer than two innermost ones: no interval."""
+    clusters with one level, fewer than two innermost ones, or ``iters`` 0 (the point
+    estimate alone): no interval."""
     arrays = [np.asarray(s, dtype=float) for s in samples]
     n = len(arrays[0]) if arrays else 0
     if any(len(a) != n for a in arrays) or any(len(level) != n for level in levels):
@@ -306,7 +307,7 @@ def hierarchical_bootstrap(
     units = [len({path[: k + 1] for path in paths}) for k in range(len(levels))]
     value = float(stat(np.ones(n), *arrays)) if n else None
     low = high = p_value = None
-    if units and units[-1] >= 2 and value is not None and math.isfinite(value):
+    if iters > 0 and units and units[-1] >= 2 and value is not None and math.isfinite(value):
         rng = np.random.default_rng(seed)
         rows = max(1, _CHUNK_ELEMENTS // n)
         replicates = []
