@@ -99,7 +99,7 @@ def reported_changes(card) -> dict[str, float]:
     """Each figure of reported.yaml as a change (gsm8k: optimised - original), by path."""
     changes = {}
     for key, value in card.items():
-        if key == "family":  # the claims' test settings, not a figure
+        if key in ("family", "ablation_family"):  # test settings, not figures of the card
             continue
         if key == "gsm8k_3shot_accuracy":
             changes[f"{key}.optimised - original"] = value["optimised"] - value["original"]
