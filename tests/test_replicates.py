@@ -100,3 +100,28 @@ def test_pooled_frames_have_the_columns_the_card_reads():
     assert {"ppl_change_vs_base_pct", "vs_base_ci_low_pct", "vs_base_p"} <= set(
         frames["lambada"].columns
     )
+
+
+def with_data(evals: dict, sha: str) -> dict:
+    """Every result of ``evals`` scored on the lambada data file with hash ``sha``."""
+    task = {"stylemerge_lambada": {"test": {"sha256": sha}}}
+    return {model: {**result, "task_data": task} for model, result in evals.items()}
+
+
+def test_seeds_scoring_one_data_file_pool_as_crossed_documents():
+    """Two seeds on the same passages (one data file): a document counts once, so the pooled
+    interval is about as wide as one seed's, not 1/sqrt(2) of it; each seed on a data file of
+    its own (problems drawn with the seed): nested, narrower."""
+    one = seed_evals(0.1, 7)
+    alone = pooled_lambada({7: with_data(one, "a")}, "karcher", None)[0]
+    same = {7: with_data(one, "a"), 11: with_data(one, "a")}
+    own = {7: with_data(one, "a"), 11: with_data(one, "b")}
+    crossed = pooled_lambada(same, "karcher", None)[0]
+    nested = pooled_lambada(own, "karcher", None)[0]
+
+    def width(row):
+        return row["vs_base_ci_high_pct"] - row["vs_base_ci_low_pct"]
+
+    assert crossed["ppl_change_vs_base_pct"] == pytest.approx(alone["ppl_change_vs_base_pct"])
+    assert width(crossed) == pytest.approx(width(alone), rel=0.2)
+    assert width(nested) < 0.85 * width(alone)

@@ -14,7 +14,8 @@ the tests check these against scipy's own).
 - :func:`jackknife`: a delete-one jackknife interval from the leave-one-out estimates
   (normal approximation, or Student t with n - 1 degrees of freedom where n is small);
 - :func:`hierarchical_bootstrap`: a bootstrap of clustered data (seeds, then documents),
-  resampling the units that are independent rather than the rows;
+  resampling the units that are independent rather than the rows: nested where each seed has
+  documents of its own, crossed where every seed scores the same documents;
 - :func:`holm`: Holm's step-down adjustment of a family's p-values.
 
 Every interval also carries a two-sided ``p_value`` against 0 (``None`` where there is none):
@@ -278,6 +279,25 @@ def cluster_weights(levels: Sequence[Sequence], iters: int, rng: np.random.Gener
     return np.stack([counts[path] for path in paths], axis=1).astype(float)
 
 
+def crossed_weights(
+    outer: Sequence, inner: Sequence, iters: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Bootstrap weights for two crossed factors (every seed scores the same documents): seeds
+    and documents each resampled with replacement, independently, a row weighted by its
+    seed's count times its document's (Owen 2007, "the pigeonhole bootstrap"). A document
+    effect shared by every seed then counts once, not once per seed as in the nested
+    resampling of :func:`cluster_weights`, which would take k seeds' copies of one document
+    for k independent documents; the rows of a document (its passages) stay whole."""
+    counts = []
+    for labels in (outer, inner):
+        names = list(dict.fromkeys(labels))
+        index = {name: i for i, name in enumerate(names)}
+        m = len(names)
+        drawn = rng.multinomial(m, np.full(m, 1 / m), size=iters)
+        counts.append(drawn[:, [index[label] for label in labels]])
+    return (counts[0] * counts[1]).astype(float)
+
+
 def hierarchical_bootstrap(
     stat: WeightedStatistic,
     *samples: Sequence[float],
@@ -285,6 +305,7 @@ def hierarchical_bootstrap(
     iters: int = 10_000,
     ci: float = 0.95,
     seed: int = 0,
+    crossed: bool = False,
 ) -> dict:
     """``stat(weights, *samples)`` with a percentile interval from resampling clusters
     (:func:`cluster_weights`): the units that are independent (seeds, then the documents
@@ -295,7 +316,10 @@ def hierarchical_bootstrap(
     ``lambda w, a: (w * a).sum(-1) / w.sum(-1)``.  ``n`` in the result is the number of
     innermost clusters, ``units`` the count at each level.  Fewer than two outermost
     clusters with one level, fewer than two innermost ones, or ``iters`` 0 (the point
-    estimate alone): no interval."""
+    estimate alone): no interval.  ``crossed`` (two levels, the inner labels the same
+    documents in every outer cluster): :func:`crossed_weights` in place of the nested ones."""
+    if crossed and len(levels) != 2:
+        raise ValueError(f"hierarchical_bootstrap: crossed needs two levels, got {len(levels)}")
     arrays = [np.asarray(s, dtype=float) for s in samples]
     n = len(arrays[0]) if arrays else 0
     if any(len(a) != n for a in arrays) or any(len(level) != n for level in levels):
@@ -305,6 +329,8 @@ def hierarchical_bootstrap(
         )
     paths = list(zip(*[list(level) for level in levels], strict=True))
     units = [len({path[: k + 1] for path in paths}) for k in range(len(levels))]
+    if crossed:  # the documents are the same in every seed: counted once
+        units = [len(set(level)) for level in levels]
     value = float(stat(np.ones(n), *arrays)) if n else None
     low = high = p_value = None
     if iters > 0 and units and units[-1] >= 2 and value is not None and math.isfinite(value):
@@ -312,15 +338,23 @@ def hierarchical_bootstrap(
         rows = max(1, _CHUNK_ELEMENTS // n)
         replicates = []
         for start in range(0, iters, rows):
-            weights = cluster_weights(levels, min(rows, iters - start), rng)
+            draws = min(rows, iters - start)
+            weights = (
+                crossed_weights(*levels, draws, rng)
+                if crossed
+                else cluster_weights(levels, draws, rng)
+            )
             with np.errstate(divide="ignore", invalid="ignore"):
                 replicates.append(np.asarray(stat(weights, *arrays), dtype=float))
         low, high, p_value = percentile_interval(np.concatenate(replicates), ci)
+    method = "cluster_bootstrap"
+    if len(levels) > 1:
+        method = "crossed_bootstrap" if crossed else "hierarchical_bootstrap"
     return interval(
         value,
         low,
         high,
-        "hierarchical_bootstrap" if len(levels) > 1 else "cluster_bootstrap",
+        method,
         units[-1] if units else 0,
         units=units,
         iters=iters,

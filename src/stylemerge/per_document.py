@@ -110,6 +110,14 @@ def levels(v: Mapping) -> list[list]:
     return [list(v["document"])]
 
 
+def crossed(v: Mapping) -> bool:
+    """Whether pooled seeds scored the same documents (one data file, by its sha256, in every
+    seed: lambada's passages of the shared shards): seeds and documents are then crossed
+    factors, resampled independently.  Where each seed made its own (gsm8k-style problems
+    are drawn with the seed) they are nested."""
+    return len(levels(v)) == 2 and v.get("data") is not None
+
+
 def paired(a: Mapping | None, b: Mapping | None, what: str = "") -> bool:
     """Whether two models' per-document values are of the same documents (ids, and the data
     file's hash where both record one)."""
@@ -140,7 +148,7 @@ def _pct_ratio_of_exp(w: np.ndarray, base: np.ndarray, other: np.ndarray) -> np.
 
 def _clustered(stat, v: Mapping, *columns, ci=CI, iters=ITERS, seed=SEED) -> dict:
     return intervals.hierarchical_bootstrap(
-        stat, *columns, levels=levels(v), iters=iters, ci=ci, seed=seed
+        stat, *columns, levels=levels(v), iters=iters, ci=ci, seed=seed, crossed=crossed(v)
     )
 
 

@@ -8,8 +8,12 @@ pooled one and the between-seed SD, in the columns the card table reads
 
 - lambada perplexity change, gsm8k accuracy change, think held-out CE change and
   self-diversity change are means (or ratios of sums) over passages, problems, traces or
-  prompts: the rows of every seed together, with a hierarchical bootstrap that draws seeds,
-  then documents within each (:func:`stylemerge.intervals.hierarchical_bootstrap`);
+  prompts: the rows of every seed together, with a bootstrap that draws seeds and documents
+  (:func:`stylemerge.intervals.hierarchical_bootstrap`): as crossed factors, independently,
+  where every seed scored the same documents (lambada's passages and the diversity prompts
+  come from the shared held-out shards), so that a document counts once and not once per
+  seed; nested, documents within each drawn seed, where each seed drew its own (the
+  arithmetic problems of gsm8k and the think traces are generated with the seed);
 - distinct-1 is not a mean over prompts (a bootstrap draw of a document twice adds tokens but
   no types): the pooled change is the mean of the seeds' changes, its variance the
   between-seed variance over k seeds plus the delete-one-document jackknife variance of the
@@ -243,9 +247,11 @@ def _ratio_change(w, base, other):
     return 100 * ((w * other).sum(axis=-1) / (w * base).sum(axis=-1) - 1)
 
 
-def pooled_self_diversity(pairs: Mapping[int, tuple]) -> dict:
+def pooled_self_diversity(pairs: Mapping[int, tuple], same_prompts: bool = True) -> dict:
     """Length-controlled self-diversity change (in percent), pooled: every seed's prompts,
-    drawn by seed, then document."""
+    seeds and documents resampled as crossed factors where every seed sampled from the same
+    prompts (``same_prompts``: prompts are cut from the shared held-out shards without a
+    seed), nested otherwise."""
     from stylemerge.diversity.bleu import self_diversity_per_prompt
     from stylemerge.diversity.scores import _cut_texts, common_length
 
@@ -265,7 +271,14 @@ def pooled_self_diversity(pairs: Mapping[int, tuple]) -> dict:
         )
     levels = [seeds, documents] if len(pairs) > 1 else [documents]
     result = intervals.hierarchical_bootstrap(
-        _ratio_change, base_values, other_values, levels=levels, iters=ITERS, ci=CI, seed=SEED
+        _ratio_change,
+        base_values,
+        other_values,
+        levels=levels,
+        iters=ITERS,
+        ci=CI,
+        seed=SEED,
+        crossed=len(pairs) > 1 and same_prompts,
     )
     return {**result, **seed_summary(result["value"], per_seed)}
 
@@ -289,7 +302,9 @@ def pooled_diversity(generations_by_seed: Mapping[int, Mapping], model: str) -> 
             )
         if len(pairs) != len(generations_by_seed):
             continue
-        distinct, pairwise = pooled_distinct(pairs), pooled_self_diversity(pairs)
+        prompts = [g["base"][domain]["prompts"] for g in generations_by_seed.values()]
+        same = all(p == prompts[0] for p in prompts)
+        distinct, pairwise = pooled_distinct(pairs), pooled_self_diversity(pairs, same)
         rows.append(
             {
                 "domain": domain,
