@@ -163,7 +163,7 @@ def test_the_stylemerge_tag_beside_it_still_writes_its_data(monkeypatch, tmp_pat
     monkeypatch.setattr(
         evaluate,
         "prepare_task_data",
-        lambda shards, out, settings, seed, fraction, tasks: (
+        lambda shards, out, settings, seed, fraction, tasks, ood_shards: (
             wanted.append(tasks) or {"include_path": str(out), "tasks": {}}
         ),
     )
