@@ -36,7 +36,8 @@ rule build_ood_shard:
     threads: 1
     params:
         source=lambda wc: OOD_SOURCES[wc.ood],
-        settings=config["shards"],
+        # the filters; not the split, which an out-of-domain source does not have
+        settings={k: v for k, v in config["shards"].items() if k != "heldout_fraction"},
     script:
         "../scripts/build_ood_shard.py"
 
