@@ -331,7 +331,7 @@ def card_table(
             "detail": "; ".join(
                 x
                 for x in (
-                    f"{lambada['text']} text" if lambada.get("text") else "",
+                    f"{lambada['text']} text" if lambada.get("text") and not in_domain else "",
                     passages,
                     "in-domain text (the domains the adapters trained on), where the card's "
                     "lambada_openai is book text none trained on; this run has no out-of-domain "
