@@ -125,3 +125,60 @@ def test_seeds_scoring_one_data_file_pool_as_crossed_documents():
     assert crossed["ppl_change_vs_base_pct"] == pytest.approx(alone["ppl_change_vs_base_pct"])
     assert width(crossed) == pytest.approx(width(alone), rel=0.2)
     assert width(nested) < 0.85 * width(alone)
+
+
+def arm(style_changes, documents):
+    """A GRPO adapter's metrics.json: held-out style and fluency, before and after."""
+    n = len(style_changes)
+    before = {"style_contrast": [0.0] * n, "fluency_logprob": [-2.0] * n}
+    after = {"style_contrast": list(style_changes), "fluency_logprob": [-2.1] * n}
+    mean = sum(style_changes) / n
+    return {
+        "heldout": {"style_contrast": {"change": {"mean": mean, "se": 0.01, "n": n}}},
+        "heldout_per_prompt": {"before": before, "after": after},
+        "heldout_documents": documents,
+    }
+
+
+def test_the_ablation_pooled_over_seeds_is_judged_by_its_family():
+    """Two seeds, one domain: MARA samples from a much richer vocabulary in both (+50 %
+    distinct-1 in each seed) and loses 0.03 of plain GRPO's 0.3 style gain: the criterion
+    is met; losing 0.25 of it (more than half) is not."""
+    from stylemerge.replicates import pooled_ablation
+
+    rng = np.random.default_rng(3)
+    documents = [str(p // 2) for p in range(8)]
+    prompts = [f"prompt {p}" for p in range(8)]
+    generations, styles = {}, {}
+    for seed in (7, 11):
+        base, richer, _ = diversity_pair(rng, True)
+        generations[seed] = {
+            "domain_bbc_news": {"bbc_news": {"prompts": prompts, "documents": documents,
+                                             "samples": base}},
+            "domain_bbc_news-mara": {"bbc_news": {"prompts": prompts, "documents": documents,
+                                                  "samples": richer}},
+        }  # fmt: skip
+        styles[seed] = (rng.normal(0.3, 0.02, 8), rng.normal(0, 0.01, 8))
+
+    def pooled(cost):
+        adapters = {
+            seed: {
+                "bbc_news": arm(style, documents),
+                "bbc_news-mara": arm(style - cost + noise, documents),
+            }
+            for seed, (style, noise) in styles.items()
+        }
+        [row] = pooled_ablation(adapters, generations, chosen=None).to_dict("records")
+        return row
+
+    row = pooled(0.03)
+    assert row["seeds"] == 2 and row["distinct_1_seeds_same_sign"] == 2
+    assert row["distinct_1_mara_vs_plain_pct"] == pytest.approx(50)
+    assert row["family"] == "primary" and row["diversity_verdict"] == "MARA keeps more"
+    assert row["style_change_plain"] == pytest.approx(0.3, abs=0.02)
+    assert row["style_mara_minus_plain"] == pytest.approx(-0.03, abs=0.01)
+    assert row["style_margin"] == pytest.approx(-0.5 * row["style_change_plain"])
+    assert row["style_noninferior"] and row["criterion"] == "met"
+    row = pooled(0.25)
+    assert not row["style_noninferior"]
+    assert row["criterion"] == "not met (style below the non-inferiority margin)"

@@ -46,6 +46,12 @@ def _weighted_mean_diff(w: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarr
     return (w * (b - a)).sum(axis=-1) / w.sum(axis=-1)
 
 
+def _changes(metrics: Mapping, component: str) -> list[float]:
+    per_prompt = metrics["heldout_per_prompt"]
+    before, after = per_prompt["before"][component], per_prompt["after"][component]
+    return [a - b for b, a in zip(before, after, strict=True)]
+
+
 def change_difference(plain: Mapping, mara: Mapping, component: str) -> dict | None:
     """(after − before) of the MARA arm minus that of the plain arm, per held-out prompt,
     mean with a paired bootstrap interval over the documents the prompts were cut from
@@ -53,35 +59,12 @@ def change_difference(plain: Mapping, mara: Mapping, component: str) -> dict | N
     values (older results)."""
     if "heldout_per_prompt" not in plain or "heldout_per_prompt" not in mara:
         return None
-
-    def changes(metrics):
-        per_prompt = metrics["heldout_per_prompt"]
-        return [
-            a - b
-            for b, a in zip(
-                per_prompt["before"][component], per_prompt["after"][component], strict=True
-            )
-        ]
-
     documents = plain.get("heldout_documents")
     if documents is not None and documents == mara.get("heldout_documents"):
-        kept = [
-            (p, m, d)
-            for p, m, d in zip(changes(plain), changes(mara), documents, strict=True)
-            if math.isfinite(p) and math.isfinite(m)
-        ]
-        return intervals.hierarchical_bootstrap(
-            _weighted_mean_diff,
-            [p for p, _, _ in kept],
-            [m for _, m, _ in kept],
-            levels=[[d for _, _, d in kept]],
-            iters=per_document.ITERS,
-            ci=per_document.CI,
-            seed=per_document.SEED,
-        )
+        return pooled_change_difference({0: (plain, mara)}, component)
     pairs = [
         (p, m)
-        for p, m in zip(changes(plain), changes(mara), strict=True)
+        for p, m in zip(_changes(plain, component), _changes(mara, component), strict=True)
         if math.isfinite(p) and math.isfinite(m)
     ]
     return intervals.paired_bootstrap(
@@ -91,6 +74,41 @@ def change_difference(plain: Mapping, mara: Mapping, component: str) -> dict | N
         per_document.ITERS,
         per_document.CI,
         per_document.SEED,
+    )
+
+
+def pooled_change_difference(arms: Mapping[int, tuple[Mapping, Mapping]], component: str):
+    """:func:`change_difference` over seeds (``arms``: seed -> (plain, mara) metrics): every
+    seed's prompts, seeds and documents resampled as crossed factors where every seed held
+    out the same prompts (they are cut from the shared held-out shards), nested otherwise;
+    with one seed, over documents.  None where a seed lacks per-prompt values or
+    documents."""
+    plain_values, mara_values, seeds, documents = [], [], [], []
+    for seed, (plain, mara) in arms.items():
+        docs = plain.get("heldout_documents")
+        if "heldout_per_prompt" not in plain or "heldout_per_prompt" not in mara:
+            return None
+        if docs is None or docs != mara.get("heldout_documents"):
+            return None
+        for p, m, d in zip(
+            _changes(plain, component), _changes(mara, component), docs, strict=True
+        ):
+            if math.isfinite(p) and math.isfinite(m):
+                plain_values.append(p)
+                mara_values.append(m)
+                seeds.append(seed)
+                documents.append(d)
+    several = len(arms) > 1
+    held_out = [plain.get("heldout_documents") for plain, _ in arms.values()]
+    return intervals.hierarchical_bootstrap(
+        _weighted_mean_diff,
+        plain_values,
+        mara_values,
+        levels=[seeds, documents] if several else [documents],
+        iters=per_document.ITERS,
+        ci=per_document.CI,
+        seed=per_document.SEED,
+        crossed=several and all(h == held_out[0] for h in held_out),
     )
 
 

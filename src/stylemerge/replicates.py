@@ -21,7 +21,8 @@ pooled one and the between-seed SD, in the columns the card table reads
   degrees of freedom.
 
 gsm8k's pooled test is the bootstrap's (McNemar's needs independent pairs; one problem in k
-seeds is not k of them).
+seeds is not k of them).  With the MARA ablation, its table is pooled the same way and
+judged by its own family (:func:`pooled_ablation`).
 """
 
 from __future__ import annotations
@@ -343,6 +344,73 @@ def pooled_frames(
     }
 
 
+def pooled_ablation(
+    adapters_by_seed: Mapping[int, Mapping],
+    generations_by_seed: Mapping[int, Mapping],
+    chosen: str | None,
+    family: Mapping | None = None,
+) -> pd.DataFrame:
+    """The MARA ablation pooled over seeds, judged by its own family
+    (:func:`stylemerge.ablation.judge_family`; ``family`` default: ``reported.yaml``'s).
+    Per domain model: distinct-1, MARA vs plain, length-controlled (pooled as the card's
+    distinct-1: :func:`pooled_distinct`); the style and fluency changes, MARA − plain, over
+    seeds and documents (:func:`stylemerge.ablation.pooled_change_difference`); plain GRPO's
+    style change, the seeds' mean, which the non-inferiority margin is a share of.  The
+    chosen merge's distinct-1 rows follow, secondary.  ``adapters_by_seed``: seed ->
+    {<domain> or <domain>-mara: metrics.json}; ``generations_by_seed``: seed -> model ->
+    :func:`stylemerge.diversity.measure.read_generations`."""
+    from stylemerge.ablation import ARM, _ci, judge_family, pooled_change_difference
+    from stylemerge.tables import reported
+
+    first = next(iter(adapters_by_seed.values()))
+    domains = sorted(d for d in first if not d.endswith(ARM) and d + ARM in first)
+    units = [("domain model", f"domain_{d}", [d]) for d in domains]
+    if chosen:
+        generated = next(iter(generations_by_seed.values())).get(chosen, {})
+        units.append((f"merge {chosen}", chosen, sorted(generated)))
+    rows = []
+    for unit, plain_model, unit_domains in units:
+        for domain in unit_domains:
+            pairs = {}
+            for seed, generations in generations_by_seed.items():
+                plain = generations.get(plain_model, {}).get(domain)
+                mara = generations.get(plain_model + ARM, {}).get(domain)
+                if plain is None or mara is None or plain["prompts"] != mara["prompts"]:
+                    break
+                pairs[seed] = (plain["samples"], mara["samples"], plain["documents"])
+            if len(pairs) != len(generations_by_seed):
+                continue
+            distinct = pooled_distinct(pairs)
+            row = {
+                "unit": unit,
+                "domain": domain,
+                "documents": distinct["n_documents"],
+                "seeds": distinct["seeds"],
+                "distinct_1_mara_vs_plain_pct": distinct["value"],
+                "distinct_1_mara_vs_plain_ci": _ci(distinct, 1.0),
+                "distinct_1_mara_vs_plain_p": distinct["p_value"],
+                "distinct_1_seed_estimates": distinct["seed_estimates"],
+                "distinct_1_seeds_same_sign": distinct["seeds_same_sign"],
+            }
+            if unit == "domain model":
+                arms = {s: (a[domain], a[domain + ARM]) for s, a in adapters_by_seed.items()}
+                row["style_change_plain"] = statistics.fmean(
+                    plain["heldout"]["style_contrast"]["change"]["mean"]
+                    for plain, _ in arms.values()
+                )
+                for component, name in (
+                    ("style_contrast", "style"),
+                    ("fluency_logprob", "fluency"),
+                ):
+                    diff = pooled_change_difference(arms, component) or {}
+                    row[f"{name}_mara_minus_plain"] = diff.get("value")
+                    row[f"{name}_mara_minus_plain_ci"] = _ci(diff, 1.0)
+                    if component == "style_contrast":
+                        row["_style_low"] = diff.get("ci_low")
+            rows.append(row)
+    return pd.DataFrame(judge_family(rows, family or reported()["ablation_family"]))
+
+
 def _by_replicate(paths: Sequence[str | Path], roots: Mapping[int, str]) -> dict[int, list]:
     """Each path under the replicate whose root is its longest prefix."""
     grouped: dict[int, list] = {seed: [] for seed in roots}
@@ -364,13 +432,17 @@ def pool_replicates(
     comparison: str | None,
     out_dir: str | Path,
     provenance: Mapping | None = None,
+    adapters: Sequence[str | Path] = (),
 ) -> dict[str, pd.DataFrame]:
     """Write ``out_dir``: the card pooled over the seeds (``roots``: seed -> its results
-    directory) and the frames it reads, as CSV, Markdown and LaTeX."""
+    directory) and the frames it reads, as CSV, Markdown and LaTeX; with the MARA ablation's
+    arms among ``adapters`` (results/<replicate>adapters/<domain><arm>), the ablation pooled
+    (:func:`pooled_ablation`)."""
     from stylemerge.diversity.measure import read_generations
-    from stylemerge.tables import reported, write_table
+    from stylemerge.tables import load_dirs, reported, write_table
 
     lm_eval, diversity, think = (_by_replicate(x, roots) for x in (lm_eval, diversity, think))
+    adapters = _by_replicate(adapters, roots)
     evals, generations, thinks, unavailable = {}, {}, {}, {}
     for seed in roots:
         evals[seed], dirs, unavailable = available_results(lm_eval[seed], diversity[seed])
@@ -386,6 +458,9 @@ def pool_replicates(
         f"The model card's claims pooled over seeds {seeds}: intervals over seeds, then "
         "documents; each seed's estimate in the tables beside it",
     )
+    arms = {seed: load_dirs(paths) for seed, paths in adapters.items()}
+    if any(name.endswith("-mara") for seed_arms in arms.values() for name in seed_arms):
+        frames["ablation_mara"] = pooled_ablation(arms, generations, chosen)
     for name, frame in frames.items():
         write_table(frame, out_dir / name, f"{name}, pooled over seeds {seeds}")
     write_json(out_dir / "provenance.json", {"seeds": list(roots), **(provenance or {})})

@@ -83,6 +83,9 @@ rule pool_replicates:
         think=expand(
             S("think/{think_model}"), think_model=THINK_MODELS, replicate=REPLICATES
         ),
+        adapters=expand(
+            S("adapters/{domain}{arm}"), domain=DOMAINS, arm=ARMS, replicate=REPLICATES
+        ),
         tables=expand(S("tables"), replicate=REPLICATES),
     output:
         directory(R("pooled")),

@@ -9,6 +9,7 @@ with to_file(snakemake.log[0]):
         lm_eval=snakemake.input.lm_eval,
         diversity=snakemake.input.diversity,
         think=snakemake.input.think,
+        adapters=snakemake.input.adapters,
         chosen=snakemake.params.chosen,
         comparison=snakemake.params.comparison,
         out_dir=snakemake.output[0],
