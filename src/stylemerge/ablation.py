@@ -142,7 +142,7 @@ def _diversity_rows(
         for arm, model in (("plain", plain), ("mara", mara)):
             vs_base = _vs_base(diversity, domain, model)
             row[f"distinct_1_vs_base_pct_{arm}"] = vs_base["value"]
-            row[f"distinct_1_vs_base_ci_{arm}"] = _ci(vs_base, 1.0)
+            row[f"distinct_1_vs_base_ci_{arm}"] = ci_text(vs_base, 1.0)
         # length-controlled (MARA's anchors could change the samples' length) and over the
         # documents the prompts were cut from
         d1 = distinct_change(
@@ -160,10 +160,10 @@ def _diversity_rows(
             {
                 "length_mara_vs_plain_pct": percent(d1["length_change"]),
                 "distinct_1_mara_vs_plain_pct": percent(d1["value"]),
-                "distinct_1_mara_vs_plain_ci": _ci(d1),
+                "distinct_1_mara_vs_plain_ci": ci_text(d1),
                 "distinct_1_mara_vs_plain_p": d1.get("p_value"),
                 "self_diversity_mara_vs_plain_pct": percent(sd["value"]),
-                "self_diversity_mara_vs_plain_ci": _ci(sd),
+                "self_diversity_mara_vs_plain_ci": ci_text(sd),
             }
         )
         rows.append(row)
@@ -185,7 +185,7 @@ def _vs_base(diversity: pd.DataFrame, domain: str, model: str) -> dict:
     return {k: None if pd.isna(row[c]) else float(row[c]) for k, c in columns.items()}
 
 
-def _ci(result: Mapping | None, scale: float = 100.0) -> str | None:
+def ci_text(result: Mapping | None, scale: float = 100.0) -> str | None:
     if not result or result.get("ci_low") is None or result.get("ci_high") is None:
         return None
     return f"[{scale * result['ci_low']:+.3g}, {scale * result['ci_high']:+.3g}]"
@@ -232,7 +232,7 @@ def mara_ablation_table(
                 row[f"{name}_change_se_{arm}"] = change["se"]
             diff = change_difference(plain, mara, component)
             row[f"{name}_mara_minus_plain"] = (diff or {}).get("value")
-            row[f"{name}_mara_minus_plain_ci"] = _ci(diff, 1.0)
+            row[f"{name}_mara_minus_plain_ci"] = ci_text(diff, 1.0)
             if component == "style_contrast":
                 row["style_verdict"] = verdict(
                     diff, "MARA gains style", "MARA costs style"
@@ -253,7 +253,7 @@ def mara_ablation_table(
             for row in merge_rows:
                 row["lambada_text"] = lambada_text(ran[0]) if ran else None
                 row["lambada_ppl_mara_vs_plain_pct"] = (lambada or {}).get("value")
-                row["lambada_ppl_mara_vs_plain_ci"] = _ci(lambada, 1.0)
+                row["lambada_ppl_mara_vs_plain_ci"] = ci_text(lambada, 1.0)
         rows.extend(merge_rows)
     return pd.DataFrame(judge_family(rows, family or reported()["ablation_family"]))
 

@@ -359,7 +359,7 @@ def pooled_ablation(
     chosen merge's distinct-1 rows follow, secondary.  ``adapters_by_seed``: seed ->
     {<domain> or <domain>-mara: metrics.json}; ``generations_by_seed``: seed -> model ->
     :func:`stylemerge.diversity.measure.read_generations`."""
-    from stylemerge.ablation import ARM, _ci, judge_family, pooled_change_difference
+    from stylemerge.ablation import ARM, ci_text, judge_family, pooled_change_difference
     from stylemerge.tables import reported
 
     first = next(iter(adapters_by_seed.values()))
@@ -387,7 +387,7 @@ def pooled_ablation(
                 "documents": distinct["n_documents"],
                 "seeds": distinct["seeds"],
                 "distinct_1_mara_vs_plain_pct": distinct["value"],
-                "distinct_1_mara_vs_plain_ci": _ci(distinct, 1.0),
+                "distinct_1_mara_vs_plain_ci": ci_text(distinct, 1.0),
                 "distinct_1_mara_vs_plain_p": distinct["p_value"],
                 "distinct_1_seed_estimates": distinct["seed_estimates"],
                 "distinct_1_seeds_same_sign": distinct["seeds_same_sign"],
@@ -404,7 +404,7 @@ def pooled_ablation(
                 ):
                     diff = pooled_change_difference(arms, component) or {}
                     row[f"{name}_mara_minus_plain"] = diff.get("value")
-                    row[f"{name}_mara_minus_plain_ci"] = _ci(diff, 1.0)
+                    row[f"{name}_mara_minus_plain_ci"] = ci_text(diff, 1.0)
                     if component == "style_contrast":
                         row["_style_low"] = diff.get("ci_low")
             rows.append(row)
