@@ -248,7 +248,7 @@ def _ratio_change(w, base, other):
     return 100 * ((w * other).sum(axis=-1) / (w * base).sum(axis=-1) - 1)
 
 
-def pooled_self_diversity(pairs: Mapping[int, tuple], same_prompts: bool = True) -> dict:
+def pooled_self_diversity(pairs: Mapping[int, tuple], same_prompts: bool) -> dict:
     """Length-controlled self-diversity change (in percent), pooled: every seed's prompts,
     seeds and documents resampled as crossed factors where every seed sampled from the same
     prompts (``same_prompts``: prompts are cut from the shared held-out shards without a
