@@ -60,9 +60,20 @@ def git_revision(cwd: str | None = None) -> dict[str, Any]:
         return {"revision": None, "dirty": None}
 
 
+def hub_commits(config: Mapping | None) -> dict[str, str] | None:
+    """The hub commit of each hub reference the job's config names (the run's
+    revisions.lock applied), None for a config without one."""
+    if config is None or "models" not in config:
+        return None
+    from stylemerge.revisions import loaded
+
+    return loaded(config) or None
+
+
 def provenance(config: Mapping | None = None, seed: int | None = None) -> dict[str, Any]:
     return {
         "config_sha256": config_hash(config) if config is not None else None,
+        "hub_commits": hub_commits(config),
         "seed": seed,
         "git": git_revision(),
         "packages": package_versions(),

@@ -21,6 +21,28 @@ def L(path):
     return f"{RUN_DIRS[1]}/{path}"
 
 
+# Hub revisions locked once per run (stylemerge.revisions): the run's main process (a dry
+# run's too) resolves every hub reference that is not pinned to a commit and writes
+# R("revisions.lock"); every job reads it and never resolves, so a repository that moves
+# mid-run changes nothing.
+from stylemerge import revisions
+
+LOCK = R(revisions.LOCK_NAME)
+try:
+    if workflow.is_main_process:
+        _problems = []
+        COMMITS = revisions.lock(
+            config, LOCK, config["revisions"] == "refresh", problems=_problems
+        )
+        for _problem in _problems:
+            logger.warning(f"{_problem}: the jobs that load it will stop")
+    else:
+        COMMITS = revisions.locked_commits(config, LOCK)
+except revisions.RevisionError as err:
+    raise WorkflowError(str(err)) from None
+config.update(revisions.apply(config, COMMITS))
+
+
 DOMAINS = list(config["domains"])
 # Out-of-domain text (evaluate.lm_eval.lambada_ood.sources): sharded whole, never trained on;
 # the stylemerge_lambada_ood task's passages, the row the card's lambada_openai claim maps to.
@@ -214,7 +236,10 @@ def eval_model_param(wildcards):
     path = EVAL_MODELS[wildcards.eval_model]
     if path is None:
         return model_param("base")
-    return {"ref": None if eval_model_input(wildcards) else path, "revision": None}
+    if eval_model_input(wildcards):
+        return {"ref": None, "revision": None}
+    name = wildcards.eval_model
+    return {"ref": path, "revision": revisions.comparison_revision(COMMITS, name)}
 
 
 def lm_eval_settings(wildcards):
