@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from stylemerge.checkpoints import prepare_checkpoints
 from stylemerge.config import deep_merge
 from stylemerge.grpo import (
     ProxyNotSpecialisedError,
@@ -19,7 +20,6 @@ from stylemerge.grpo import (
     checkpoint_fingerprint,
     make_prompts,
     mean_se,
-    prepare_checkpoints,
     prompt_windows,
     train_adapter,
 )
@@ -335,7 +335,7 @@ def test_trainer_field_list_matches_installed_trl():
 
 
 def test_a_checkpoint_killed_while_saving_is_skipped(tmp_path):
-    from stylemerge.grpo import last_complete_checkpoint
+    from stylemerge.checkpoints import last_complete_checkpoint
 
     for step, state in ((2, "{}"), (4, '{"trunc')):
         (tmp_path / f"checkpoint-{step}").mkdir()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
-import json
 import logging
 import math
 import shutil
@@ -22,6 +20,11 @@ from pathlib import Path
 
 import torch
 
+from stylemerge.checkpoints import (
+    completed_steps,
+    fingerprint,
+    prepare_checkpoints,
+)
 from stylemerge.files import atomic_path, read_json, write_json
 from stylemerge.job import JobSettings, set_seed
 from stylemerge.mara import make_trainer_class, mara_bonus
@@ -33,8 +36,6 @@ from stylemerge.trl_fields import MANAGED, trl_default
 from stylemerge.vllm_support import grpo_policy_reference, grpo_trainer_settings, require_vllm
 
 log = logging.getLogger(__name__)
-
-FINGERPRINT = "fingerprint.json"
 
 
 def prompt_windows(
@@ -249,10 +250,6 @@ def completion_summary(history: Sequence[Mapping]) -> dict:
     }
 
 
-def fingerprint(**parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def checkpoint_fingerprint(
     settings: Mapping,
     seed: int,
@@ -275,28 +272,6 @@ def checkpoint_fingerprint(
     )
 
 
-def last_complete_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest checkpoint that was written to the end; newer partial ones (a job killed
-    while saving) are removed.  Trainer writes trainer_state.json last."""
-    steps = []
-    for path in checkpoint_dir.glob("checkpoint-*"):
-        suffix = path.name.split("-", 1)[1]
-        if path.is_dir() and suffix.isdigit():
-            steps.append((int(suffix), path))
-    for _, path in sorted(steps, reverse=True):
-        try:
-            json.loads((path / "trainer_state.json").read_text())
-            return path
-        except (OSError, ValueError):
-            log.warning("%s: incomplete checkpoint (killed while saving?); removing it", path)
-            shutil.rmtree(path, ignore_errors=True)
-    return None
-
-
-def completed_steps(checkpoint: str | Path) -> int:
-    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])
-
-
 def restore_finished(trainer, checkpoint: str | Path) -> None:
     """Load a finished run's adapter weights and trainer state from its last checkpoint."""
     from peft import set_peft_model_state_dict
@@ -308,24 +283,6 @@ def restore_finished(trainer, checkpoint: str | Path) -> None:
     set_peft_model_state_dict(trainer.model, weights)
     trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
     log.info("%s holds the last step: training was complete", checkpoint)
-
-
-def prepare_checkpoints(checkpoint_dir: Path, expected: str) -> str | None:
-    """The checkpoint to resume from, if any; a checkpoint of other settings is removed."""
-    marker = checkpoint_dir / FINGERPRINT
-    if checkpoint_dir.exists():
-        previous = json.loads(marker.read_text())["fingerprint"] if marker.exists() else None
-        if previous != expected:
-            log.warning(
-                "%s: checkpoints from other settings or inputs; starting over", checkpoint_dir
-            )
-            shutil.rmtree(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"fingerprint": expected}))
-    last = last_complete_checkpoint(checkpoint_dir)
-    if last:
-        log.info("resuming from %s", last)
-    return str(last) if last else None
 
 
 def trained_dtypes(trainer, precision: str) -> dict:

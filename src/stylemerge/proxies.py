@@ -7,10 +7,12 @@ gain most on its own domain (``specialised``); one that does not is recorded as 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from stylemerge.files import atomic_path, write_json
+from stylemerge.checkpoints import fingerprint
+from stylemerge.files import atomic_path, sha256_file, write_json
 from stylemerge.job import JobSettings, set_seed
 from stylemerge.models import ModelReference
 from stylemerge.shards import shard_texts
@@ -27,8 +29,12 @@ def train_proxy(
     heldout_shards: Mapping[str, str | Path],
     out_dir: str | Path,
     settings: Mapping,
+    checkpoint_dir: str | Path | None = None,
 ) -> dict:
-    """Fine-tune ``general_proxy`` on ``domain``; save it with ``metrics.json``."""
+    """Fine-tune ``general_proxy`` on ``domain``; save it with ``metrics.json``.
+
+    ``checkpoint_dir``: checkpoints every ``settings["save_steps"]`` steps, resumed from by a
+    job run again after a kill (removed once the proxy is saved)."""
 
     job = job.apply()
     general_proxy = ModelReference.of(general_proxy)
@@ -43,7 +49,21 @@ def train_proxy(
         name: pack(tokenizer, shard_texts([path]), seq_len)[: settings["eval_blocks"]]
         for name, path in heldout_shards.items()
     }
-    fit = fit_causal_lm(model, train, eval_sets, settings, job)
+    checkpoints = None
+    if checkpoint_dir is not None:
+        key = fingerprint(
+            settings={k: v for k, v in settings.items() if k not in ("threads", "runtime_min")},
+            seed=job.seed,
+            precision=job.precision,
+            general_proxy=general_proxy.as_dict(),  # another revision: another start
+            domain=domain,
+            shards={
+                name: sha256_file(path)
+                for name, path in {"train": train_shard, **heldout_shards}.items()
+            },
+        )
+        checkpoints = (checkpoint_dir, key)
+    fit = fit_causal_lm(model, train, eval_sets, settings, job, checkpoints)
     before, after = fit["heldout_loss_before"], fit["heldout_loss_after"]
     gain = {name: before[name] - after[name] for name in before}
     others = [g for name, g in gain.items() if name != domain]
@@ -58,6 +78,7 @@ def train_proxy(
         "specialised": all(gain[domain] > g for g in others),
         "train_blocks": len(train),
         "train_loss": fit["train_loss"],
+        "resumed_from": fit["resumed_from"],
         "tokens_seen": fit["tokens_seen"],
         "threads": job.threads,
         "log_history": fit["log_history"],
@@ -75,4 +96,6 @@ def train_proxy(
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "metrics.json", metrics)
+    if checkpoint_dir is not None:  # done: a later rerun starts afresh
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return metrics

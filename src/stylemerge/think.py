@@ -49,14 +49,17 @@ autocast, ``micro_batch_size`` traces per pass.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
 
+from stylemerge.checkpoints import STATE, fingerprint, prepare_checkpoints
 from stylemerge.files import atomic_path, write_json
 from stylemerge.job import JobSettings, set_seed
 from stylemerge.models import ModelError, ModelReference
@@ -203,19 +206,68 @@ def heldout_ce(model, rows, think_ids, pad_id: int, batch_size: int, device: str
     return {**result, "tokens": counts, "per_document": per_document}
 
 
+def save_rows_checkpoint(directory: Path, step: int, trained, optimizer, ids, loop: dict):
+    """A think-stage checkpoint after ``step``: the trained rows and their Adam moments (all
+    other rows of both are fixed: the rows are all there is to restore), and the loop's state
+    (data order and its generator), trainer_state.json last; the previous one removed."""
+    from safetensors.torch import save_file
+
+    path = directory / f"checkpoint-{step}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    tensors, adam_steps = {}, {}
+    for name, param in trained.items():
+        state = optimizer.state[param]
+        tensors[f"{name}/rows"] = param.detach()[ids].cpu().contiguous()
+        for moment in ("exp_avg", "exp_avg_sq"):
+            tensors[f"{name}/{moment}"] = state[moment][ids].cpu().contiguous()
+        adam_steps[name] = float(state["step"])
+    save_file(tensors, path / "rows.safetensors")
+    write_json(
+        path / STATE,
+        {"global_step": step, "adam_steps": adam_steps, **loop},
+    )
+    for old in directory.glob("checkpoint-*"):
+        if old != path:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_rows_checkpoint(path: Path, trained, optimizer, ids) -> dict:
+    """Put a :func:`save_rows_checkpoint` back: the rows, Adam's state, and the loop's
+    state (returned)."""
+    from safetensors.torch import load_file
+
+    tensors, state = load_file(path / "rows.safetensors"), json.loads((path / STATE).read_text())
+    with torch.no_grad():
+        for name, param in trained.items():
+            param[ids] = tensors[f"{name}/rows"].to(param.device, param.dtype)
+            moments = {}
+            for moment in ("exp_avg", "exp_avg_sq"):
+                full = torch.zeros_like(param)
+                full[ids] = tensors[f"{name}/{moment}"].to(param.device, param.dtype)
+                moments[moment] = full
+            step = torch.tensor(state["adam_steps"][name], dtype=torch.float32)
+            optimizer.state[param] = {"step": step, **moments}
+    return state
+
+
 def optimize_think_tokens(
     job: JobSettings,
     model_ref: ModelReference | str | Path,
     traces: Mapping,
     out_dir: str | Path,
     settings: Mapping,
+    checkpoint_dir: str | Path | None = None,
 ) -> dict:
     """Train the think-token rows of ``model_ref`` on ``traces["train"]``; save the model
     (safetensors), its tokenizer and ``metrics.json`` to ``out_dir``.
 
     ``traces``: ``train`` and ``heldout`` texts and ``info`` on where they came from (recorded
     in the metrics), as :func:`stylemerge.arithmetic.build_traces` returns them.
-    ``settings``: ``steps``, ``learning_rate``, ``batch_size``, ``max_length``."""
+    ``settings``: ``steps``, ``learning_rate``, ``batch_size``, ``max_length``,
+    ``save_steps``.  ``checkpoint_dir``: the rows, Adam's state and the data order saved every
+    ``save_steps`` steps; a job run again after a kill resumes from the last one and ends
+    with the same rows as an uninterrupted run (removed once the model is saved)."""
     train_texts, heldout_texts = traces["train"], traces["heldout"]
     if not train_texts or not heldout_texts:
         raise ValueError(
@@ -288,9 +340,26 @@ def optimize_think_tokens(
     steps, log_every = settings["steps"], max(1, settings["steps"] // 20)
     order: list[int] = []
     generator = torch.Generator().manual_seed(job.seed)
-    history, started = [], time.monotonic()
+    history, started, first = [], time.monotonic(), 1
+    resume = None
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        key = fingerprint(
+            settings={k: v for k, v in settings.items() if k not in ("threads", "runtime_min")},
+            seed=job.seed,
+            precision=job.precision,
+            model=model_ref.as_dict(),
+            ids=list(ids),
+            traces=[train_texts, heldout_texts],
+        )
+        resume = prepare_checkpoints(checkpoint_dir, key)
+    if resume:
+        loop = restore_rows_checkpoint(Path(resume), trained, optimizer, ids)
+        first, order, history = loop["global_step"] + 1, loop["order"], loop["history"]
+        generator.set_state(torch.tensor(loop["generator"], dtype=torch.uint8))
+    save_steps = settings.get("save_steps") or steps
     with checkpointed(model, bool(settings.get("gradient_checkpointing"))):
-        for step in range(1, steps + 1):
+        for step in range(first, steps + 1):
             while len(order) < batch_size:
                 order += torch.randperm(len(train_rows), generator=generator).tolist()
             batch, order = [train_rows[i] for i in order[:batch_size]], order[batch_size:]
@@ -320,6 +389,13 @@ def optimize_think_tokens(
             if step % log_every == 0 or step == steps:
                 history.append({"step": step, "loss": loss_sum})
                 log.info("step %d/%d loss %.4f", step, steps, loss_sum)
+            if checkpoint_dir is not None and step % save_steps == 0 and step < steps:
+                loop = {
+                    "order": order,
+                    "history": history,
+                    "generator": generator.get_state().tolist(),
+                }
+                save_rows_checkpoint(checkpoint_dir, step, trained, optimizer, ids, loop)
     train_seconds = time.monotonic() - started
 
     precision = {  # what the rows were trained in, whatever the forward pass computed in
@@ -385,6 +461,7 @@ def optimize_think_tokens(
         "heldout_ce_after": ce_after,
         "precision": precision,
         "steps": steps,
+        "resumed_from": Path(resume).name if resume else None,
         "train_traces": len(train_rows),
         "heldout_traces": len(heldout_rows),
         "truncated": {"train": train_cut, "heldout": heldout_cut},
@@ -409,4 +486,6 @@ def optimize_think_tokens(
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "metrics.json", metrics)
+    if checkpoint_dir is not None:  # done: a later rerun starts afresh
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return metrics

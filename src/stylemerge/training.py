@@ -11,10 +11,13 @@ import logging
 import math
 import tempfile
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
+from stylemerge.checkpoints import completed_steps, prepare_checkpoints
 from stylemerge.job import JobSettings
 
 log = logging.getLogger(__name__)
@@ -81,13 +84,26 @@ def fit_causal_lm(
     eval_sets: Mapping[str, torch.Tensor],
     settings: Mapping,
     job: JobSettings,
+    checkpoints: tuple[str | Path, str] | None = None,
 ) -> dict:
     """Train ``model`` on ``train`` blocks; held-out loss per eval set before and after.
-    The job's trackers (``report_to``) get the training logs."""
-    seed, device = job.seed, job.device
-    from transformers import Trainer, TrainingArguments
+    The job's trackers (``report_to``) get the training logs.
 
-    with tempfile.TemporaryDirectory(prefix="fit-") as scratch:
+    ``checkpoints``: (directory, fingerprint of the settings and inputs) to save a checkpoint
+    every ``settings["save_steps"]`` steps and to resume from the last one there (a killed
+    job): the model, optimiser, schedule, data order and RNG states, so that the result is
+    the uninterrupted run's.  The caller removes the directory once its output is saved."""
+    seed, device = job.seed, job.device
+    from transformers import Trainer, TrainerState, TrainingArguments
+
+    resume = None
+    if checkpoints is not None:
+        directory, key = Path(checkpoints[0]), checkpoints[1]
+        resume = prepare_checkpoints(directory, key)
+    workdir = (
+        nullcontext(str(directory)) if checkpoints else tempfile.TemporaryDirectory(prefix="fit-")
+    )
+    with workdir as scratch:
         args = TrainingArguments(
             output_dir=scratch,
             max_steps=settings["steps"],
@@ -99,7 +115,9 @@ def fit_causal_lm(
             weight_decay=settings["weight_decay"],
             logging_steps=max(1, settings["steps"] // 20),
             logging_nan_inf_filter=False,  # a NaN loss must reach StopOnNonFinite
-            save_strategy="no",
+            save_strategy="steps" if checkpoints else "no",
+            save_steps=settings.get("save_steps") or 500,
+            save_total_limit=1,  # the last checkpoint is all a resumed job needs
             report_to=list(job.report_to),
             seed=seed,
             data_seed=seed,
@@ -122,12 +140,25 @@ def fit_causal_lm(
             return losses
 
         before = evaluate()
-        result = trainer.train()
+        if resume and completed_steps(resume) >= settings["steps"]:
+            # killed after its last checkpoint, before its output was in place: that
+            # checkpoint is the result (Trainer resumed there would step on)
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(Path(resume) / "model.safetensors"), strict=False)
+            trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+            log.info("%s holds the last step: training was complete", resume)
+        else:
+            trainer.train(resume_from_checkpoint=resume)
         after = evaluate()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {
         "heldout_loss_before": before,
         "heldout_loss_after": after,
-        "train_loss": result.training_loss,
+        # the logged losses' mean: the same whether or not the run was resumed (Trainer's own
+        # training_loss counts only the steps since the resume)
+        "train_loss": sum(losses) / len(losses) if losses else None,
         "tokens_seen": settings["steps"] * settings["batch_size"] * train.shape[1],
         "log_history": trainer.state.log_history,
+        "resumed_from": Path(resume).name if resume else None,
     }

@@ -24,6 +24,8 @@ rule train_proxy:
     params:
         job=lambda wc: stage_job(stage_settings(config, "proxy", wc.domain)),
         general_proxy=model_param("general_proxy"),
+        # not an output: kept when the job is killed, so that it resumes (train_adapter's too)
+        checkpoints=R("checkpoints/proxies/{domain}"),
         tracking=R("logs/proxy/{domain}"),
         settings=lambda wc: stage_settings(config, "proxy", wc.domain),
     script:

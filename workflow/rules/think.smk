@@ -21,6 +21,8 @@ rule optimize_think_tokens:
     params:
         job=lambda wc: stage_job(config["think"], wc),
         model=think_model_param,
+        # not an output: kept when the job is killed, so that it resumes
+        checkpoints=S("checkpoints/think/{think_model}"),
         settings=config["think"],
     script:
         "../scripts/optimize_think_tokens.py"

@@ -13,4 +13,5 @@ with to_file(snakemake.log[0]):
         traces=build_traces(snakemake.params.settings["data"], seed=job.seed),
         out_dir=snakemake.output[0],
         settings=snakemake.params.settings,
+        checkpoint_dir=snakemake.params.checkpoints,
     )

@@ -13,4 +13,5 @@ with to_file(snakemake.log[0]):
         heldout_shards=read_shard_index(snakemake.input.heldout),
         out_dir=snakemake.output[0],
         settings=snakemake.params.settings,
+        checkpoint_dir=snakemake.params.checkpoints,
     )
