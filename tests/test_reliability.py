@@ -599,7 +599,12 @@ def test_every_name_keyed_mapping_in_the_schema_has_the_safe_pattern(schema_path
         "evaluate.comparisons": props["evaluate"]["properties"]["comparisons"],
     }
     for key, node in keyed.items():
-        assert node["propertyNames"] == {"pattern": "^[a-z0-9][a-z0-9_]*$"}, key
+        assert node["propertyNames"]["pattern"] == "^[a-z0-9][a-z0-9_]*$", key
+    # beside GRPO's results/<run>/checkpoints/<domain>: the proxies' and think rows' own
+    assert props["domains"]["propertyNames"]["not"] == {"enum": ["proxies", "think"]}
+    for name in ("proxies", "think"):
+        message = rejected({"domains": {name: {"source": {"type": "builtin"}}}}, schema_path)
+        assert "domains" in message and name in message, message
 
 
 def test_model_roles_are_fixed_names(schema_path):
