@@ -417,6 +417,7 @@ def test_the_snakemake_script_translates_to_one_library_call(tiny_base, tmp_path
                 "allow_pickle_weights": False,
             },  # fmt: skip
             model={"ref": None, "revision": None},
+            checkpoints=str(tmp_path / "checkpoints" / "think" / "base"),
             settings=settings,
         ),
         output=[str(tmp_path / "think" / "base")],
@@ -430,6 +431,7 @@ def test_the_snakemake_script_translates_to_one_library_call(tiny_base, tmp_path
     assert metrics["steps"] == 2 and metrics["data"]["problems"] == {"train": 8, "heldout": 4}
     assert metrics["provenance"]["seed"] == 3
     assert "held-out CE" in (tmp_path / "logs" / "base.log").read_text()
+    assert not (tmp_path / "checkpoints" / "think" / "base").exists()  # removed when done
 
 
 # --- the cheaper path (paper scale's memory settings) ------------------------------------------
