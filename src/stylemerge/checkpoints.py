@@ -23,6 +23,16 @@ FINGERPRINT = "fingerprint.json"
 STATE = "trainer_state.json"
 
 
+# Settings that change where or how fast a job runs, not what it computes: a resumed job may
+# run with other values (a retry with more time or threads) and still continue its checkpoints.
+SCHEDULING_KEYS = ("threads", "runtime_min")
+
+
+def training_settings(settings) -> dict:
+    """A stage's settings as its checkpoints' fingerprint takes them (scheduling left out)."""
+    return {key: value for key, value in settings.items() if key not in SCHEDULING_KEYS}
+
+
 def fingerprint(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 

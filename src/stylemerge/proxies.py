@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from stylemerge.checkpoints import fingerprint
+from stylemerge.checkpoints import fingerprint, training_settings
 from stylemerge.files import atomic_path, sha256_file, write_json
 from stylemerge.job import JobSettings, set_seed
 from stylemerge.models import ModelReference
@@ -52,7 +52,7 @@ def train_proxy(
     checkpoints = None
     if checkpoint_dir is not None:
         key = fingerprint(
-            settings={k: v for k, v in settings.items() if k not in ("threads", "runtime_min")},
+            settings=training_settings(settings),
             seed=job.seed,
             precision=job.precision,
             general_proxy=general_proxy.as_dict(),  # another revision: another start

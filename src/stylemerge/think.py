@@ -59,7 +59,7 @@ from pathlib import Path
 
 import torch
 
-from stylemerge.checkpoints import STATE, fingerprint, prepare_checkpoints
+from stylemerge.checkpoints import STATE, fingerprint, prepare_checkpoints, training_settings
 from stylemerge.files import atomic_path, write_json
 from stylemerge.job import JobSettings, set_seed
 from stylemerge.models import ModelError, ModelReference
@@ -345,7 +345,7 @@ def optimize_think_tokens(
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
         key = fingerprint(
-            settings={k: v for k, v in settings.items() if k not in ("threads", "runtime_min")},
+            settings=training_settings(settings),
             seed=job.seed,
             precision=job.precision,
             model=model_ref.as_dict(),
