@@ -13,7 +13,7 @@ TORCH := torch==2.13.0
 GPU_VENV := .venv-gpu
 GPU_BIN := $(GPU_VENV)/bin
 GPU_STAMP := $(GPU_VENV)/.installed
-GPU_EXTRAS := gpu,tracking
+GPU_EXTRAS := gpu,tracking,slurm-jobstep
 # gpu-deps' resolver: a pip that reads wheel metadata by HTTP range requests (fast-deps), so
 # the CUDA wheels are never downloaded. --isolated: PyPI only, no find-links wheel directories
 # or user config (a local CPU torch build would hide the CUDA build's nvidia-* dependencies).
@@ -43,7 +43,7 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --cores 1
 
-# CI: pip resolves the GPU set (.[gpu,tracking] with constraints-gpu.txt) without installing
+# CI: pip resolves the GPU set (.[$(GPU_EXTRAS)] with constraints-gpu.txt) without installing
 # it; fails on a conflict, or unless the set is exactly constraints-gpu.txt (.ci/gpu_deps.py).
 gpu-deps:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; start=$$(date +%s); \

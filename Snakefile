@@ -64,6 +64,21 @@ if (
     workflow.global_resources["_cores"] = available_cores()
 
 
+# A cluster profile's precommand (profiles/slurm activates .venv-gpu in every job): stop
+# before submitting anything if what it activates is missing. Real runs only, in the main
+# process (jobs run with --no-hooks); a dry run plans without it.
+from stylemerge.job import missing_job_environment
+
+
+onstart:
+    if not workflow.local_exec:
+        _problem = missing_job_environment(
+            workflow.remote_execution_settings.precommand, Path.cwd()
+        )
+        if _problem:
+            raise WorkflowError(_problem)
+
+
 report: "workflow/report/workflow.rst"
 
 

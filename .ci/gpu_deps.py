@@ -1,6 +1,6 @@
 """The GPU pin set, constraints-gpu.txt, against what pip resolves (`make gpu-deps`).
 
-`make gpu-deps` has pip resolve `.[gpu,tracking]` with constraints-gpu.txt without installing
+`make gpu-deps` has pip resolve `.[gpu,tracking,slurm-jobstep]` with constraints-gpu.txt without installing
 anything (`pip install --dry-run --report`); then
 
     python .ci/gpu_deps.py check REPORT
@@ -24,14 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 PINS = ROOT / "constraints-gpu.txt"
 PROJECT = "stylemerge"
 HEADER = """\
-# The GPU pin set: `pip install -c constraints-gpu.txt -e ".[gpu]"` (`make gpu-venv`), Linux
-# with CUDA. Its own file because vLLM 0.30.0 needs numpy<2.4 (mistral_common) while
-# snakemake-executor-plugin-slurm 2.8.0 needs numpy>=2.4.5: the slurm extra is not in it.
+# The GPU pin set, Linux with CUDA: `make gpu-venv`, which is
+# `pip install -c constraints-gpu.txt -e ".[gpu,tracking,slurm-jobstep]"`. Its own file
+# because vLLM 0.30.0 needs numpy<2.4 (mistral_common) while snakemake-executor-plugin-slurm
+# 2.8.0 needs numpy>=2.4.5: the slurm extra is not in it (its jobstep plugin is).
 # Made by pip 26.3's resolver (--dry-run --use-feature=fast-deps --report; PyPI, whose Linux
-# torch wheel is the CUDA build) for .[gpu,tracking] with constraints.txt's pins, numpy
-# unpinned, then `python .ci/gpu_deps.py write REPORT`. tests/test_envs.py checks that every
-# version shared with constraints.txt agrees but numpy's; `make gpu-deps` (CI) that pip
-# resolves exactly this set.
+# torch wheel is the CUDA build) for .[gpu,tracking,slurm-jobstep] with constraints.txt's
+# pins, numpy unpinned, then `python .ci/gpu_deps.py write REPORT`. tests/test_envs.py checks
+# that every version shared with constraints.txt agrees but numpy's; `make gpu-deps` (CI)
+# that pip resolves exactly this set.
 """
 
 

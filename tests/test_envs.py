@@ -161,9 +161,16 @@ def test_gpu_pins_hold_vllm_and_every_core_dependency_but_not_the_slurm_plugin()
 def test_the_slurm_plugin_is_an_extra_that_dev_installs():
     project = pyproject()["project"]
     extras = project["optional-dependencies"]
-    names = {parse_pin(spec, "==")[0] for spec in extras["slurm"]}
-    # the jobstep plugin runs each Slurm job's snakemake (the submitting environment's)
-    assert names == {"snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep"}
+    # the submitter's plugin, and (through the slurm-jobstep extra) the one each Slurm job's
+    # snakemake runs with, which the GPU set holds too: profiles/slurm runs jobs in .venv-gpu
+    assert set(extras["slurm"]) == {
+        "snakemake-executor-plugin-slurm==2.8.0",
+        "stylemerge[slurm-jobstep]",
+    }
+    names = {"snakemake-executor-plugin-slurm", "snakemake-executor-plugin-slurm-jobstep"}
+    assert {parse_pin(spec, "==")[0] for spec in extras["slurm-jobstep"]} == names - {
+        "snakemake-executor-plugin-slurm"
+    }
     assert not names & {parse_pin(spec, "==")[0] for spec in project["dependencies"]}
     assert "stylemerge[slurm]" in extras["dev"]  # make test and CI (tests/test_slurm.py)
     for path in ENVS:  # jobs never submit

@@ -28,3 +28,19 @@ def test_every_documented_snakemake_command_parses():
         assert args.targets or args.lint or args.unlock, command
         for configfile in args.configfile or []:
             assert (ROOT / configfile).is_file(), (command, configfile)
+
+
+PAPER_COMMAND = "snakemake --profile slurm all --configfile config/paper.yaml"
+
+
+def test_every_paper_scale_command_is_the_literal_one():
+    """Wherever the docs tell a user how to run paper scale on the cluster (README code
+    blocks and inline code, config/README.md, the configs' headers), it is the one command
+    the Slurm tests check (its plan with -n): no variant that only works with extra flags."""
+    commands = documented_snakemake_commands()
+    for doc in (ROOT / "README.md", ROOT / "config" / "README.md"):
+        commands += re.findall(r"`((?:\S*/)?snakemake [^`]*)`", doc.read_text())
+    paper = [c for c in commands if "config/paper.yaml" in c and "--profile" in c]
+    assert len(paper) >= 4, paper  # README: tier table, paper scale (plan, run), Slurm
+    for command in paper:
+        assert command.replace(" -n ", " ") == PAPER_COMMAND, command

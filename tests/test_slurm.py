@@ -10,19 +10,24 @@ Elsewhere they are skipped unless that cluster is up:
 import copy
 import datetime
 import functools
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
 import yaml
+from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from test_workflow import REDUCED, copy_workflow, snakemake
 
 from conftest import ROOT
 from stylemerge.cost.jobs import GPU_RULES as COST_GPU_RULES
+from stylemerge.job import missing_job_environment
 
 pytestmark = pytest.mark.workflow
 
@@ -96,6 +101,50 @@ def test_ci_profile_has_the_user_profile_form_filled_in_for_the_test_cluster():
     assert set(ci["set-resources"]) == {"pretrain_model"}
     assert set(ci["set-resources"]["pretrain_model"]) == gpu_form
     assert ci["set-resources"]["pretrain_model"]["cpus_per_task"] == 0
+
+
+def test_profiles_run_every_job_in_the_gpu_environment():
+    """Jobs run in .venv-gpu (vLLM), not in the environment they were submitted from (the
+    Slurm plugin's, which cannot hold vLLM): the profile activates it first in every job, and
+    with software-deployment out of shared-fs-usage a job runs `python -m snakemake` from
+    PATH, the activated one (with it in, the submitting interpreter's absolute path)."""
+    user, ci = load_profile(USER_PROFILE), load_profile(CI_PROFILE)
+    assert user["precommand"] == ". .venv-gpu/bin/activate"
+    everything = {usage.item_to_choice() for usage in SharedFSUsage.all()}
+    assert set(user["shared-fs-usage"]) == everything - {"software-deployment"}
+    for key in ("precommand", "shared-fs-usage"):
+        assert ci[key] == user[key], key
+    # the GPU set holds what a job inside its allocation needs, never the submitter's plugin
+    gpu_pins = (ROOT / "constraints-gpu.txt").read_text()
+    jobstep = re.search(r"^snakemake-executor-plugin-slurm-jobstep==\S+$", gpu_pins, re.M)
+    assert jobstep and jobstep.group(0) in (ROOT / "constraints.txt").read_text()
+    assert "vllm==" in gpu_pins and "\nsnakemake-executor-plugin-slurm==" not in gpu_pins
+    assert re.search(r"^GPU_EXTRAS := .*\bslurm-jobstep\b", (ROOT / "Makefile").read_text(), re.M)
+
+
+@pytest.mark.parametrize(
+    "precommand, present, missing",
+    [
+        (". .venv-gpu/bin/activate", True, False),
+        (". .venv-gpu/bin/activate", False, True),
+        ("module load cuda && source '.venv-gpu/bin/activate'", False, True),
+        ("module load cuda && source '.venv-gpu/bin/activate'", True, False),
+        ("module load cuda", False, False),  # nothing sourced: nothing to check
+        (None, False, False),
+    ],
+)
+def test_a_missing_job_environment_is_named_before_any_submission(
+    precommand, present, missing, tmp_path
+):
+    if present:
+        (tmp_path / ".venv-gpu" / "bin").mkdir(parents=True)
+        (tmp_path / ".venv-gpu" / "bin" / "activate").write_text("")
+    problem = missing_job_environment(precommand, tmp_path)
+    if missing:
+        assert str(tmp_path / ".venv-gpu" / "bin" / "activate") in problem
+        assert "make gpu-venv" in problem and "every job would fail" in problem
+    else:
+        assert problem is None
 
 
 def no_user_config(tmp_path, monkeypatch) -> None:
@@ -246,9 +295,28 @@ for _model in SLURM_CONFIG["models"].values():
 SLURM_TARGETS = [f"results/models/{name}" for name in SLURM_CONFIG["models"]]
 
 
+# A module only the stand-in job environment has.
+MARKER = "stylemerge_job_env_marker"
+
+
+def stand_in_job_env(workdir: Path) -> Path:
+    """<workdir>/.venv-gpu, where the profiles' precommand activates it: a real venv whose
+    site-packages also see this test environment's packages (a .pth), and hold a marker
+    module that this environment lacks. It stands in for `make gpu-venv`, whose vLLM and
+    CUDA torch CI does not download."""
+    env = workdir / ".venv-gpu"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    site = next(env.glob("lib/python*/site-packages"))
+    parent = sysconfig.get_path("purelib")
+    (site / "_test_environment.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
+    (site / f"{MARKER}.py").write_text("")
+    return env.resolve()
+
+
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster, tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("slurm"), SLURM_CONFIG)
+    stand_in_job_env(workdir)
     since = (datetime.datetime.now() - datetime.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M")
     result = snakemake(workdir, "--profile", str(CI_PROFILE), *SLURM_TARGETS)
     out = result.stdout + result.stderr
@@ -298,3 +366,90 @@ def test_gpu_rule_was_submitted_with_the_gpu_request_form(slurm_run):
             assert "--gpus" not in job["SubmitLine"].split("--wrap")[0]
             assert "--cpus-per-task=1" in job["SubmitLine"]
             assert "gres/gpu" not in job["AllocTRES"], job
+
+
+def test_every_job_ran_in_the_environment_the_profile_activates(slurm_run):
+    workdir, _, _ = slurm_run
+    assert importlib.util.find_spec(MARKER) is None  # not the submitting environment
+    env = str((workdir / ".venv-gpu").resolve())
+    results = workdir / "results"
+    documents = [results / "models" / model / "metrics.json" for model in ("base", "general_proxy")]
+    documents += [results / "shards" / domain / "manifest.json" for domain in ("bbc_news", "notes")]
+    documents += [results / "tokenizers" / model / "metrics.json" for model in ("base",)]
+    for document in documents:
+        provenance = json.loads(document.read_text())["provenance"]
+        assert str(Path(provenance["environment"]).resolve()) == env, document
+
+
+def test_a_run_without_the_job_environment_stops_before_submitting(slurm_cluster, tmp_path):
+    workdir = copy_workflow(tmp_path, SLURM_CONFIG)
+    result = snakemake(workdir, "--profile", str(CI_PROFILE), *SLURM_TARGETS, check=False)
+    assert result.returncode != 0
+    assert f"sources {workdir / '.venv-gpu' / 'bin' / 'activate'}, which does not exist" in (
+        result.stderr
+    )
+    assert "has been submitted" not in result.stdout + result.stderr
+    assert not (workdir / "results" / "shards").exists()
+
+
+# --- the user's profile, filled in for the test cluster: every GPU rule's job ----------------
+
+
+def filled_in_user_profile(dest: Path) -> Path:
+    """profiles/slurm with its FILL IN placeholders answered for the test cluster (and its
+    status checks paced for jobs of seconds); everything else, precommand included, as
+    committed."""
+    profile = load_profile(USER_PROFILE)
+    profile["default-resources"].update(slurm_partition=PARTITION, slurm_account=ACCOUNT)
+    for resources in profile["set-resources"].values():
+        resources.update(slurm_partition=PARTITION, gpu_model="fake", cpus_per_gpu=1)
+    profile["default-resources"]["mem_mb"] = 500
+    profile.update({"jobs": 4, "latency-wait": 5, "slurm-init-seconds-before-status-checks": 2})
+    dest.mkdir()
+    (dest / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return dest
+
+
+REPORT_ENV = f"""\
+import importlib.util, json, sys
+
+with open(snakemake.output[0], "w") as out:
+    json.dump({{"executable": sys.executable, "prefix": sys.prefix,
+               "marker": importlib.util.find_spec({MARKER!r}) is not None}}, out)
+"""
+
+
+def test_each_gpu_rule_runs_in_the_environment_the_user_profile_gives(slurm_cluster, tmp_path):
+    """A job of every GPU rule, submitted through profiles/slurm (placeholders filled in),
+    runs its Python script (as the workflow's rules do) in .venv-gpu. The rules here only
+    report their interpreter: what decides it is the profile and the job, not the rule."""
+    workdir = tmp_path / "workflow"
+    workdir.mkdir()
+    env = stand_in_job_env(workdir)
+    (workdir / "report_env.py").write_text(REPORT_ENV)
+    rules = sorted(GPU_RULES)
+    snakefile = ["rule all:", "    input:", *(f'        "env/{rule}.json",' for rule in rules)]
+    for rule in rules:
+        snakefile += ["", "", f"rule {rule}:", "    output:", f'        "env/{rule}.json"']
+        snakefile += ["    script:", '        "report_env.py"']
+    (workdir / "Snakefile").write_text("\n".join(snakefile) + "\n")
+    profile = filled_in_user_profile(tmp_path / "profile")
+    since = (datetime.datetime.now() - datetime.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M")
+    result = snakemake(workdir, "--profile", str(profile), "all")
+    for rule in rules:
+        report = json.loads((workdir / "env" / f"{rule}.json").read_text())
+        assert Path(report["prefix"]).resolve() == env, (rule, report)
+        assert report["marker"], rule
+        assert Path(report["executable"]).parent.resolve() == env / "bin", (rule, report)
+    # each as a Slurm job of its own, with its GPU
+    run_id = re.search(r"SLURM run ID: (\S+)", result.stdout + result.stderr).group(1)
+    sacct = run_tool(
+        "sacct", "-X", "-n", "-P", "-S", since, "--name", run_id, "-o", "Comment,State,AllocTRES"
+    )
+    jobs = [row.split("|") for row in sacct.stdout.splitlines()]
+    ran = sorted(
+        re.match(r"rule_(.+?)(?:_wildcards.*)?$", comment).group(1) for comment, *_ in jobs
+    )
+    assert ran == rules, sacct.stdout
+    for comment, state, tres in jobs:
+        assert state == "COMPLETED" and "gres/gpu=1" in tres, (comment, state, tres)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 # the config's top-level keys a JobSettings holds (the rest: threads from the rule)
@@ -121,3 +123,24 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("config device is 'cuda' but torch sees no CUDA device")
     return device
+
+
+# `. PATH` or `source PATH` at the start of a shell command or after &&, ; or ||
+_ACTIVATION = re.compile(r"(?:^|&&|;|\|\|)\s*(?:\.|source)\s+(['\"]?)([^\s'\";&|]+)\1")
+
+
+def missing_job_environment(precommand: str | None, workdir: str | os.PathLike) -> str | None:
+    """Why the jobs of a cluster run cannot start, or None: a profile's ``precommand`` (run
+    first in every job, e.g. profiles/slurm's ``. .venv-gpu/bin/activate``) sources a file
+    that does not exist. Every job would fail, each retried, before the workflow said why."""
+    for match in _ACTIVATION.finditer(precommand or ""):
+        path = Path(workdir, match.group(2))
+        if not path.is_file():
+            return (
+                f"precommand {precommand!r} (the profile's; run first in every cluster job) "
+                f"sources {path}, which does not exist: every job would fail. Create that "
+                "environment first (profiles/slurm: `make gpu-venv` on a machine that shares "
+                "this directory with the nodes; README, Paper scale) or change precommand "
+                "in a copy of the profile"
+            )
+    return None

@@ -12,6 +12,7 @@ import json
 import platform
 import socket
 import subprocess
+import sys
 from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
@@ -78,6 +79,8 @@ def provenance(config: Mapping | None = None, seed: int | None = None) -> dict[s
         "git": git_revision(),
         "packages": package_versions(),
         "python": platform.python_version(),
+        # the environment the job ran in (a cluster profile may give jobs their own)
+        "environment": sys.prefix,
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
