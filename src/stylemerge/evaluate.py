@@ -23,6 +23,7 @@ import functools
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -80,6 +81,38 @@ def lean_harness() -> Iterator[None]:
             os.environ.pop("DISABLE_MULTIPROC", None)
         else:
             os.environ["DISABLE_MULTIPROC"] = saved_env
+
+
+# lm-eval's modules that report through tqdm (vllm_causallms once imported) -> what their
+# bars without a description count: a task's documents as it builds their contexts, else
+# the model's requests
+TQDM_MODULES = {
+    "lm_eval.api.model": ("requests", "request"),
+    "lm_eval.api.task": ("building contexts", "document"),
+    "lm_eval.models.huggingface": ("requests", "request"),
+    "lm_eval.models.vllm_causallms": ("requests", "request"),
+}
+
+
+@contextlib.contextmanager
+def logged_progress() -> Iterator[None]:
+    """Inside: lm-eval's progress bars (building contexts, running requests) log progress
+    lines (stylemerge.progress) instead of tqdm's carriage-return redraws in the job's log.
+    Restored on exit."""
+    from stylemerge.progress import tqdm_class
+
+    swapped = {
+        module: sys.modules[module].tqdm
+        for module in TQDM_MODULES
+        if module in sys.modules and hasattr(sys.modules[module], "tqdm")
+    }
+    for module in swapped:
+        sys.modules[module].tqdm = tqdm_class(*TQDM_MODULES[module])
+    try:
+        yield
+    finally:
+        for module, original in swapped.items():
+            sys.modules[module].tqdm = original
 
 
 # --- the harness model --------------------------------------------------------------------------
@@ -323,7 +356,7 @@ def evaluate_lm(
     device = job.device if backend(settings) == "vllm" else str(lm.device)  # vLLM's is None
     log.info("lm-eval on %s: %s", model_ref, ", ".join(names))
     # the hf model's passes under the job's precision (vLLM's: its dtype, vllm_model_args)
-    with lean_harness(), job.autocast()():
+    with lean_harness(), logged_progress(), job.autocast()():
         results = simple_evaluate(
             model=lm,
             tasks=objects,

@@ -115,16 +115,21 @@ def sample_completions(
     batch_size: int = 16,
     autocast: Autocast = contextlib.nullcontext,
     top_k: int = 0,
+    progress: str | None = None,
 ) -> list[list[str]]:
     """``samples`` completions per prompt, batched (left padding, num_return_sequences), the
     forward passes under ``autocast`` (the job's precision).  ``top_k`` 0 cuts nothing
-    (transformers would otherwise apply the model's generation config, or its own 50)."""
+    (transformers would otherwise apply the model's generation config, or its own 50).
+    ``progress``: what the job's log calls this loop in its progress lines (prompts done)."""
+    from stylemerge.progress import Progress
+
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     torch.manual_seed(seed)
     device = next(model.parameters()).device
     out: list[list[str]] = []
+    counter = Progress(progress, len(prompts), unit="prompt") if progress else None
     try:
         for start in range(0, len(prompts), batch_size):
             batch = list(prompts[start : start + batch_size])
@@ -144,6 +149,8 @@ def sample_completions(
                 generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
             )
             out.extend(texts[i * samples : (i + 1) * samples] for i in range(len(batch)))
+            if counter is not None:
+                counter.update(len(out))
     finally:
         tokenizer.padding_side = side
     return out
@@ -176,6 +183,7 @@ def evaluate_policy(
         seed,
         autocast=autocast,
         top_k=trainer.get("top_k", trl_default("top_k")),  # as trl samples in training
+        progress="held-out sampling",
     )
     flat_prompts = [p for p, group in zip(prompts, completions, strict=True) for _ in group]
     flat = [c for group in completions for c in group]
@@ -341,6 +349,7 @@ def train_adapter(
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
+    from stylemerge.progress import progress_callback
     from stylemerge.training import StopOnNonFinite
 
     job = job.apply()
@@ -483,7 +492,7 @@ def train_adapter(
             target_modules=list(lora["target_modules"]),
             task_type="CAUSAL_LM",
         ),
-        callbacks=[StopOnNonFinite()],
+        callbacks=[StopOnNonFinite(), progress_callback(f"grpo {domain}")],
         **extra,
     )
     if resume and completed_steps(resume) >= args.max_steps > 0:

@@ -37,7 +37,9 @@ def pretrain_tiny_model(
 
     set_seed(job.seed)
     model = build_tiny_model(tokenizer, tiny)
-    fit = fit_causal_lm(model, train, {"heldout": heldout}, settings, job)
+    fit = fit_causal_lm(
+        model, train, {"heldout": heldout}, settings, job, what=f"pretrain {Path(out_dir).name}"
+    )
     metrics = {
         "architecture": tiny["architecture"],
         "parameters": sum(p.numel() for p in model.parameters()),

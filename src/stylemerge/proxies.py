@@ -63,7 +63,7 @@ def train_proxy(
             },
         )
         checkpoints = (checkpoint_dir, key)
-    fit = fit_causal_lm(model, train, eval_sets, settings, job, checkpoints)
+    fit = fit_causal_lm(model, train, eval_sets, settings, job, checkpoints, f"proxy {domain}")
     before, after = fit["heldout_loss_before"], fit["heldout_loss_after"]
     gain = {name: before[name] - after[name] for name in before}
     others = [g for name, g in gain.items() if name != domain]

@@ -63,6 +63,7 @@ from stylemerge.checkpoints import STATE, fingerprint, prepare_checkpoints, trai
 from stylemerge.files import atomic_path, write_json
 from stylemerge.job import JobSettings, set_seed
 from stylemerge.models import ModelError, ModelReference
+from stylemerge.progress import Progress
 from stylemerge.tokenizer import THINK_TOKENS
 
 log = logging.getLogger(__name__)
@@ -358,6 +359,7 @@ def optimize_think_tokens(
         first, order, history = loop["global_step"] + 1, loop["order"], loop["history"]
         generator.set_state(torch.tensor(loop["generator"], dtype=torch.uint8))
     save_steps = settings.get("save_steps") or steps
+    progress = Progress(f"think {Path(out_dir).name}", steps, start=first - 1)
     with checkpointed(model, bool(settings.get("gradient_checkpointing"))):
         for step in range(first, steps + 1):
             while len(order) < batch_size:
@@ -396,6 +398,7 @@ def optimize_think_tokens(
                     "generator": generator.get_state().tolist(),
                 }
                 save_rows_checkpoint(checkpoint_dir, step, trained, optimizer, ids, loop)
+            progress.update(step)
     train_seconds = time.monotonic() - started
 
     precision = {  # what the rows were trained in, whatever the forward pass computed in

@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 
 from stylemerge.checkpoints import completed_steps, prepare_checkpoints
 from stylemerge.job import JobSettings
+from stylemerge.progress import progress_callback
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,11 @@ def fit_causal_lm(
     settings: Mapping,
     job: JobSettings,
     checkpoints: tuple[str | Path, str] | None = None,
+    what: str = "training",
 ) -> dict:
     """Train ``model`` on ``train`` blocks; held-out loss per eval set before and after.
-    The job's trackers (``report_to``) get the training logs.
+    The job's trackers (``report_to``) get the training logs; its log gets progress lines
+    for ``what`` (stylemerge.progress).
 
     ``checkpoints``: (directory, fingerprint of the settings and inputs) to save a checkpoint
     every ``settings["save_steps"]`` steps and to resume from the last one there (a killed
@@ -127,7 +130,10 @@ def fit_causal_lm(
             disable_tqdm=True,
         )
         trainer = Trainer(
-            model=model, args=args, train_dataset=Blocks(train), callbacks=[StopOnNonFinite()]
+            model=model,
+            args=args,
+            train_dataset=Blocks(train),
+            callbacks=[StopOnNonFinite(), progress_callback(what)],
         )
         datasets = {name: Blocks(blocks) for name, blocks in eval_sets.items()}
 

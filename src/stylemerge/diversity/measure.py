@@ -108,6 +108,7 @@ def measure_diversity(
             settings["batch_size"],
             autocast=job.autocast(),
             top_k=settings["top_k"],
+            progress=f"sampling {domain}",
         )
         t1 = time.perf_counter()
         records.extend(
