@@ -141,5 +141,8 @@ def test_lm_evals_bars_are_swapped_while_it_runs_and_restored():
     originals = (lm_eval.api.task.tqdm, lm_eval.models.huggingface.tqdm)
     with logged_progress():
         swapped = (lm_eval.api.task.tqdm, lm_eval.models.huggingface.tqdm)
-        assert all(issubclass(new, old) and new is not old for new, old in zip(swapped, originals))
+        assert all(
+            issubclass(new, old) and new is not old
+            for new, old in zip(swapped, originals, strict=True)
+        )
     assert (lm_eval.api.task.tqdm, lm_eval.models.huggingface.tqdm) == originals

@@ -467,6 +467,7 @@ def train_adapter(
         ),
     )
     trainer_settings.setdefault("report_to", list(job.report_to))
+    trainer_settings.setdefault("run_name", job.tracking_name)  # stylemerge.tracking's run
     mara = settings["mara"]
     trainer_class, extra = GRPOTrainer, {}
     train_funcs, train_weights = list(reward_funcs), list(weights)

@@ -28,16 +28,25 @@ class JobSettings:
     threads: int = 1
     trust_remote_code: bool = False  # run a model repository's own Python code
     allow_pickle_weights: bool = False  # load *.bin/*.pt weights where no safetensors exist
-    report_to: tuple[str, ...] = ()  # experiment trackers of the training stages
-    tracking_dir: str | None = None  # where tensorboard writes: results/logs/<stage>/<name>
+    report_to: tuple[str, ...] = ()  # experiment trackers (stylemerge.tracking)
+    # where trackers write: results/<run>/[seeds/<seed>/]logs/<stage>/<name>
+    tracking_dir: str | None = None
+    # the job's tracker run: <run_name>/<stage>/<name>[/<seed>], in the group <run_name>
+    tracking_name: str | None = None
+    tracking_group: str | None = None
     # what made the result (stylemerge.provenance); copied into every result's JSON
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     @classmethod
     def from_config(
-        cls, config: Mapping, threads: int = 1, tracking_dir: str | None = None
+        cls,
+        config: Mapping,
+        threads: int = 1,
+        tracking_dir: str | None = None,
+        tracking_name: str | None = None,
     ) -> JobSettings:
-        """A job's settings from the validated config (the provenance is recorded now)."""
+        """A job's settings from the validated config (the provenance is recorded now).
+        ``tracking_name``: the job's run in the trackers, grouped by the config's run."""
         from stylemerge.provenance import provenance
 
         return cls(
@@ -45,6 +54,8 @@ class JobSettings:
             threads=threads,
             report_to=tuple(config.get("report_to") or ()),
             tracking_dir=str(tracking_dir) if tracking_dir else None,
+            tracking_name=tracking_name,
+            tracking_group=tracking_name.split("/")[0] if tracking_name else None,
             provenance=provenance(config, config["seed"]),
         )
 

@@ -14,12 +14,28 @@ def job_settings(snakemake) -> JobSettings:
     """Seed, device, threads, safety switches, trackers and provenance of this job.  The
     config's values that change results come through ``params.job`` (common.smk ``JOB``): as a
     param, changing one reruns the jobs that use it; ``report_to`` (where training logs go)
-    reruns nothing.  A training rule names its tracking directory in ``params.tracking``."""
+    reruns nothing.  A tracked rule names its tracking directory in ``params.tracking``."""
+    config = {**snakemake.config, **snakemake.params.job}
+    directory = getattr(snakemake.params, "tracking", None)
     return JobSettings.from_config(
-        {**snakemake.config, **snakemake.params.job},
+        config,
         snakemake.threads,
-        tracking_dir=getattr(snakemake.params, "tracking", None),
+        tracking_dir=directory,
+        tracking_name=tracking_name(config, directory, snakemake.wildcards) if directory else None,
     )
+
+
+def tracking_name(config, directory: str, wildcards) -> str:
+    """The job's run in the experiment trackers, ``<run_name>/<stage>/<name>[/<seed>]``
+    (``default`` for a config without ``run_name``, the embedded default): stage and name are
+    the last two parts of its tracking directory, which every rule lays out as
+    ``logs/<stage>/<name>`` (under its replicate's ``seeds/<seed>/`` for seeds other than the
+    run's own, whose runs carry the seed)."""
+    from pathlib import PurePath
+
+    stage, name = PurePath(directory).parts[-2:]
+    seed = f"/{config['seed']}" if getattr(wildcards, "replicate", "") else ""
+    return f"{config.get('run_name') or 'default'}/{stage}/{name}{seed}"
 
 
 def model_reference(snakemake, name: str) -> ModelReference:

@@ -122,6 +122,7 @@ def fit_causal_lm(
             save_steps=settings.get("save_steps") or 500,
             save_total_limit=1,  # the last checkpoint is all a resumed job needs
             report_to=list(job.report_to),
+            run_name=job.tracking_name,  # the run stylemerge.tracking opened for the job
             seed=seed,
             data_seed=seed,
             use_cpu=device == "cpu",

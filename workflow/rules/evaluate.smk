@@ -22,6 +22,7 @@ rule evaluate_lm:
     params:
         job=lambda wc: stage_job(config["evaluate"]["lm_eval"], wc),
         model=eval_model_param,
+        tracking=S("logs/lm_eval/{eval_model}"),
         settings=lm_eval_settings,
         # the think stage's split: arithmetic test problems are never its training problems
         arithmetic_heldout_fraction=config["think"]["data"]["heldout_fraction"],
@@ -49,6 +50,7 @@ rule measure_diversity:
     params:
         job=lambda wc: stage_job(config["evaluate"]["diversity"], wc),
         model=eval_model_param,
+        tracking=S("logs/diversity/{eval_model}"),
         settings=config["evaluate"]["diversity"],
     script:
         "../scripts/measure_diversity.py"

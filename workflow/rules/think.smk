@@ -23,6 +23,7 @@ rule optimize_think_tokens:
         model=think_model_param,
         # not an output: kept when the job is killed, so that it resumes
         checkpoints=S("checkpoints/think/{think_model}"),
+        tracking=S("logs/think/{think_model}"),
         settings=config["think"],
     script:
         "../scripts/optimize_think_tokens.py"
