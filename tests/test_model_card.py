@@ -1,5 +1,7 @@
-"""The chosen merge's model card (stylemerge.model_card), from plain values and shipped configs."""
+"""The model cards of the chosen merge and its think-optimised sibling (stylemerge.model_card),
+from plain values and shipped configs."""
 
+import csv
 import json
 
 import pytest
@@ -11,8 +13,9 @@ from stylemerge.model_card import (
     MERGEKIT_CONFIG,
     front_matter,
     model_card,
+    model_index,
     recipe,
-    write_model_card,
+    write_model_cards,
 )
 
 MERGEKIT_YAML = """merge_method: karcher
@@ -148,19 +151,120 @@ def test_huggingface_hub_reads_the_front_matter():
     assert "karcher" in parsed.data.tags
 
 
-def test_write_model_card_installs_the_tables_copy_in_the_merge(tmp_path):
+CARD_ROWS = [
+    {
+        "claim": "lambada perplexity vs base",
+        "model": "karcher",
+        "ours": "-4.0",
+        "ci_low": "-7.5",
+        "ci_high": "-0.4",
+        "unit": "%",
+        "n": "85.0",
+        "seeds": "2.0",
+        "interval": "paired bootstrap over documents",
+        "verdict": "not significant",
+    },
+    {"claim": "lambada perplexity vs the comparison model", "model": "karcher", "ours": ""},
+    {
+        "claim": "think tokens: held-out cross-entropy",
+        "model": "karcher",
+        "ours": "-26.3",
+        "ci_low": "-30.1",
+        "ci_high": "-22.0",
+        "unit": "%",
+        "n": "50.0",
+        "seeds": "1.0",
+        "interval": "paired bootstrap over held-out traces",
+        "verdict": "agrees",
+    },
+]
+
+
+def test_the_model_index_carries_each_measured_claim_with_its_interval():
+    index = model_index("stylemerge karcher", CARD_ROWS[:2])
+    assert [entry["name"] for entry in index] == ["stylemerge karcher"]
+    (result,) = index[0]["results"]  # the comparison was not measured: left out
+    (metric,) = result["metrics"]
+    assert result["dataset"]["name"] == "lambada perplexity vs base"
+    assert metric["type"] == "lambada_perplexity_vs_base" and metric["value"] == -4.0
+    assert metric["args"] == {
+        "ci_level": 0.95,
+        "ci_low": -7.5,
+        "ci_high": -0.4,
+        "n": 85.0,
+        "seeds": 2.0,
+    }
+    assert metric["name"] == (
+        "lambada perplexity vs base (karcher): -4 %; 95 % CI [-7.5, -0.4]; "
+        "n = 85, paired bootstrap over documents; 2 seeds; verdict: not significant"
+    )
+    assert metric["verified"] is False
+    assert model_index("x", CARD_ROWS[1:2]) == []
+
+
+def test_the_merge_and_its_think_optimised_model_each_get_their_claims():
+    card = recipe(shipped("smol.yaml"))
+    merge = model_card(card, MERGEKIT_YAML, CARD_TABLE, PROVENANCE, "merges/k", None, CARD_ROWS)
+    think = model_card(
+        card, MERGEKIT_YAML, CARD_TABLE, PROVENANCE, "think/k", None, CARD_ROWS, think=True
+    )
+    (merge_meta, merge_body), (think_meta, think_body) = split(merge), split(think)
+    for meta in (merge_meta, think_meta):
+        assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        assert meta["base_model_relation"] == "merge"
+    claims = {
+        name: [r["dataset"]["name"] for r in meta["model-index"][0]["results"]]
+        for name, meta in (("merge", merge_meta), ("think", think_meta))
+    }
+    assert claims == {
+        "merge": ["lambada perplexity vs base"],
+        "think": ["think tokens: held-out cross-entropy"],
+    }
+    assert "think-tokens" in think_meta["tags"] and "think-tokens" not in merge_meta["tags"]
+    assert "# stylemerge: karcher, think tokens optimised" in think_body
+    assert "hf upload <user>/<repo> think/k" in think_body
+    assert 'path = "think/k"' in think_body
+    assert "Only those two rows differ from the merge (`merges/karcher`" in think_body
+    assert "hf upload <user>/<repo> merges/k" in merge_body
+
+
+def test_huggingface_hub_reads_the_model_index():
+    from huggingface_hub import ModelCard
+
+    card = recipe(shipped("paper.yaml"))
+    text = model_card(card, MERGEKIT_YAML, CARD_TABLE, PROVENANCE, "m", None, CARD_ROWS)
+    parsed = ModelCard(text)
+    (result,) = parsed.data.eval_results
+    assert (result.metric_type, result.metric_value) == ("lambada_perplexity_vs_base", -4.0)
+    assert result.metric_args["ci_low"] == -7.5 and result.verified is False
+    assert parsed.data.base_model_relation == "merge"
+
+
+def test_write_model_cards_installs_the_tables_copies_in_both_models(tmp_path):
     merge_dir, tables = tmp_path / "merges" / "karcher", tmp_path / "tables"
-    merge_dir.mkdir(parents=True)
-    tables.mkdir()
+    think_dir = tmp_path / "think" / "karcher"
+    for directory in (merge_dir, think_dir, tables):
+        directory.mkdir(parents=True)
     (merge_dir / MERGEKIT_CONFIG).write_text(MERGEKIT_YAML)
     (merge_dir / "metrics.json").write_text(json.dumps({"provenance": PROVENANCE}))
+    think_provenance = {**PROVENANCE, "git": {"revision": "e" * 40, "dirty": False}}
+    (think_dir / "metrics.json").write_text(json.dumps({"provenance": think_provenance}))
     (tables / "card.md").write_text(CARD_TABLE)
-    readme = write_model_card(merge_dir, tables, recipe(shipped("config.yaml")))
-    assert readme == merge_dir / "README.md"
-    assert readme.read_text() == (tables / "model_card.md").read_text()
-    assert PROVENANCE["git"]["revision"] in readme.read_text()
+    with open(tables / "card.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=sorted({k for row in CARD_ROWS for k in row}))
+        writer.writeheader()
+        writer.writerows(CARD_ROWS)
+    readmes = write_model_cards(
+        merge_dir, tables, recipe(shipped("config.yaml")), think_dir=think_dir
+    )
+    assert readmes == [merge_dir / "README.md", think_dir / "README.md"]
+    assert readmes[0].read_text() == (tables / "model_card.md").read_text()
+    assert readmes[1].read_text() == (tables / "model_card_think.md").read_text()
+    assert PROVENANCE["git"]["revision"] in readmes[0].read_text()
+    assert "e" * 40 in readmes[1].read_text()  # each model's own provenance
+    assert "model-index" in readmes[1].read_text()
     with pytest.raises(ValueError, match="recipe"):
-        write_model_card(merge_dir, tables, None)
+        write_model_cards(merge_dir, tables, None)
 
 
 def test_the_merge_config_file_name_is_the_merge_stages():

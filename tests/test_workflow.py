@@ -376,9 +376,26 @@ def test_model_card_of_the_chosen_merge(workflow_run):
     revision = json.loads((merge / "metrics.json").read_text())["provenance"]["git"]["revision"]
     assert revision and f"| git revision | `{revision}` |" in body
     assert "hf upload <user>/<repo> results/merges/karcher" in body
+    assert meta["base_model_relation"] == "merge"
+    # what users download twice: the merge, and the merge with its think rows optimised,
+    # each with its card and the run's measured claims about it in its model-index
+    think = results / "think" / "karcher"
+    think_text = (think / "README.md").read_text()
+    assert think_text == (results / "tables" / "model_card_think.md").read_text()
+    think_meta = yaml.safe_load(think_text[4:].split("\n---\n", 1)[0])
+    assert think_meta["base_model_relation"] == "merge" and "think-tokens" in think_meta["tags"]
+    assert "hf upload <user>/<repo> results/think/karcher" in think_text
+    claims = {
+        card: [r["dataset"]["name"] for r in m.get("model-index", [{}])[0].get("results", [])]
+        for card, m in (("merge", meta), ("think", think_meta))
+    }
+    measured = pd.read_csv(results / "tables" / "card.csv").dropna(subset=["ours"])
+    assert sorted(claims["merge"] + claims["think"]) == sorted(measured["claim"])
+    assert claims["think"] and all("think" in claim for claim in claims["think"])
     # README.md came after the merge, into its directory: Snakemake reads the directory's
     # time from .snakemake_timestamp, so nothing downstream of the merge is outdated
     assert (merge / "README.md").stat().st_mtime > (merge / ".snakemake_timestamp").stat().st_mtime
+    assert (think / "README.md").stat().st_mtime > (think / ".snakemake_timestamp").stat().st_mtime
     assert "Nothing to be done" in snakemake(workflow_run, "-n", "--cores", "2", "all").stdout
 
 

@@ -1,19 +1,26 @@
-"""The Hugging Face model card of the chosen merge: ``results/merges/<chosen>/README.md``.
+"""The Hugging Face model cards of what a user downloads: the chosen merge
+(``results/merges/<chosen>/README.md``) and the same merge with its think rows optimised
+(``results/think/<chosen>/README.md``).
 
 :func:`model_card` builds the text from plain values alone (tested without a run): YAML front
-matter (base_model, license, library_name, tags, datasets), the recipe in a few lines, the
-mergekit YAML the merge used, the card table (``tables/card.md``: each claim of the original
-card, ours with its interval and a verdict), how to load and upload the model, and the
-provenance of the weights.  :func:`recipe` picks the recipe's values out of the validated
-config (the Snakefile passes them to ``make_tables`` as params); :func:`write_model_card`
-reads the merge directory and the tables, writes ``tables/model_card.md`` and installs it as
-the merge directory's ``README.md``.
+matter (base_model with ``base_model_relation: merge``, license, library_name, tags, datasets,
+and a ``model-index`` of this run's measured figures with their intervals), the recipe in a
+few lines, the mergekit YAML the merge used, the card table (``tables/card.md``: each claim
+of the original card, ours with its interval and a verdict), how to load and upload the
+model, and the provenance of the weights.  :func:`recipe` picks the recipe's values out of
+the validated config (the Snakefile passes them to ``make_tables`` as params);
+:func:`write_model_cards` reads the model directories and the tables, writes
+``tables/model_card.md`` (and ``tables/model_card_think.md``) and installs each as its
+directory's ``README.md``.
 """
 
 from __future__ import annotations
 
+import csv
+import math
+import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -24,6 +31,7 @@ from stylemerge.files import read_json
 
 README = "README.md"
 CARD_COPY = "model_card.md"
+THINK_CARD_COPY = "model_card_think.md"
 # stylemerge.merge.CONFIG_NAME (not imported: it imports torch, which make_tables' environment
 # does not have; tests/test_model_card.py checks the two agree)
 MERGEKIT_CONFIG = "mergekit_config.yml"
@@ -156,18 +164,89 @@ def _tags(method: str) -> list[str]:
     return [*TAGS[:2], family, *TAGS[2:]]
 
 
-def front_matter(recipe: Mapping) -> dict[str, Any]:
-    """The card's metadata (Hugging Face model-card YAML)."""
+def front_matter(
+    recipe: Mapping, index: list[dict] | None = None, think: bool = False
+) -> dict[str, Any]:
+    """The card's metadata (Hugging Face model-card YAML). ``index``: its ``model-index``
+    (:func:`model_index`); ``think``: the card of the think-optimised merge."""
     meta: dict[str, Any] = {
         "base_model": recipe["base_model"],
+        # the hub's model tree: a merge of (adapters on) the base; the think rows' training
+        # changes two embedding rows of that merge and nothing else
+        "base_model_relation": "merge",
         "license": recipe["license"],
         "library_name": "transformers",
         "pipeline_tag": "text-generation",
-        "tags": _tags(recipe["merge"]["method"]),
+        "tags": _tags(recipe["merge"]["method"]) + (["think-tokens"] if think else []),
     }
     if recipe.get("datasets"):
         meta["datasets"] = list(recipe["datasets"])
+    if index:
+        meta["model-index"] = index
     return meta
+
+
+def _float(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _significant(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def is_think_claim(claim: str) -> bool:
+    """The card's claims about the think rows (gsm8k, held-out cross-entropy): they belong
+    to the think-optimised merge's card; the others to the merge's."""
+    return "think" in claim
+
+
+def model_index(name: str, rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """The hub's ``model-index`` of a card: one result per claim this run measured (rows of
+    ``tables/card.csv``), its value the run's estimate; its name says the claim, the 95 %
+    interval, n in its unit, the seeds and the verdict, and ``args`` hold them as numbers.
+    Claims not measured are left out; unverified (the hub did not run them)."""
+    results = []
+    for row in rows:
+        ours = _float(row.get("ours"))
+        if ours is None:
+            continue
+        low, high = _float(row.get("ci_low")), _float(row.get("ci_high"))
+        n, seeds = _float(row.get("n")), _float(row.get("seeds"))
+        unit = row.get("unit") or ""
+        interval = (
+            f"95 % CI [{_significant(low)}, {_significant(high)}]"
+            if low is not None and high is not None
+            else "no interval"
+        )
+        over = row.get("interval") or ""
+        parts = [f"{row['claim']} ({row['model']}): {_significant(ours)} {unit}", interval]
+        if n is not None:
+            parts.append(f"n = {int(n)}" + (f", {over}" if over else ""))
+        if seeds and seeds > 1:
+            parts.append(f"{int(seeds)} seeds")
+        if row.get("verdict"):
+            parts.append(f"verdict: {row['verdict']}")
+        args = {"ci_level": 0.95, "ci_low": low, "ci_high": high, "n": n, "seeds": seeds}
+        results.append(
+            {
+                "task": {"type": "text-generation", "name": "Text Generation"},
+                "dataset": {"type": "stylemerge", "name": row["claim"]},
+                "metrics": [
+                    {
+                        "type": re.sub(r"[^a-z0-9]+", "_", row["claim"].lower()).strip("_"),
+                        "value": round(ours, 4),
+                        "name": "; ".join(parts),
+                        "args": {k: v for k, v in args.items() if v is not None},
+                        "verified": False,
+                    }
+                ],
+            }
+        )
+    return [{"name": name, "results": results}] if results else []
 
 
 def _mergekit_command(merge: Mapping) -> str:
@@ -183,7 +262,7 @@ def _number(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _recipe_lines(recipe: Mapping) -> list[str]:
+def _recipe_lines(recipe: Mapping, think: bool = False) -> list[str]:
     grpo, merge = recipe["grpo"], recipe["merge"]
     trainer = grpo["trainer"]
     rewards = ", ".join(f"`{name}` ({_number(w)})" for name, w in grpo["rewards"].items())
@@ -229,8 +308,13 @@ def _recipe_lines(recipe: Mapping) -> list[str]:
         + f", computed in float32 and saved in {merge['dtype']} (configuration below).",
         f"- **Think tokens**: the `<think>`/`</think>` embedding rows of this merge are "
         f"optimised separately ({recipe['think']['steps']} steps on "
-        f"{recipe['think']['shots']}-shot reasoning traces) into `think/{recipe['chosen']}`, "
-        "a sibling of this directory; this directory holds the merge before that step.",
+        f"{recipe['think']['shots']}-shot reasoning traces) into `think/{recipe['chosen']}`"
+        + (
+            ": this model. Only those two rows differ from the merge "
+            f"(`merges/{recipe['chosen']}`, which has its own card)."
+            if think
+            else ", a sibling of this directory; this directory holds the merge before that step."
+        ),
     ]
     return lines
 
@@ -268,33 +352,56 @@ def model_card(
     provenance: Mapping | None,
     path: str,
     tables_provenance: Mapping | None = None,
+    card_rows: Sequence[Mapping[str, Any]] = (),
+    think: bool = False,
 ) -> str:
-    """The README.md of the chosen merge.  ``recipe``: :func:`recipe`; ``mergekit_config``:
-    the merge's ``mergekit_config.yml``; ``card_table``: ``tables/card.md``; ``provenance``:
-    the merge's (its metrics.json); ``path``: the merge directory, as the upload command
-    names it; ``tables_provenance``: the tables' (named where its git revision differs)."""
-    meta = yaml.safe_dump(front_matter(recipe), sort_keys=False, allow_unicode=True)
+    """The README.md of the chosen merge, or with ``think`` of the merge with its think rows
+    optimised.  ``recipe``: :func:`recipe`; ``mergekit_config``: the merge's
+    ``mergekit_config.yml``; ``card_table``: ``tables/card.md``; ``provenance``: the model's
+    (its metrics.json); ``path``: the model's directory, as the upload command names it;
+    ``tables_provenance``: the tables' (named where its git revision differs);
+    ``card_rows``: the rows of ``tables/card.csv``, whose claims about this model become its
+    ``model-index``."""
     chosen = recipe["chosen"]
+    title = f"{chosen}, think tokens optimised" if think else chosen
+    rows = [row for row in card_rows if is_think_claim(row["claim"]) == think]
+    index = model_index(f"stylemerge {title}", rows)
+    meta = yaml.safe_dump(front_matter(recipe, index, think), sort_keys=False, allow_unicode=True)
+    about = (
+        [
+            "",
+            f"This is the merge `{chosen}` with its `<think>`/`</think>` embedding rows "
+            "optimised on reasoning traces; every other weight is the merge's.",
+        ]
+        if think
+        else []
+    )
     lines = [
         "---",
         meta.rstrip("\n"),
         "---",
         "",
-        f"# stylemerge: {chosen}",
+        f"# stylemerge: {title}",
         "",
         "A reproduction, by the stylemerge workflow, of the recipe "
         "behind `Lambent/Qwen3-4B-Base-Continued-GRPO-Style-Karcher`: one GRPO LoRA style "
         "adapter per text domain, merged into the base, and the domain models merged with "
         "mergekit.",
+        *about,
         "",
         "## Recipe",
         "",
-        *_recipe_lines(recipe),
+        *_recipe_lines(recipe, think),
         "",
         "## Merge configuration",
         "",
-        "The mergekit YAML this merge was made from (`mergekit_config.yml` in this "
-        "directory; its model paths are this run's local domain models):",
+        (
+            f"The mergekit YAML the merge was made from (`mergekit_config.yml` in "
+            f"`merges/{chosen}`; its model paths are this run's local domain models):"
+            if think
+            else "The mergekit YAML this merge was made from (`mergekit_config.yml` in this "
+            "directory; its model paths are this run's local domain models):"
+        ),
         "",
         "```yaml",
         mergekit_config.rstrip("\n"),
@@ -332,28 +439,51 @@ def model_card(
     return "\n".join(lines)
 
 
-def write_model_card(
+def read_card_rows(tables_dir: str | Path) -> list[dict[str, str]]:
+    """The rows of ``tables/card.csv`` (none where the tables have no card)."""
+    path = Path(tables_dir) / "card.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_model_cards(
     merge_dir: str | Path,
     tables_dir: str | Path,
     recipe: Mapping | None,
     tables_provenance: Mapping | None = None,
-) -> Path:
-    """Write ``tables_dir/model_card.md`` from the merge directory and ``tables_dir/card.md``
-    and install it as ``merge_dir/README.md``; returns the README's path."""
+    think_dir: str | Path | None = None,
+) -> list[Path]:
+    """Write ``tables_dir/model_card.md`` from the merge directory and the card table
+    (``card.md``, ``card.csv``) and install it as ``merge_dir/README.md``; with
+    ``think_dir`` (the merge with its think rows optimised) also ``model_card_think.md``,
+    installed as its ``README.md``.  Returns the READMEs' paths."""
     if recipe is None:
         raise ValueError(f"{merge_dir}: a model card needs the recipe (model_card.recipe)")
     merge_dir, tables_dir = Path(merge_dir), Path(tables_dir)
-    metrics = merge_dir / "metrics.json"
-    text = model_card(
-        recipe,
-        (merge_dir / MERGEKIT_CONFIG).read_text(),
-        (tables_dir / "card.md").read_text(),
-        read_json(metrics).get("provenance") if metrics.is_file() else None,
-        str(merge_dir),
-        tables_provenance,
-    )
-    copy = tables_dir / CARD_COPY
-    copy.write_text(text, encoding="utf-8")
-    readme = merge_dir / README
-    shutil.copyfile(copy, readme)
-    return readme
+    mergekit_config = (merge_dir / MERGEKIT_CONFIG).read_text()
+    card_table = (tables_dir / "card.md").read_text()
+    rows = read_card_rows(tables_dir)
+    readmes = []
+    models = [(merge_dir, CARD_COPY, False)]
+    if think_dir is not None:
+        models.append((Path(think_dir), THINK_CARD_COPY, True))
+    for directory, copy_name, think in models:
+        metrics = directory / "metrics.json"
+        text = model_card(
+            recipe,
+            mergekit_config,
+            card_table,
+            read_json(metrics).get("provenance") if metrics.is_file() else None,
+            str(directory),
+            tables_provenance,
+            rows,
+            think,
+        )
+        copy = tables_dir / copy_name
+        copy.write_text(text, encoding="utf-8")
+        readme = directory / README
+        shutil.copyfile(copy, readme)
+        readmes.append(readme)
+    return readmes

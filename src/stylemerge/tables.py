@@ -407,6 +407,7 @@ class RunResults:
     diversity: Sequence[str | Path]  # results/eval/<model>/diversity
     benchmark_dir: str | Path  # results/benchmarks
     chosen_dir: str | Path | None = None  # the chosen merge's directory: gets the model card
+    chosen_think_dir: str | Path | None = None  # the same with think rows optimised: its card
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,7 +433,8 @@ def make_tables(
     returns the frames by name, ``card`` (each claim of the model card, ours with its
     interval and a verdict: :mod:`stylemerge.card`) first.  Think-optimised models are
     ``think_<model>``.  With ``results.chosen_dir`` the chosen merge's model card is written
-    as ``tables/model_card.md`` and installed as ``<chosen_dir>/README.md``; the cost table
+    as ``tables/model_card.md`` and installed as ``<chosen_dir>/README.md`` (with
+    ``chosen_think_dir`` the think-optimised merge's too, ``model_card_think.md``); the cost table
     sets ``settings.mem_requests`` beside each job's max RSS."""
     adapters, merges, think = results.adapters, results.merges, results.think
     lm_eval, diversity, domains = results.lm_eval, results.diversity, settings.domains
@@ -500,9 +502,11 @@ def make_tables(
     if provenance is not None:
         write_json(Path(out_dir) / "provenance.json", provenance)
     if results.chosen_dir is not None:
-        from stylemerge.model_card import write_model_card
+        from stylemerge.model_card import write_model_cards
 
-        write_model_card(results.chosen_dir, out_dir, settings.recipe, provenance)
+        write_model_cards(
+            results.chosen_dir, out_dir, settings.recipe, provenance, results.chosen_think_dir
+        )
     tables = {name: frame for name, (frame, _) in frames.items()}
     if figures_dir is not None:
         from stylemerge.figures import make_figures

@@ -3,8 +3,9 @@
 # tables it reads (R("pooled")): effects pooled over seeds, intervals over seeds then
 # documents, each seed's own estimate beside them.
 # `snakemake --report results/report.html` shows both with the captions in workflow/report.
-# Also the chosen merge's model card: tables/model_card.md, installed as
-# merges/<chosen>/README.md. Writing into that input directory makes nothing outdated:
+# Also the model cards of the chosen merge and of the same with its think rows optimised:
+# tables/model_card.md and model_card_think.md, installed as merges/<chosen>/README.md and
+# think/<chosen>/README.md. Writing into those input directories makes nothing outdated:
 # Snakemake takes a directory output's mtime from its .snakemake_timestamp file.
 from stylemerge.model_card import recipe as card_recipe
 
@@ -34,6 +35,7 @@ rule make_tables:
             allow_missing=True,
         ),
         chosen=S(f"merges/{config['merge']['chosen']}"),
+        chosen_think=S(f"think/{config['merge']['chosen']}"),
     output:
         tables=report(
             directory(S("tables")),

@@ -13,6 +13,7 @@ with to_file(snakemake.log[0]):
             diversity=snakemake.input.diversity,
             benchmark_dir=snakemake.params.benchmarks,
             chosen_dir=snakemake.input.chosen,
+            chosen_think_dir=snakemake.input.chosen_think,
         ),
         TableSettings(
             domains=snakemake.params.domains,
