@@ -68,6 +68,9 @@ def test_every_hub_reference_of_the_paper_config_and_none_of_the_offline_tiers()
     keys = {ref.key for ref in revisions.hub_references(paper())}
     domains = {f"domains.{d}.source" for d in paper()["domains"]}
     assert len(domains) == 9
+    # the harness's own tasks: their data sets too (lm-eval downloads them in the job)
+    harness = {f"evaluate.lm_eval.tasks.uncheatable_eval_{d}" for d in paper()["domains"]}
+    harness |= {"evaluate.lm_eval.tasks.lambada_openai", "evaluate.lm_eval.tasks.gsm8k"}
     assert keys == {
         "models.base",
         "models.general_proxy",
@@ -75,7 +78,9 @@ def test_every_hub_reference_of_the_paper_config_and_none_of_the_offline_tiers()
         "think.data",
         "evaluate.lm_eval.gsm8k_think",
         *domains,
+        *harness,
     }
+    assert revisions.unlocked_tasks(paper()) == []
     kinds = {ref.key: ref.repo_type for ref in revisions.hub_references(paper())}
     assert kinds["models.base"] == "model" and kinds["think.data"] == "dataset"
     for name in ("config.yaml", "smol.yaml"):
@@ -228,3 +233,81 @@ def test_a_moved_ref_mid_run_does_not_change_what_later_jobs_load(
     refreshed, hub = proxy_run(workdir, "--config", "revisions=refresh")
     assert hub == {"models.general_proxy": f"{REPO}@{SHA2}"}
     assert refreshed != loss  # the new commit's weights: the proxy reran on its own
+
+
+# --- the harness's own tasks ----------------------------------------------------------------
+
+
+def test_harness_tasks_are_locked_and_applied_by_name(cache, tmp_path):
+    config = paper()
+    asked = []
+
+    def resolver(ref):
+        asked.append((ref.repo_id, ref.requested))
+        return {"EleutherAI/lambada_openai": SHA1, "openai/gsm8k": SHA2}.get(ref.repo_id, "3" * 40)
+
+    commits = revisions.lock(config, tmp_path / "revisions.lock", resolver=resolver)
+    assert commits["evaluate.lm_eval.tasks.lambada_openai"] == SHA1
+    assert commits["evaluate.lm_eval.tasks.gsm8k"] == SHA2
+    # the nine uncheatable_eval tasks and the nine domains read one data set: asked once
+    assert asked.count(("Jellyfish042/UncheatableEval-2026-07", "main")) == 1
+    locked = {
+        t["name"]: t.get("revision")
+        for t in revisions.apply(config, commits)["evaluate"]["lm_eval"]["tasks"]
+    }
+    assert locked["lambada_openai"] == SHA1 and locked["gsm8k"] == SHA2
+    assert locked["stylemerge_bpb"] is None  # packaged: its data are the run's own shards
+    # a task nobody knows the data set of is named, not silently floating
+    config["evaluate"]["lm_eval"]["tasks"].append({"name": "hellaswag"})
+    assert revisions.unlocked_tasks(config) == ["hellaswag"]
+
+
+def test_a_pinned_harness_task_loads_its_own_yaml_with_the_revision_added(tmp_path):
+    """lm-eval builds the task (and downloads its data set) with dataset_kwargs.revision
+    added to what its YAML says; its name and the rest of its config stay."""
+    from lm_eval.tasks import TaskManager
+
+    from stylemerge.evaluate import _load_tasks
+
+    data = tmp_path / "test.jsonl"
+    data.write_text('{"text": "a passage"}\n')
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "local.yaml").write_text(
+        "task: local_harness_task\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        'output_type: loglikelihood_rolling\ntest_split: test\ndoc_to_text: ""\n'
+        'doc_to_target: "{{text}}"\nmetric_list:\n  - metric: word_perplexity\n'
+        "    higher_is_better: false\n"
+    )
+    manager = TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False)
+    (task,) = _load_tasks(manager, [{"name": "local_harness_task", "revision": SHA1}])
+    assert task.config.task == "local_harness_task"
+    assert task.config.dataset_kwargs == {"data_files": {"test": str(data)}, "revision": SHA1}
+    assert task.dataset["test"][0] == {"text": "a passage"}
+    (floating,) = _load_tasks(manager, [{"name": "local_harness_task", "revision": None}])
+    assert "revision" not in floating.config.dataset_kwargs
+
+
+def test_the_harness_data_sets_are_what_lm_evals_task_yamls_load():
+    """stylemerge.lm_task_data.HARNESS_DATA_SETS against lm-eval's own YAMLs, for every
+    harness task a shipped config runs."""
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from stylemerge.lm_task_data import harness_data_set
+
+    manager = TaskManager()
+    names = {
+        task["name"]
+        for name in ("config.yaml", "smol.yaml", "paper.yaml")
+        for task in validated(yaml.safe_load((ROOT / "config" / name).read_text()))["evaluate"][
+            "lm_eval"
+        ]["tasks"]
+        if not task["name"].startswith("stylemerge")
+    }
+    assert {"lambada_openai", "gsm8k", "uncheatable_eval_bbc_news"} <= names
+    for name in sorted(names):
+        entry = manager.task_index[name]
+        assert load_yaml(entry.yaml_path, resolve_func=True)["dataset_path"] == (
+            harness_data_set(name)
+        ), name

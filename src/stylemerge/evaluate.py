@@ -288,14 +288,44 @@ def _per_document(samples: Sequence[Mapping]) -> dict:
     return {"doc_id": ids, "document": documents, "values": values}
 
 
+def _pinned(task_manager, name: str, revision: str) -> dict:
+    """Harness task ``name`` built with its hub data set at ``revision`` (the run's lock): the
+    task's own YAML with ``dataset_kwargs.revision`` added, through lm-eval's group syntax (a
+    member ``{"task": name, ...}`` of a group is the registered task with those overrides);
+    its data set is downloaded when the task is built, so the revision must be there first."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from stylemerge.lm_task_data import harness_data_set
+
+    entry = task_manager.task_index.get(name)
+    own = load_yaml(entry.yaml_path, resolve_func=True) if entry and entry.yaml_path else {}
+    kwargs = {**(own.get("dataset_kwargs") or {}), "revision": revision}
+    loaded = task_manager.load(
+        [{"group": f"{PREFIX}_pinned_{name}", "task": [{"task": name, "dataset_kwargs": kwargs}]}]
+    )
+    task = loaded["tasks"][name]
+    expected = harness_data_set(name)
+    if expected and task.DATASET_PATH != expected:
+        raise ValueError(
+            f"lm-eval task {name!r} loads {task.DATASET_PATH!r}, not {expected!r} as "
+            "stylemerge.lm_task_data.HARNESS_DATA_SETS says: the lock pinned another "
+            "repository's commit; correct the table for this lm-eval version"
+        )
+    return {"tasks": {name: task}, "groups": {}}
+
+
 def _load_tasks(task_manager, tasks: Sequence[Mapping]) -> list:
-    """Task and Group objects for ``tasks`` (``{"name", "num_fewshot"?}``), with a task's
-    ``num_fewshot`` set on every task it names (a group's or tag's tasks too)."""
+    """Task and Group objects for ``tasks`` (``{"name", "num_fewshot"?, "revision"?}``),
+    with a task's ``num_fewshot`` set on every task it names (a group's or tag's tasks too)
+    and a harness task's data set at its ``revision`` (the run's lock) where it has one."""
     objects = []
     for spec in tasks:
         name = spec["name"]
         try:
-            loaded = task_manager.load([name])
+            if spec.get("revision") and not name.startswith(PREFIX):
+                loaded = _pinned(task_manager, name, spec["revision"])
+            else:
+                loaded = task_manager.load([name])
         except KeyError:
             known = sorted(t for t in task_manager.all_tasks if t.startswith(PREFIX))
             raise ValueError(

@@ -46,6 +46,25 @@ TEMPLATES = Path(__file__).parent / "lm_tasks"
 PREFIX = "stylemerge"  # packaged task names start with this; anything else is a harness task
 LAMBADA, GSM8K, BPB = "stylemerge_lambada", "stylemerge_gsm8k", "stylemerge_bpb"
 GSM8K_THINK = "stylemerge_gsm8k_think"
+# The hub data set each harness task (lm-eval's own) of the shipped configs loads, as lm-eval
+# 0.4.13's task YAMLs name it (tests/test_revisions.py checks them): so that the run's lock
+# pins them without lm-eval's task index (about 10 s) in every snakemake process. A harness
+# task not here loads its data set at the revision its YAML names (the main process warns).
+HARNESS_DATA_SETS = {
+    "lambada_openai": "EleutherAI/lambada_openai",
+    "gsm8k": "openai/gsm8k",
+}
+HARNESS_DATA_SET_PREFIXES = {"uncheatable_eval_": "Jellyfish042/UncheatableEval-2026-07"}
+
+
+def harness_data_set(task: str) -> str | None:
+    """The hub data set harness task ``task`` loads, where known (None for packaged tasks,
+    groups and tasks not listed)."""
+    if task in HARNESS_DATA_SETS:
+        return HARNESS_DATA_SETS[task]
+    return next((repo for p, repo in HARNESS_DATA_SET_PREFIXES.items() if task.startswith(p)), None)
+
+
 LAMBADA_OOD = "stylemerge_lambada_ood"
 # The lambada tasks by the text they score.  The card's lambada_openai is book text that no
 # adapter trained on: its claim maps to the out-of-domain row, and the in-domain mirror (text

@@ -108,12 +108,36 @@ def hub_references(config: Mapping, pinned: bool = False) -> list[HubReference]:
     from stylemerge.lm_task_data import GSM8K_THINK, LAMBADA_OOD
 
     tasks = {task["name"] for task in lm_eval["tasks"]}
+    refs += harness_references(lm_eval["tasks"])
     if GSM8K_THINK in tasks:  # read only by that task
         refs += _data_set(("evaluate", "lm_eval", "gsm8k_think"), lm_eval["gsm8k_think"])
     if LAMBADA_OOD in tasks:
         for name, spec in lm_eval["lambada_ood"]["sources"].items():
             refs += _data_set(("evaluate", "lm_eval", "lambada_ood", "sources", name), spec)
     return [ref for ref in refs if pinned or not ref.locked]
+
+
+TASKS = ("evaluate", "lm_eval", "tasks")
+
+
+def harness_references(tasks) -> list[HubReference]:
+    """The hub data sets of the harness's own tasks (``evaluate.lm_eval.tasks.<name>``)."""
+    from stylemerge.lm_task_data import harness_data_set
+
+    return [
+        HubReference(TASKS + (task["name"],), repo, "dataset", task.get("revision"))
+        for task in tasks
+        if (repo := harness_data_set(task["name"]))
+    ]
+
+
+def unlocked_tasks(config: Mapping) -> list[str]:
+    """Harness tasks (not packaged) whose hub data set stylemerge does not know: lm-eval loads
+    them at the revision their YAML names, outside the lock."""
+    from stylemerge.lm_task_data import PREFIX, harness_data_set
+
+    names = [task["name"] for task in config["evaluate"]["lm_eval"]["tasks"]]
+    return [n for n in names if not n.startswith(PREFIX) and harness_data_set(n) is None]
 
 
 # --- resolving -----------------------------------------------------------------------------
@@ -274,7 +298,12 @@ def apply(config: Mapping, commits: Mapping[str, str]) -> dict:
         if ref.key in commits and ref.path[:2] != COMPARISONS:
             node = config
             for part in ref.path:
-                node = node[part]
+                # the task list is keyed by task name
+                node = (
+                    next(t for t in node if t["name"] == part)
+                    if isinstance(node, list)
+                    else node[part]
+                )
             node["revision"] = commits[ref.key]
     return config
 

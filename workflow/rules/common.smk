@@ -36,6 +36,12 @@ try:
         )
         for _problem in _problems:
             logger.warning(f"{_problem}: the jobs that load it will stop")
+        for _task in revisions.unlocked_tasks(config):
+            logger.warning(
+                f"lm-eval task {_task}: its hub data set is not locked (not in "
+                "stylemerge.lm_task_data.HARNESS_DATA_SETS): it loads at the revision "
+                "its lm-eval YAML names"
+            )
     else:
         COMMITS = revisions.locked_commits(config, LOCK)
 except revisions.RevisionError as err:
