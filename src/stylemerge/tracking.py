@@ -91,9 +91,8 @@ class Tracker:
             # the job's log already holds its output; wandb's capture would wrap the streams
             settings=wandb.Settings(console="off"),
         )
-        log.info(
-            "wandb run %s (%s), group %s", job.tracking_name, self.wandb_run.id, job.tracking_group
-        )
+        run = self.wandb_run
+        log.info("wandb run %s (id %s), group %s", run.name, run.id, run.group)
 
     def log_result(self, result: Mapping | None) -> None:
         """The result's numbers as the run's summary (``result/...``)."""
@@ -109,18 +108,19 @@ class Tracker:
 
     def log_history(self, history: Iterable[Mapping[str, Any]]) -> None:
         """A loop's logged steps (``{"step": k, "loss": ...}``) as ``train/<key>`` per step."""
-        entries = [dict(entry) for entry in history if "step" in entry]
+        steps = [
+            (entry["step"], measured({k: v for k, v in entry.items() if k != "step"}, "train/"))
+            for entry in history
+            if "step" in entry
+        ]
         if self.wandb_run is not None:
-            for entry in entries:
-                step = entry.pop("step")
-                self.wandb_run.log({**measured(entry, "train/"), "train/global_step": step})
-        if self.wants_tensorboard and entries:
+            for step, values in steps:
+                self.wandb_run.log({**values, "train/global_step": step})
+        if self.wants_tensorboard and steps:
             with self._tensorboard() as writer:
-                for entry in entries:
-                    step = entry.get("step")
-                    for key, value in measured(entry, "train/").items():
-                        if key != "train/step":
-                            writer.add_scalar(key, value, step)
+                for step, values in steps:
+                    for key, value in values.items():
+                        writer.add_scalar(key, value, step)
 
     @contextlib.contextmanager
     def _tensorboard(self):
