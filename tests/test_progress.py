@@ -54,6 +54,20 @@ def test_a_resumed_run_counts_only_its_own_steps_in_rate_and_eta(caplog):
     assert clock_text(3725) == "1:02:05"
 
 
+def test_a_loop_of_unknown_length_counts_without_an_end_or_eta(caplog):
+    caplog.set_level(logging.INFO)
+    clock = Clock()
+    counter = Progress("building contexts", 0, unit="document", interval=5, clock=clock)
+    for t in range(12):
+        clock.now = float(t)
+        counter.update(t + 1)
+    assert logged(caplog) == [
+        "progress building contexts: document 1, elapsed 0:00:00",
+        "progress building contexts: document 6, 1.2 document/s, elapsed 0:00:05",
+        "progress building contexts: document 11, 1.1 document/s, elapsed 0:00:10",
+    ]
+
+
 def test_the_interval_comes_from_the_environment_and_a_bad_value_names_it(monkeypatch):
     monkeypatch.setenv(progress_module.INTERVAL_ENV, "2.5")
     assert Progress("x", 3).interval == 2.5

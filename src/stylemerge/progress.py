@@ -76,7 +76,7 @@ class Progress:
             return
         self.done = int(done)
         now = self.clock()
-        self.ended = self.done >= self.total
+        self.ended = 0 < self.total <= self.done  # an unknown total (0) never ends
         if self.ended or self.last_logged is None or now - self.last_logged >= self.interval:
             self.logger.info(self.line(now))
             self.last_logged = now
@@ -87,8 +87,11 @@ class Progress:
     def line(self, now: float) -> str:
         elapsed = now - self.began
         worked = self.done - self.start
-        percent = 100.0 * self.done / self.total if self.total else 100.0
-        text = f"{PREFIX} {self.what}: {self.unit} {self.done}/{self.total} ({percent:.1f}%)"
+        if not self.total:  # a loop of unknown length: count and rate only
+            text = f"{PREFIX} {self.what}: {self.unit} {self.done}"
+        else:
+            percent = 100.0 * self.done / self.total
+            text = f"{PREFIX} {self.what}: {self.unit} {self.done}/{self.total} ({percent:.1f}%)"
         if worked > 0 and elapsed > 0:
             rate = worked / elapsed
             left = max(self.total - self.done, 0) / rate
@@ -96,7 +99,8 @@ class Progress:
                 shown = f"{rate:.0f} {self.unit}/s" if rate >= 100 else f"{rate:.3g} {self.unit}/s"
             else:
                 shown = f"{1 / rate:.3g} s/{self.unit}"
-            text += f", {shown}, elapsed {clock_text(elapsed)}, ETA {clock_text(left)}"
+            text += f", {shown}, elapsed {clock_text(elapsed)}"
+            text += f", ETA {clock_text(left)}" if self.total else ""
         else:
             text += f", elapsed {clock_text(elapsed)}"
         return text
