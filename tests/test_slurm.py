@@ -130,12 +130,17 @@ def test_profiles_run_every_job_in_the_gpu_environment():
         ("module load cuda && source '.venv-gpu/bin/activate'", False, True),
         ("module load cuda && source '.venv-gpu/bin/activate'", True, False),
         ("module load cuda", False, False),  # nothing sourced: nothing to check
+        (". $STYLEMERGE_TEST_ENV/bin/activate", False, True),  # as the shell expands it
+        (". $STYLEMERGE_TEST_ENV/bin/activate", True, False),
+        (". $NODE_LOCAL_ONLY/bin/activate", False, False),  # set on the node: not checked
         (None, False, False),
     ],
 )
 def test_a_missing_job_environment_is_named_before_any_submission(
-    precommand, present, missing, tmp_path
+    precommand, present, missing, tmp_path, monkeypatch
 ):
+    monkeypatch.setenv("STYLEMERGE_TEST_ENV", ".venv-gpu")
+    monkeypatch.delenv("NODE_LOCAL_ONLY", raising=False)
     if present:
         (tmp_path / ".venv-gpu" / "bin").mkdir(parents=True)
         (tmp_path / ".venv-gpu" / "bin" / "activate").write_text("")

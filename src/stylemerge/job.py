@@ -145,7 +145,11 @@ def missing_job_environment(precommand: str | None, workdir: str | os.PathLike) 
     first in every job, e.g. profiles/slurm's ``. .venv-gpu/bin/activate``) sources a file
     that does not exist. Every job would fail, each retried, before the workflow said why."""
     for match in _ACTIVATION.finditer(precommand or ""):
-        path = Path(workdir, match.group(2))
+        # as the job's shell would read it (the submitting environment is exported to jobs)
+        written = os.path.expanduser(os.path.expandvars(match.group(2)))
+        if "$" in written:  # a variable only the node sets: nothing to check here
+            continue
+        path = Path(workdir, written)
         if not path.is_file():
             return (
                 f"precommand {precommand!r} (the profile's; run first in every cluster job) "
