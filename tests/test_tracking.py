@@ -223,8 +223,9 @@ def test_every_tracked_job_of_a_run_is_a_named_run_in_its_group(tmp_path):
         assert (run["group"], run["job_type"]) == ("tracked", stage), run
         assert run["file"].is_relative_to(logs / stage), run["file"]
         assert run["summary"], name  # the job's results
-    # the Trainer stages logged their steps into the run opened for them
-    for name in ("tracked/pretrain/base", "tracked/proxy/bbc_news", "tracked/grpo/bbc_news"):
+    # the Trainer stages logged their steps into the run opened for them, think its own
+    steps = ("pretrain/base", "proxy/bbc_news", "grpo/bbc_news", "think/base")
+    for name in (f"tracked/{run}" for run in steps):
         assert "train/loss" in runs[name]["history"], (name, runs[name]["history"])
     lm_eval = runs["tracked/lm_eval/base"]["summary"]
     assert any(key.startswith("result/tasks/stylemerge_lambada/") for key in lm_eval), lm_eval

@@ -149,3 +149,15 @@ def tracked_run(job: JobSettings) -> Iterator[Tracker]:
         failed = False
     finally:
         tracker.finish(failed)
+
+
+def run_tracked(job: JobSettings, entry, *, history: bool = False, **kwargs):
+    """``entry(job, **kwargs)`` (a stage's entry point, from its Snakemake script) inside the
+    job's tracker run, its result logged there; with ``history`` also the result's
+    ``log_history`` step by step (a loop that is not a Trainer's). Returns the result."""
+    with tracked_run(job) as tracker:
+        result = entry(job, **kwargs)
+        if history:
+            tracker.log_history(result["log_history"])
+        tracker.log_result(result)
+    return result

@@ -6,22 +6,22 @@ from stylemerge.evaluate import run_lm_eval
 from stylemerge.joblog import to_file
 from stylemerge.shards import read_shard_index
 from stylemerge.snakemake_job import comparison_unavailable, job_settings, model_reference
-from stylemerge.tracking import tracked_run
+from stylemerge.tracking import run_tracked
 
 with to_file(snakemake.log[0]):
     job, model = job_settings(snakemake), model_reference(snakemake, "model")
     # a comparison model not found or without safetensors weights: recorded, not evaluated
     if not comparison_unavailable(snakemake, job, model):
-        with tracked_run(job) as tracker:  # the job's run in report_to's trackers
-            result = run_lm_eval(
-                job,
-                model_ref=model,
-                heldout_shards=read_shard_index(snakemake.input.heldout),
-                out_json=snakemake.output[0],
-                settings=snakemake.params.settings,
-                heldout_fraction=snakemake.params.arithmetic_heldout_fraction,
-                scratch_dir=getattr(snakemake.resources, "tmpdir", None),
-                # shards_ood/<source>/heldout.jsonl
-                ood_shards={Path(p).parent.name: p for p in snakemake.input.ood},
-            )
-            tracker.log_result(result)
+        # inside the job's run in report_to's trackers, its result logged there
+        run_tracked(
+            job,
+            run_lm_eval,
+            model_ref=model,
+            heldout_shards=read_shard_index(snakemake.input.heldout),
+            out_json=snakemake.output[0],
+            settings=snakemake.params.settings,
+            heldout_fraction=snakemake.params.arithmetic_heldout_fraction,
+            scratch_dir=getattr(snakemake.resources, "tmpdir", None),
+            # shards_ood/<source>/heldout.jsonl
+            ood_shards={Path(p).parent.name: p for p in snakemake.input.ood},
+        )

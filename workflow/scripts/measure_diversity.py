@@ -3,18 +3,18 @@ from stylemerge.diversity.measure import measure_diversity
 from stylemerge.joblog import to_file
 from stylemerge.shards import read_shard_index
 from stylemerge.snakemake_job import comparison_unavailable, job_settings, model_reference
-from stylemerge.tracking import tracked_run
+from stylemerge.tracking import run_tracked
 
 with to_file(snakemake.log[0]):
     job, model = job_settings(snakemake), model_reference(snakemake, "model")
     # a comparison model not found or without safetensors weights: recorded, not evaluated
     if not comparison_unavailable(snakemake, job, model, directory=True):
-        with tracked_run(job) as tracker:  # the job's run in report_to's trackers
-            result = measure_diversity(
-                job,
-                model_ref=model,
-                heldout_shards=read_shard_index(snakemake.input.heldout),
-                out_dir=snakemake.output[0],
-                settings=snakemake.params.settings,
-            )
-            tracker.log_result(result)
+        # inside the job's run in report_to's trackers, its result logged there
+        run_tracked(
+            job,
+            measure_diversity,
+            model_ref=model,
+            heldout_shards=read_shard_index(snakemake.input.heldout),
+            out_dir=snakemake.output[0],
+            settings=snakemake.params.settings,
+        )
