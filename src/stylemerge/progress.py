@@ -140,6 +140,9 @@ def tqdm_class(unnamed: str = "requests", unit: str = "request"):
         def __init__(self, *args, **kwargs):
             self._progress = None
             kwargs.pop("file", None)
+            # on unless the library turned the bar off: TQDM_DISABLE (set for jobs, to silence
+            # every other bar) only sets the default
+            kwargs.setdefault("disable", False)
             # display() below draws nothing: the file only takes close()'s newline
             super().__init__(*args, file=io.StringIO(), mininterval=0, **kwargs)
             if not self.disable:  # as the library asked (e.g. an inner loop's bar off)
