@@ -20,13 +20,16 @@ GPU_EXTRAS := gpu,tracking,slurm-jobstep
 RESOLVER_PIP := pip==26.3
 GPU_DEPS_PIP_OPTS ?= --isolated --timeout 60
 
-.PHONY: run smol test lint dry-run gpu-deps gpu-venv gpu-check gpu-check-dry clean-venv
+.PHONY: venv run smol test lint dry-run gpu-deps gpu-venv gpu-check gpu-check-dry clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
+
+# .venv alone: what submits to Slurm (the slurm extra, through dev)
+venv: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) all
