@@ -36,6 +36,7 @@ from stylemerge.job import JobSettings, resolve_device
 from stylemerge.lm_task_data import BPB, GSM8K, LAMBADA, PREFIX, prepare_task_data
 from stylemerge.models import ModelReference
 from stylemerge.tokenizer import THINK_TOKENS
+from stylemerge.tracking import tracked
 from stylemerge.vllm_support import make_vllm_lm, require_vllm
 
 log = logging.getLogger(__name__)
@@ -471,6 +472,7 @@ def evaluate_lm(
     return result
 
 
+@tracked()  # the job's run in report_to's trackers, its result logged
 def run_lm_eval(
     job: JobSettings,
     model_ref: ModelReference | str | Path,

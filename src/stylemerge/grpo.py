@@ -32,6 +32,7 @@ from stylemerge.models import ModelReference
 from stylemerge.precision import Autocast
 from stylemerge.rewards import CharProfile, ProxyScorer, build_rewards, digit_punct_fraction
 from stylemerge.shards import DomainShards, read_shard, shard_texts
+from stylemerge.tracking import tracked
 from stylemerge.trl_fields import MANAGED, trl_default
 from stylemerge.vllm_support import grpo_policy_reference, grpo_trainer_settings, require_vllm
 
@@ -331,6 +332,7 @@ def check_proxy_specialised(proxy: str | Path, domain: str) -> None:
     )
 
 
+@tracked()  # the job's run in report_to's trackers, its result logged
 def train_adapter(
     job: JobSettings,
     base: ModelReference | str | Path,

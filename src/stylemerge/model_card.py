@@ -237,7 +237,10 @@ def model_index(name: str, rows: Sequence[Mapping[str, Any]]) -> list[dict]:
                 "dataset": {"type": "stylemerge", "name": row["claim"]},
                 "metrics": [
                     {
-                        "type": re.sub(r"[^a-z0-9]+", "_", row["claim"].lower()).strip("_"),
+                        # the claim without its parenthesised figures: a stable key
+                        "type": re.sub(
+                            r"[^a-z0-9]+", "_", row["claim"].split(" (")[0].lower()
+                        ).strip("_"),
                         "value": round(ours, 4),
                         "name": "; ".join(parts),
                         "args": {k: v for k, v in args.items() if v is not None},

@@ -12,11 +12,13 @@ from stylemerge.files import atomic_path, write_json
 from stylemerge.job import JobSettings, set_seed
 from stylemerge.models import build_tiny_model, load_tokenizer
 from stylemerge.shards import shard_texts
+from stylemerge.tracking import tracked
 from stylemerge.training import fit_causal_lm, pack
 
 log = logging.getLogger(__name__)
 
 
+@tracked()  # the job's run in report_to's trackers, its result logged
 def pretrain_tiny_model(
     job: JobSettings,
     tokenizer_dir: str | Path,

@@ -16,11 +16,13 @@ from stylemerge.files import atomic_path, sha256_file, write_json
 from stylemerge.job import JobSettings, set_seed
 from stylemerge.models import ModelReference
 from stylemerge.shards import shard_texts
+from stylemerge.tracking import tracked
 from stylemerge.training import fit_causal_lm, pack
 
 log = logging.getLogger(__name__)
 
 
+@tracked()  # the job's run in report_to's trackers, its result logged
 def train_proxy(
     job: JobSettings,
     general_proxy: ModelReference | str | Path,

@@ -65,6 +65,7 @@ from stylemerge.job import JobSettings, set_seed
 from stylemerge.models import ModelError, ModelReference
 from stylemerge.progress import Progress
 from stylemerge.tokenizer import THINK_TOKENS
+from stylemerge.tracking import tracked
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,7 @@ def restore_rows_checkpoint(path: Path, trained, optimizer, ids) -> dict:
     return state
 
 
+@tracked(history=True)  # its own loop: no Trainer logs its steps
 def optimize_think_tokens(
     job: JobSettings,
     model_ref: ModelReference | str | Path,

@@ -16,13 +16,15 @@ With ``report_to`` listing ``wandb`` or ``tensorboard`` (config key), every trac
 
 What a job measured (its result's numbers, e.g. held-out losses, lm-eval metrics, distinct-n)
 goes to both as the run's summary (:meth:`Tracker.log_result`); a loop that is not a Trainer
-(think) logs its history step by step (:meth:`Tracker.log_history`). Other trackers of
+(think) logs its history step by step (:meth:`Tracker.log_history`). The stages' entry points
+do this themselves (:func:`tracked`). Other trackers of
 ``report_to`` get what transformers' Trainer sends them, nothing more.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -151,13 +153,23 @@ def tracked_run(job: JobSettings) -> Iterator[Tracker]:
         tracker.finish(failed)
 
 
-def run_tracked(job: JobSettings, entry, *, history: bool = False, **kwargs):
-    """``entry(job, **kwargs)`` (a stage's entry point, from its Snakemake script) inside the
-    job's tracker run, its result logged there; with ``history`` also the result's
-    ``log_history`` step by step (a loop that is not a Trainer's). Returns the result."""
-    with tracked_run(job) as tracker:
-        result = entry(job, **kwargs)
-        if history:
-            tracker.log_history(result["log_history"])
-        tracker.log_result(result)
-    return result
+def tracked(history: bool = False):
+    """Decorate a stage's entry point ``entry(job, ...)``: it runs inside the job's tracker
+    run and its result is logged there; with ``history`` also the result's ``log_history``
+    step by step (a loop that is not a Trainer's). In the library rather than in the
+    Snakemake scripts: a script's change reruns its jobs (Snakemake's code trigger), and
+    where a job's logs go should rerun nothing."""
+
+    def decorate(entry):
+        @functools.wraps(entry)
+        def run(job: JobSettings, *args, **kwargs):
+            with tracked_run(job) as tracker:
+                result = entry(job, *args, **kwargs)
+                if history:
+                    tracker.log_history(result["log_history"])
+                tracker.log_result(result)
+            return result
+
+        return run
+
+    return decorate

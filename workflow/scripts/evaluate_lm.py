@@ -6,16 +6,13 @@ from stylemerge.evaluate import run_lm_eval
 from stylemerge.joblog import to_file
 from stylemerge.shards import read_shard_index
 from stylemerge.snakemake_job import comparison_unavailable, job_settings, model_reference
-from stylemerge.tracking import run_tracked
 
 with to_file(snakemake.log[0]):
     job, model = job_settings(snakemake), model_reference(snakemake, "model")
     # a comparison model not found or without safetensors weights: recorded, not evaluated
     if not comparison_unavailable(snakemake, job, model):
-        # inside the job's run in report_to's trackers, its result logged there
-        run_tracked(
+        run_lm_eval(
             job,
-            run_lm_eval,
             model_ref=model,
             heldout_shards=read_shard_index(snakemake.input.heldout),
             out_json=snakemake.output[0],

@@ -4,15 +4,11 @@ from stylemerge.arithmetic import build_traces
 from stylemerge.joblog import to_file
 from stylemerge.snakemake_job import job_settings, model_reference
 from stylemerge.think import optimize_think_tokens
-from stylemerge.tracking import run_tracked
 
 with to_file(snakemake.log[0]):
     job = job_settings(snakemake)
-    # inside the job's run in report_to's trackers, its result logged there
-    run_tracked(
+    optimize_think_tokens(
         job,
-        optimize_think_tokens,
-        history=True,  # its own loop: no Trainer logged its steps
         model_ref=model_reference(snakemake, "model"),
         traces=build_traces(snakemake.params.settings["data"], seed=job.seed),
         out_dir=snakemake.output[0],

@@ -3,14 +3,10 @@ from stylemerge.grpo import train_adapter
 from stylemerge.joblog import to_file
 from stylemerge.shards import DomainShards
 from stylemerge.snakemake_job import job_settings, model_reference
-from stylemerge.tracking import run_tracked
 
 with to_file(snakemake.log[0]):
-    job = job_settings(snakemake)
-    # inside the job's run in report_to's trackers, its result logged there
-    run_tracked(
-        job,
-        train_adapter,
+    train_adapter(
+        job_settings(snakemake),
         base=model_reference(snakemake, "base"),
         general_proxy=model_reference(snakemake, "general_proxy"),
         proxy=snakemake.input.proxy,

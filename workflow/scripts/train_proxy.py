@@ -3,14 +3,10 @@ from stylemerge.joblog import to_file
 from stylemerge.proxies import train_proxy
 from stylemerge.shards import read_shard_index
 from stylemerge.snakemake_job import job_settings, model_reference
-from stylemerge.tracking import run_tracked
 
 with to_file(snakemake.log[0]):
-    job = job_settings(snakemake)
-    # inside the job's run in report_to's trackers, its result logged there
-    run_tracked(
-        job,
-        train_proxy,
+    train_proxy(
+        job_settings(snakemake),
         general_proxy=model_reference(snakemake, "general_proxy"),
         domain=snakemake.wildcards.domain,
         train_shard=snakemake.input.train,

@@ -20,6 +20,7 @@ from stylemerge.job import JobSettings
 from stylemerge.models import ModelReference
 from stylemerge.provenance import package_versions
 from stylemerge.shards import read_shard
+from stylemerge.tracking import tracked
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ TOKENIZATION = (
 )
 
 
+@tracked()  # the job's run in report_to's trackers, its result logged
 def measure_diversity(
     job: JobSettings,
     model_ref: ModelReference | str | Path,
