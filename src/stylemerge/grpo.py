@@ -495,7 +495,7 @@ def train_adapter(
             target_modules=list(lora["target_modules"]),
             task_type="CAUSAL_LM",
         ),
-        callbacks=[StopOnNonFinite(), progress_callback(f"grpo {domain}")],
+        callbacks=[StopOnNonFinite(), progress_callback(f"grpo {Path(out_dir).name}")],
         **extra,
     )
     if resume and completed_steps(resume) >= args.max_steps > 0:

@@ -76,7 +76,13 @@ class Tracker:
     def start(self) -> None:
         if not self.wants_wandb:
             return
-        import wandb
+        try:
+            import wandb
+        except ImportError:
+            raise ImportError(
+                "report_to lists wandb, which is not installed here: "
+                'pip install -c constraints.txt -e ".[tracking]"'
+            ) from None
 
         job = self.job
         project = os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
