@@ -132,7 +132,6 @@ def test_a_tracked_job_is_one_named_run_continued_when_it_runs_again(tmp_path):
         report_to=("wandb", "tensorboard"),
         tracking_dir=str(directory),
         tracking_name="smol/think/base",
-        tracking_group="smol",
     )
     for attempt in range(2):  # a job killed and run again opens the same run
         with tracked_run(job) as tracker:
@@ -175,7 +174,6 @@ def test_a_failed_job_closes_its_run_as_failed(tmp_path):
         report_to=("wandb",),
         tracking_dir=str(tmp_path / "t"),
         tracking_name="r/grpo/x",
-        tracking_group="r",
     )
     with pytest.raises(FloatingPointError), tracked_run(job):
         raise FloatingPointError("loss is nan")

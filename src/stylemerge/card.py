@@ -80,7 +80,9 @@ VERDICTS = (
 DEFAULT_FAMILY = {"alpha": 0.05, "power": 0.8}
 
 
-def _number(value) -> float | None:
+def finite_number(value) -> float | None:
+    """``value`` (a number, or a CSV cell's text) as a float; None when missing, not a
+    number, or not finite."""
     if value is None:
         return None
     try:
@@ -104,8 +106,8 @@ def verdict(
     test) overrides the interval's own test where given; ``informative``: whether the run
     could have detected the card's figure; ``comparable``: whether ours measures what the
     card's does."""
-    value, low, high = _number(value), _number(low), _number(high)
-    if value is None or low is None or high is None or _number(card_sign) is None:
+    value, low, high = finite_number(value), finite_number(low), finite_number(high)
+    if value is None or low is None or high is None or finite_number(card_sign) is None:
         return NOT_MEASURED
     if not comparable:
         return NOT_COMPARABLE
@@ -119,7 +121,7 @@ def verdict(
 def implied_p_value(value, low, high, ci: float = 0.95) -> float | None:
     """The two-sided p-value of 0 that an interval implies (normal approximation: its
     half-width is ``z * se``)."""
-    value, low, high = _number(value), _number(low), _number(high)
+    value, low, high = finite_number(value), finite_number(low), finite_number(high)
     if value is None or low is None or high is None:
         return None
     se = (high - low) / (2 * z_value(ci))
@@ -131,7 +133,7 @@ def implied_p_value(value, low, high, ci: float = 0.95) -> float | None:
 def minimum_detectable(low, high, alpha: float, power: float, ci: float = 0.95) -> float | None:
     """The smallest true change the run detects with probability ``power`` at level
     ``alpha``: ``(z_{1-alpha/2} + z_power) * se``, ``se`` from the interval's half-width."""
-    low, high = _number(low), _number(high)
+    low, high = finite_number(low), finite_number(high)
     if low is None or high is None:
         return None
     se = (high - low) / (2 * z_value(ci))
@@ -144,18 +146,18 @@ def _row(claim, model, card, unit, interval, found: Mapping | None, **fields) ->
     measured.  The verdict is set by :func:`_judge`, once the family's p-values are
     adjusted."""
     found = dict(found or {})
-    ours, low, high = (_number(found.get(k)) for k in ("ours", "ci_low", "ci_high"))
+    ours, low, high = (finite_number(found.get(k)) for k in ("ours", "ci_low", "ci_high"))
     detail = found.get("detail") or ""
     if found and ours is not None and (low is None or high is None):
         detail = detail or "no interval (no per-document values: rerun the evaluation)"
-    p = _number(found.get("p"))
+    p = finite_number(found.get("p"))
     if p is None:
         p = implied_p_value(ours, low, high)
     seeds = _seeds(found.get("seed_columns"))
     if seeds and seeds[1]:
         detail = f"{detail}; {seeds[1]}" if detail else seeds[1]
     inside = None
-    if _number(card) is not None and low is not None and high is not None:
+    if finite_number(card) is not None and low is not None and high is not None:
         inside = "inside" if low <= card <= high else "outside"
     return {
         "claim": claim,
@@ -184,12 +186,12 @@ def _row(claim, model, card, unit, interval, found: Mapping | None, **fields) ->
 def _seeds(columns: Mapping | None) -> tuple[int, str] | None:
     """(seeds, what they say) from a pooled frame's ``seeds``, ``seed_estimates``,
     ``seeds_same_sign`` and ``seed_sd``; None for a single seed's frame."""
-    if not columns or _number(columns.get("seeds")) is None:
+    if not columns or finite_number(columns.get("seeds")) is None:
         return None
     k = int(columns["seeds"])
     if k < 2:
         return k, ""
-    same, sd = columns.get("seeds_same_sign"), _number(columns.get("seed_sd"))
+    same, sd = columns.get("seeds_same_sign"), finite_number(columns.get("seed_sd"))
     text = f"seeds {columns.get('seed_estimates')}"
     if same is not None:
         text += f"; {int(same)} of {k} with the pooled sign"
@@ -227,7 +229,7 @@ def _judge(rows: list[dict], family: Mapping) -> None:
         if row["_key"] not in members and row["p"] is not None:
             significant = row["p"] < alpha  # outside the family: unadjusted
         detectable = minimum_detectable(row["ci_low"], row["ci_high"], alpha, power)
-        card = _number(row["card"])
+        card = finite_number(row["card"])
         if detectable == 0 and not row["_floor"]:  # e.g. no discordant problem at all
             row["_floor"] = "no variation between the two (a zero-width interval)"
         informative = not row["_floor"] and not (
@@ -281,16 +283,16 @@ def _lambada_row(frame: pd.DataFrame | None, model: str) -> Mapping | None:
 
 
 def _int(value) -> int | None:
-    return None if _number(value) is None else int(value)
+    return None if finite_number(value) is None else int(value)
 
 
 def _pct(value) -> str:
-    value = _number(value)
+    value = finite_number(value)
     return "n/a" if value is None else f"{value:+.3g} %"
 
 
 def _interval(low, high) -> str:
-    low, high = _number(low), _number(high)
+    low, high = finite_number(low), finite_number(high)
     return "" if low is None or high is None else f" [{low:+.3g}, {high:+.3g}]"
 
 

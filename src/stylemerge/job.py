@@ -33,7 +33,6 @@ class JobSettings:
     tracking_dir: str | None = None
     # the job's tracker run: <run_name>/<stage>/<name>[/<seed>], in the group <run_name>
     tracking_name: str | None = None
-    tracking_group: str | None = None
     # what made the result (stylemerge.provenance); copied into every result's JSON
     provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
@@ -55,9 +54,13 @@ class JobSettings:
             report_to=tuple(config.get("report_to") or ()),
             tracking_dir=str(tracking_dir) if tracking_dir else None,
             tracking_name=tracking_name,
-            tracking_group=tracking_name.split("/")[0] if tracking_name else None,
             provenance=provenance(config, config["seed"]),
         )
+
+    @property
+    def tracking_group(self) -> str | None:
+        """The group of the job's tracker run: its workflow run (the name's first part)."""
+        return self.tracking_name.split("/")[0] if self.tracking_name else None
 
     def apply(self) -> JobSettings:
         """Set torch's threads and the global seeds; return the settings as applied (threads

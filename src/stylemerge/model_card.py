@@ -17,7 +17,6 @@ directory's ``README.md``.
 from __future__ import annotations
 
 import csv
-import math
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -26,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from stylemerge.card import VERDICTS
+from stylemerge.card import VERDICTS, finite_number
 from stylemerge.files import read_json
 
 README = "README.md"
@@ -186,14 +185,6 @@ def front_matter(
     return meta
 
 
-def _float(value) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _significant(value: float) -> str:
     return f"{value:.3g}"
 
@@ -211,11 +202,11 @@ def model_index(name: str, rows: Sequence[Mapping[str, Any]]) -> list[dict]:
     Claims not measured are left out; unverified (the hub did not run them)."""
     results = []
     for row in rows:
-        ours = _float(row.get("ours"))
+        ours = finite_number(row.get("ours"))
         if ours is None:
             continue
-        low, high = _float(row.get("ci_low")), _float(row.get("ci_high"))
-        n, seeds = _float(row.get("n")), _float(row.get("seeds"))
+        low, high = finite_number(row.get("ci_low")), finite_number(row.get("ci_high"))
+        n, seeds = finite_number(row.get("n")), finite_number(row.get("seeds"))
         unit = row.get("unit") or ""
         interval = (
             f"95 % CI [{_significant(low)}, {_significant(high)}]"

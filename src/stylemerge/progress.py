@@ -47,7 +47,7 @@ def clock_text(seconds: float) -> str:
 
 
 class Progress:
-    """Reports ``done`` of ``total`` for ``what`` (e.g. "train_adapter bbc_news").
+    """Reports ``done`` of ``total`` for ``what`` (e.g. "grpo bbc_news").
 
     ``start``: units already done when this process began (a resumed run): the rate and
     ETA count only this process's work."""
@@ -80,9 +80,6 @@ class Progress:
         if self.ended or self.last_logged is None or now - self.last_logged >= self.interval:
             self.logger.info(self.line(now))
             self.last_logged = now
-
-    def advance(self, units: int = 1) -> None:
-        self.update(self.done + units)
 
     def line(self, now: float) -> str:
         elapsed = now - self.began
