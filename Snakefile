@@ -21,15 +21,12 @@ sys.path.insert(0, SRC)
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 )
-# A job's log is a file: no progress bars (tqdm's, in any library: huggingface_hub,
-# transformers' weight loading, datasets' splits, vLLM's generation), whose carriage-return
-# redraws would fill it. Jobs log progress lines of their own instead (stylemerge.progress).
-for _bars in (
-    "TQDM_DISABLE",
-    "HF_HUB_DISABLE_PROGRESS_BARS",
-    "HF_DATASETS_DISABLE_PROGRESS_BARS",
-):
-    os.environ.setdefault(_bars, "1")
+# A job's log is a file: no library's progress bars, whose carriage-return redraws would
+# fill it. Jobs log progress lines of their own instead (stylemerge.progress).
+from stylemerge.progress import QUIET_BARS
+
+for _name, _value in QUIET_BARS.items():
+    os.environ.setdefault(_name, _value)
 
 from stylemerge.config import ConfigError, stage_settings, validate_config
 

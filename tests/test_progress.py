@@ -3,6 +3,7 @@ interval, the last step always; tqdm's bars turned into such lines; the workflow
 log them and no carriage-return redraws."""
 
 import logging
+import os
 import re
 import types
 
@@ -99,6 +100,39 @@ def test_tqdm_bars_log_lines_and_draw_nothing(caplog, capsys, monkeypatch):
     ]
     out = capsys.readouterr()
     assert out.out == out.err == ""
+
+
+QUIET_BARS_PROBE = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stdout)
+from lm_eval.api.metrics import bootstrap_stderr, mean
+from stylemerge.progress import tqdm_class
+bootstrap_stderr(mean, [0.0, 1.0, 1.0, 0.0], iters=2000)  # lm-eval's own bar, in a function
+for _ in tqdm_class()(range(3), desc="Running loglikelihood requests"):
+    pass
+"""
+
+
+def test_in_a_jobs_environment_library_bars_are_silent_and_ours_log(tmp_path):
+    """With the environment every job gets (QUIET_BARS), lm-eval's bootstrap bar (its tqdm
+    imported inside the function: no module swap reaches it) writes nothing, while the
+    logging bars still report."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, **progress_module.QUIET_BARS, progress_module.INTERVAL_ENV: "0"}
+    run = subprocess.run(
+        [sys.executable, "-c", QUIET_BARS_PROBE], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert "it/s" not in run.stderr, run.stderr  # (text mode reads tqdm's \r as a newline)
+    assert "progress Running loglikelihood requests: request 3/3" in run.stdout
+    # without it, the same bootstrap draws its bar: the probe can see one
+    bare = {k: v for k, v in os.environ.items() if k not in progress_module.QUIET_BARS}
+    run = subprocess.run(
+        [sys.executable, "-c", QUIET_BARS_PROBE], env=bare, capture_output=True, text=True
+    )
+    assert "it/s" in run.stderr, run.stderr
 
 
 def test_the_trainer_callback_reports_global_steps_from_a_resumed_checkpoint(caplog, monkeypatch):

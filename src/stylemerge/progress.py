@@ -25,6 +25,14 @@ INTERVAL_ENV = "STYLEMERGE_PROGRESS_SECONDS"
 DEFAULT_INTERVAL = 30.0
 # what tests and tools look for in a log
 PREFIX = "progress"
+# Set for every job (the Snakefile): no library's progress bar (tqdm's: huggingface_hub,
+# transformers' weight loading, datasets' splits, vLLM, lm-eval's bootstrap) writes its
+# carriage-return redraws into a job's log; :func:`tqdm_class`'s bars stay on.
+QUIET_BARS = {
+    "TQDM_DISABLE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+}
 
 
 def interval_seconds() -> float:
