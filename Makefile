@@ -67,13 +67,13 @@ $(GPU_STAMP): pyproject.toml constraints-gpu.txt
 gpu-venv: $(GPU_STAMP)
 
 # The paper path's GPU settings on the real-model tier, on one GPU, every output checked
-# (stylemerge.gpu_check), in the GPU venv (vLLM); gpu-check-dry validates and plans it on
+# (stylemerge.cli.gpu_check), in the GPU venv (vLLM); gpu-check-dry validates and plans it on
 # any machine (CI runs it), in .venv.
 gpu-check: $(GPU_STAMP)
-	$(GPU_BIN)/python -m stylemerge.gpu_check --cores $(CORES)
+	$(GPU_BIN)/python -m stylemerge.cli.gpu_check --cores $(CORES)
 
 gpu-check-dry: $(STAMP)
-	$(BIN)/python -m stylemerge.gpu_check --dry-run
+	$(BIN)/python -m stylemerge.cli.gpu_check --dry-run
 
 dry-run: $(STAMP)
 	$(BIN)/snakemake -n --cores $(CORES) all

@@ -22,13 +22,13 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 )
 # A job's log is a file: no library's progress bars, whose carriage-return redraws would
-# fill it. Jobs log progress lines of their own instead (stylemerge.progress).
-from stylemerge.progress import QUIET_BARS
+# fill it. Jobs log progress lines of their own instead (stylemerge.core.progress).
+from stylemerge.core.progress import QUIET_BARS
 
 for _name, _value in QUIET_BARS.items():
     os.environ.setdefault(_name, _value)
 
-from stylemerge.config import ConfigError, stage_settings, validate_config
+from stylemerge.workflow.config import ConfigError, stage_settings, validate_config
 
 if not workflow.overwrite_configfiles:
 
@@ -55,7 +55,7 @@ for _note in _notes:
 # 10x slower).  Locally, cap the scheduler at the available cores; each job sets torch's
 # threads from its rule's `threads`, so the jobs together never exceed the machine.
 # Cluster runs (--executor slurm) are unaffected: their jobs run on other nodes.
-from stylemerge.job import JOB_CONFIG_KEYS, available_cores
+from stylemerge.core.job import JOB_CONFIG_KEYS, available_cores
 
 if (
     workflow.local_exec
@@ -73,7 +73,7 @@ if (
 # A cluster profile's precommand (profiles/slurm activates .venv-gpu in every job): stop
 # before submitting anything if what it activates is missing. Real runs only, in the main
 # process (jobs run with --no-hooks); a dry run plans without it.
-from stylemerge.job import missing_job_environment
+from stylemerge.core.job import missing_job_environment
 
 
 onstart:

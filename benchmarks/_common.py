@@ -44,8 +44,8 @@ SHARD_SETTINGS = {
 def builtin_shards(out_dir: Path, domains: Sequence[str] | None = None) -> dict[str, dict]:
     """Train/held-out shards of the builtin corpus: ``{domain: {"train": path, "heldout":
     path}}`` (all nine domains by default)."""
-    from stylemerge.shards import build_shards
-    from stylemerge.sources import builtin_corpora
+    from stylemerge.data.shards import build_shards
+    from stylemerge.data.sources import builtin_corpora
 
     paths = {}
     for domain in domains or builtin_corpora():
@@ -64,7 +64,7 @@ def builtin_shards(out_dir: Path, domains: Sequence[str] | None = None) -> dict[
 
 def builtin_tokenizer(out_dir: Path, shards: dict[str, dict], vocab_size: int = 2048):
     """The embedded default's tokenizer (byte-level BPE with think tags) on ``shards``."""
-    from stylemerge.tokenizer import train_tokenizer
+    from stylemerge.data.tokenizer import train_tokenizer
 
     return train_tokenizer([s["train"] for s in shards.values()], out_dir, vocab_size=vocab_size)
 
@@ -73,7 +73,7 @@ def tiny_model(tokenizer, seed: int, shape: dict | None = None):
     """A randomly initialised tiny causal LM (``build_tiny_model``), seeded."""
     from transformers import set_seed
 
-    from stylemerge.models import build_tiny_model
+    from stylemerge.models.reference import build_tiny_model
 
     set_seed(seed)
     model = build_tiny_model(tokenizer, shape or BASE_SHAPE)

@@ -1,6 +1,7 @@
 """Pairwise-BLEU diversity metrics: stylemerge's ``BleuIndex`` vs a per-pair sacrebleu loop.
 
-Measured: ``stylemerge.diversity.bleu.self_diversity_per_prompt`` and ``across_prompt_diversity``
+Measured: ``stylemerge.evaluate.diversity.bleu.self_diversity_per_prompt`` and
+``across_prompt_diversity``
 (what ``measure_diversity`` reports as self- and across-prompt diversity: 1 - mean pairwise
 sentence BLEU / 100, both directions), against the straightforward loop that calls
 ``sacrebleu.sentence_bleu(hyp, [ref])`` once per ordered pair, on the same texts and the same
@@ -30,7 +31,7 @@ TOLERANCE = 1e-12
 
 def synthetic_groups(prompts: int, samples: int, seed: int) -> list[list[str]]:
     """``prompts`` groups of ``samples`` texts of 30-60 words from the builtin corpus."""
-    from stylemerge.sources import builtin_corpora, read_builtin
+    from stylemerge.data.sources import builtin_corpora, read_builtin
 
     documents = [
         doc.text.split()
@@ -60,7 +61,7 @@ def baseline(groups, partners: int, seed: int) -> tuple[list[float], list[float]
     """Self- and across-prompt diversity per prompt, one ``sentence_bleu`` call per pair."""
     from sacrebleu import sentence_bleu
 
-    from stylemerge.diversity.bleu import across_prompt_partners
+    from stylemerge.evaluate.diversity.bleu import across_prompt_partners
 
     within = []
     for group in groups:
@@ -84,7 +85,10 @@ def baseline(groups, partners: int, seed: int) -> tuple[list[float], list[float]
 
 
 def library(groups, partners: int, seed: int) -> tuple[list[float], list[float]]:
-    from stylemerge.diversity.bleu import across_prompt_diversity, self_diversity_per_prompt
+    from stylemerge.evaluate.diversity.bleu import (
+        across_prompt_diversity,
+        self_diversity_per_prompt,
+    )
 
     return self_diversity_per_prompt(groups), across_prompt_diversity(groups, partners, seed)
 

@@ -1,6 +1,6 @@
 """Batched sampling vs one ``generate`` call per sample.
 
-Measured: ``stylemerge.grpo.sample_completions`` (what ``measure_diversity`` and the GRPO
+Measured: ``stylemerge.grpo.train.sample_completions`` (what ``measure_diversity`` and the GRPO
 held-out evaluation call: ``batch_size`` prompts per ``generate`` call, ``num_return_sequences``
 = K, left padding) against the baseline of one ``model.generate`` call per sample (P x K
 calls, one sequence each), on the same P prompts of the builtin corpus's held-out documents,
@@ -70,8 +70,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from stylemerge.grpo import make_prompts, sample_completions
-    from stylemerge.shards import shard_texts
+    from stylemerge.data.shards import shard_texts
+    from stylemerge.grpo.train import make_prompts, sample_completions
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-sampling-") as tmp:

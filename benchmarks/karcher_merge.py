@@ -1,7 +1,7 @@
 """``karcher_weighted`` (stylemerge's mergekit method) vs mergekit's own ``karcher``.
 
 Both merge the same N tiny models (one architecture, different random weights) with equal
-weights through ``stylemerge.merge.mergekit_config`` and ``run_mergekit`` (mergekit's
+weights through ``stylemerge.merge.run.mergekit_config`` and ``run_mergekit`` (mergekit's
 ``run_merge``, one torch thread). With equal weights the two methods must give the same
 tensors: ``karcher_weighted`` normalises the weights to 1/N, which are the alphas ``karcher``
 uses, and both call mergekit's ``karcher_merge_tensors``. The script checks every tensor
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from stylemerge.merge import mergekit_config, run_mergekit
+    from stylemerge.merge.run import mergekit_config, run_mergekit
 
     torch.set_num_threads(args.threads)
     shape = {
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     print(
         f"Karcher merge: {args.models} tiny qwen3 models of {params:,} parameters "
         f"(hidden {args.hidden}, {args.layers} layers, float32), equal weights, "
-        f"mergekit run_merge via stylemerge.merge.run_mergekit"
+        f"mergekit run_merge via stylemerge.merge.run.run_mergekit"
     )
     print(f"{machine()}; best of {args.repeats}")
     print(f"  mergekit karcher            {builtin.wall:7.2f} s wall {builtin.cpu:7.2f} s cpu")

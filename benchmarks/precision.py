@@ -5,7 +5,7 @@ on this machine (the "limit" column), and what bfloat16 does to the numbers the 
 Stages (smol.yaml's shapes): proxy scoring (64 prompt+completion pairs, what GRPO's rewards
 and the held-out fluency compute), sampling (16 prompts x 4 samples x 32 tokens, the GRPO
 held-out evaluation; diversity samples more of the same), a GRPO training step (trl, through
-``stylemerge.grpo.train_adapter``: the time per step is the difference between runs of
+``stylemerge.grpo.train.train_adapter``: the time per step is the difference between runs of
 ``--steps`` and 2 steps, so model loading and the held-out evaluations cancel), with trl's
 default gradient checkpointing and without it. The base serves as both proxies, so every
 reward is 0: the step does all its work (generation, reference, forward, backward), but
@@ -71,7 +71,7 @@ def timed(function):
 def smol_model(work: Path) -> Path:
     import yaml
 
-    from stylemerge.model_sources import import_model, source_from_config
+    from stylemerge.models.gguf import import_model, source_from_config
 
     smol = yaml.safe_load((ROOT / "config" / "smol.yaml").read_text())
     out = work / "smol"
@@ -82,8 +82,8 @@ def smol_model(work: Path) -> Path:
 def windows(tokenizer, shards, per_domain: int, tokens: int) -> tuple[list[str], list[str]]:
     """Held-out (prompt, continuation) pairs: 24-token prompts and ``tokens``-token real
     continuations, spread over every held-out document."""
-    from stylemerge.grpo import make_prompts
-    from stylemerge.shards import shard_texts
+    from stylemerge.data.shards import shard_texts
+    from stylemerge.grpo.train import make_prompts
 
     prompts, continuations = [], []
     for domain in DOMAINS:
@@ -98,7 +98,7 @@ def windows(tokenizer, shards, per_domain: int, tokens: int) -> tuple[list[str],
 
 def document_logliks(model, tokenizer, shards, amp, max_tokens: int = 512) -> list[float]:
     """Each held-out document's summed log-likelihood (its first ``max_tokens`` tokens)."""
-    from stylemerge.shards import shard_texts
+    from stylemerge.data.shards import shard_texts
 
     out = []
     with torch.no_grad():
@@ -113,7 +113,7 @@ def document_logliks(model, tokenizer, shards, amp, max_tokens: int = 512) -> li
 
 
 def distinct_1(groups) -> float:
-    from stylemerge.diversity.ngrams import ngram_counts, ngram_tokens
+    from stylemerge.evaluate.diversity.ngrams import ngram_counts, ngram_tokens
 
     counts = ngram_counts((ngram_tokens(t) for g in groups for t in g), 1)
     return len(counts) / max(1, sum(counts.values()))
@@ -123,10 +123,10 @@ def grpo_seconds(model_dir, shards, work, precision, steps, checkpointing) -> fl
     """One trl GRPO run of smol.yaml's settings on bbc_news, the base as both proxies."""
     import yaml
 
-    from stylemerge.config import stage_settings, validate_config
-    from stylemerge.grpo import train_adapter
-    from stylemerge.job import JobSettings
-    from stylemerge.shards import DomainShards
+    from stylemerge.core.job import JobSettings
+    from stylemerge.data.shards import DomainShards
+    from stylemerge.grpo.train import train_adapter
+    from stylemerge.workflow.config import stage_settings, validate_config
 
     config = validate_config(
         yaml.safe_load((ROOT / "config" / "smol.yaml").read_text()),
@@ -159,11 +159,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
-    from stylemerge.grpo import sample_completions
-    from stylemerge.job import use_threads
-    from stylemerge.models import load_model, load_tokenizer
-    from stylemerge.precision import CPU_OVERRIDE, autocast, cpu_bf16_level
-    from stylemerge.rewards import ProxyScorer
+    from stylemerge.core.job import use_threads
+    from stylemerge.core.precision import CPU_OVERRIDE, autocast, cpu_bf16_level
+    from stylemerge.grpo.rewards import ProxyScorer
+    from stylemerge.grpo.train import sample_completions
+    from stylemerge.models.reference import load_model, load_tokenizer
 
     use_threads(1)
     print(machine())

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import builtin_shards, machine  # noqa: E402
 from precision import DOMAINS, smol_model, windows  # noqa: E402
 
-from stylemerge.rewards import ProxyScorer  # noqa: E402
+from stylemerge.grpo.rewards import ProxyScorer  # noqa: E402
 
 
 class WholeTensorScorer(ProxyScorer):
@@ -46,8 +46,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a converted SmolLM2 directory")
     args = parser.parse_args()
 
-    from stylemerge.job import use_threads
-    from stylemerge.models import load_model, load_tokenizer
+    from stylemerge.core.job import use_threads
+    from stylemerge.models.reference import load_model, load_tokenizer
 
     use_threads(1)
     print(machine())

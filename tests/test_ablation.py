@@ -1,12 +1,12 @@
-"""The MARA ablation table (stylemerge.ablation) on hand-made results."""
+"""The MARA ablation table (stylemerge.report.ablation) on hand-made results."""
 
 import math
 
 import pytest
 
-from stylemerge.ablation import change_difference, judge_family, mara_ablation_table, verdict
-from stylemerge.files import write_json, write_jsonl
-from stylemerge.tables import diversity_table
+from stylemerge.core.files import write_json, write_jsonl
+from stylemerge.report.ablation import change_difference, judge_family, mara_ablation_table, verdict
+from stylemerge.report.tables import diversity_table
 
 PROMPTS = [f"prompt {i}" for i in range(8)]
 

@@ -13,17 +13,17 @@ import torch
 from test_tables import adapter, lm_eval, merge, noisy_lls, think
 
 from conftest import ROOT, SCHEMA
-from stylemerge.availability import (
+from stylemerge.cli.cost import load_config
+from stylemerge.core.job import JOB_CONFIG_KEYS, JobSettings
+from stylemerge.models.availability import (
     UNAVAILABLE,
     looks_local,
     skip_unavailable_comparison,
     unavailable_reason,
 )
-from stylemerge.cost.cli import load_config
-from stylemerge.job import JOB_CONFIG_KEYS, JobSettings
-from stylemerge.models import ModelReference
-from stylemerge.snakemake_job import comparison_name
-from stylemerge.tables import RunResults, TableSettings, make_tables
+from stylemerge.models.reference import ModelReference
+from stylemerge.report.build import RunResults, TableSettings, make_tables
+from stylemerge.workflow.snakemake_job import comparison_name
 
 REASONS = {
     "pickle only": "no safetensors weights (weights: pytorch_model.bin)",
@@ -215,7 +215,7 @@ def test_a_gated_or_unreachable_hub_comparison_still_fails(monkeypatch):
 
 
 def test_the_memory_request_of_a_missing_local_comparison_needs_no_size(tmp_path):
-    from stylemerge.cost.jobs import job_mem_mb
+    from stylemerge.resources.jobs import job_mem_mb
 
     config = load_config(ROOT / "config" / "config.yaml", SCHEMA)
     config["evaluate"]["comparisons"] = {"wave": str(tmp_path / "gone")}

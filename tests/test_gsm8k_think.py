@@ -7,11 +7,12 @@ import pytest
 import yaml
 
 from conftest import ROOT, SCHEMA, write_jsonl
-from stylemerge import arithmetic
-from stylemerge.card import card_table
-from stylemerge.config import ConfigError, validate_config
-from stylemerge.lm_task_data import GSM8K_THINK, prepare_task_data
-from stylemerge.tables import gsm8k_table, reported
+from stylemerge.data import arithmetic
+from stylemerge.evaluate.task_data import GSM8K_THINK, prepare_task_data
+from stylemerge.report.claims import card_table
+from stylemerge.report.tables import gsm8k_table
+from stylemerge.report.values import reported
+from stylemerge.workflow.config import ConfigError, validate_config
 
 HARNESS_TASKS = Path(__import__("lm_eval").__file__).parent / "tasks"
 SEED = 11
@@ -156,8 +157,8 @@ def test_the_table_reports_the_think_task_and_the_stock_gsm8k():
 def test_the_stylemerge_tag_beside_it_still_writes_its_data(monkeypatch, tmp_path):
     """The tag stylemerge names the hub-free packaged tasks; the think task named beside it
     gets its data written too."""
-    from stylemerge import evaluate
-    from stylemerge.job import JobSettings
+    from stylemerge.core.job import JobSettings
+    from stylemerge.evaluate import harness as evaluate
 
     wanted = []
     monkeypatch.setattr(

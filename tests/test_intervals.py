@@ -1,4 +1,4 @@
-"""stylemerge.intervals against reference computations (scipy, where it has one)."""
+"""stylemerge.stats.intervals against reference computations (scipy, where it has one)."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from stylemerge.intervals import (
+from stylemerge.stats.intervals import (
     bootstrap,
     cluster_weights,
     excludes_zero,

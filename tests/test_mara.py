@@ -1,4 +1,4 @@
-"""MARA (stylemerge.mara): the defining property on hand-made numbers, the config's refusals,
+"""MARA (stylemerge.grpo.mara): the defining property on hand-made numbers, the config's refusals,
 and GRPO with MARA training the tiny models through trl."""
 
 import math
@@ -8,8 +8,8 @@ import pytest
 import torch
 from test_grpo import run
 
-from stylemerge.config import ConfigError, validate_config
-from stylemerge.mara import augment, mara_config_errors, threshold_args
+from stylemerge.grpo.mara import augment, mara_config_errors, threshold_args
+from stylemerge.workflow.config import ConfigError, validate_config
 
 BETA = 0.1
 
@@ -194,8 +194,8 @@ def test_only_the_reference_pass_is_recorded(tmp_path, tiny_base):
     from trl import GRPOConfig
     from trl.trainer.utils import use_adapter
 
-    from stylemerge.mara import make_trainer_class, mara_bonus
-    from stylemerge.models import load_model, load_tokenizer
+    from stylemerge.grpo.mara import make_trainer_class, mara_bonus
+    from stylemerge.models.reference import load_model, load_tokenizer
 
     def constant(prompts, completions, **kwargs):
         return [0.0] * len(completions)

@@ -1,4 +1,5 @@
-"""Memory requests (stylemerge.cost.memory): measured against a real pass, and their structure."""
+"""Memory requests (stylemerge.resources.memory): measured against a real pass, and their
+structure."""
 
 import copy
 import json
@@ -8,11 +9,12 @@ import sys
 import pytest
 
 from conftest import ROOT, SCHEMA
-from stylemerge.config import validate_config
-from stylemerge.cost.cli import load_config
-from stylemerge.cost.jobs import job_items, job_mem_mb, job_memory, mem_requests
-from stylemerge.cost.memory import MARGIN, MiB, context, lm_eval_sequence
-from stylemerge.cost.sizes import CostError
+from stylemerge.cli.cost import load_config
+from stylemerge.resources.jobs import job_mem_mb, job_memory, mem_requests
+from stylemerge.resources.memory import MARGIN, MiB, context, lm_eval_sequence
+from stylemerge.resources.rules import job_items
+from stylemerge.resources.sizes import CostError
+from stylemerge.workflow.config import validate_config
 
 QWEN3_VOCAB = 151936
 
@@ -183,7 +185,7 @@ def test_think_gpu_memory_drops_with_checkpointing_autocast_and_micro_batches():
     # off the GPU there is no GPU estimate
     assert job_memory(default_config(), "optimize_think_tokens", "karcher").gpu_mb is None
     report = subprocess.run(
-        [sys.executable, "-m", "stylemerge.cost.cli", str(ROOT / "config" / "paper.yaml")],
+        [sys.executable, "-m", "stylemerge.cli.cost", str(ROOT / "config" / "paper.yaml")],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     row = next(line for line in report.splitlines() if line.startswith("  optimize_think_tokens"))
@@ -194,7 +196,7 @@ def test_every_gpu_rule_has_a_gpu_estimate_on_cuda():
     """Each rule that holds a GPU (cost.jobs.GPU_RULES, the list profiles/slurm follows) has
     GPU memory in its estimate on device: cuda; the merges' is their entropy pass (mergekit
     itself stays in host memory, which they still request)."""
-    from stylemerge.cost.jobs import GPU_RULES
+    from stylemerge.resources.rules import GPU_RULES
 
     paper = load_config(ROOT / "config" / "paper.yaml", SCHEMA)
     items = job_items(paper)

@@ -9,8 +9,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from stylemerge.job import JobSettings
-from stylemerge.merge import (
+from stylemerge.core.job import JobSettings
+from stylemerge.merge.run import (
     CONFIG_NAME,
     entropy_and_loss,
     heldout_blocks,
@@ -18,7 +18,7 @@ from stylemerge.merge import (
     mergekit_config,
     run_mergekit,
 )
-from stylemerge.models import load_model, load_tokenizer
+from stylemerge.models.reference import load_model, load_tokenizer
 
 DOMAINS = ("alpha", "beta", "gamma")
 SETTINGS = {
@@ -205,7 +205,7 @@ def test_mergekit_loads_the_base_at_its_pinned_revision(tmp_path):
     as the revision (its own parser, not ours)."""
     from mergekit.common import ModelReference as MergekitReference
 
-    from stylemerge.models import ModelReference
+    from stylemerge.models.reference import ModelReference
 
     base = ModelReference("Qwen/Qwen3-4B-Base", "0123abcd")
     config = mergekit_config("karcher", "deltas", {"a": "/m/a", "b": "/m/b"}, base.mergekit, {})
@@ -314,7 +314,7 @@ def test_karcher_weighted_computes_in_float32_even_when_mergekit_is_asked_for_bf
 def test_domain_models_are_saved_in_float32_whatever_the_merge_dtype(tiny_base, shards, tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from stylemerge.merge import apply_adapter
+    from stylemerge.merge.run import apply_adapter
 
     lora = LoraConfig(
         r=2,

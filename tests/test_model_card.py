@@ -1,4 +1,5 @@
-"""The model cards of the chosen merge and its think-optimised sibling (stylemerge.model_card),
+"""The model cards of the chosen merge and its think-optimised sibling
+(stylemerge.report.model_card),
 from plain values and shipped configs."""
 
 import csv
@@ -8,8 +9,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from stylemerge.config import deep_merge, validate_config
-from stylemerge.model_card import (
+from stylemerge.report.model_card import (
     MERGEKIT_CONFIG,
     front_matter,
     model_card,
@@ -17,6 +17,7 @@ from stylemerge.model_card import (
     recipe,
     write_model_cards,
 )
+from stylemerge.workflow.config import deep_merge, validate_config
 
 MERGEKIT_YAML = """merge_method: karcher
 models:
@@ -104,7 +105,7 @@ def test_license_and_method_come_from_the_config():
 
 
 def test_a_licence_that_is_no_identifier_is_refused():
-    from stylemerge.config import ConfigError
+    from stylemerge.workflow.config import ConfigError
 
     with pytest.raises(ConfigError, match="release.license"):
         shipped("config.yaml", release={"license": "Apache 2.0"})
@@ -268,6 +269,6 @@ def test_write_model_cards_installs_the_tables_copies_in_both_models(tmp_path):
 
 
 def test_the_merge_config_file_name_is_the_merge_stages():
-    from stylemerge.merge import CONFIG_NAME
+    from stylemerge.merge.run import CONFIG_NAME
 
     assert MERGEKIT_CONFIG == CONFIG_NAME

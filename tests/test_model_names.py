@@ -1,12 +1,12 @@
-"""Model names (stylemerge.model_names), shared by workflow/rules/common.smk and the cost model."""
+"""Model names (stylemerge.models.names), shared by workflow/rules/common.smk and the cost model."""
 
 import copy
 
 import pytest
 
 from conftest import ROOT, SCHEMA
-from stylemerge.cost.cli import load_config
-from stylemerge.model_names import (
+from stylemerge.cli.cost import load_config
+from stylemerge.models.names import (
     ModelNameError,
     arms,
     diversity_models,

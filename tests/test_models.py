@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from conftest import PRETRAIN, TINY
-from stylemerge.job import JobSettings, set_seed
-from stylemerge.models import ModelError, build_tiny_model, check_model_dir, load_model
-from stylemerge.pretrain import pretrain_tiny_model
-from stylemerge.tokenizer import EOS, THINK_TOKENS, train_tokenizer
-from stylemerge.training import pack
+from stylemerge.core.job import JobSettings, set_seed
+from stylemerge.core.training import pack
+from stylemerge.data.tokenizer import EOS, THINK_TOKENS, train_tokenizer
+from stylemerge.models.pretrain import pretrain_tiny_model
+from stylemerge.models.reference import ModelError, build_tiny_model, check_model_dir, load_model
 
 
 def test_set_seed_leaves_every_generator_as_transformers_set_seed_does():

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from stylemerge.job import JobSettings
-from stylemerge.precision import (
+from stylemerge.core.job import JobSettings
+from stylemerge.core.precision import (
     CPU_OVERRIDE,
     autocast,
     planned_precision,
@@ -35,7 +35,7 @@ def test_precision_resolves_against_the_cpu(monkeypatch, level, requested, used)
 
 def test_a_cpu_without_bf16_falls_back_with_one_warning(monkeypatch, caplog):
     monkeypatch.setenv(CPU_OVERRIDE, "none")
-    with caplog.at_level(logging.INFO, logger="stylemerge.precision"):
+    with caplog.at_level(logging.INFO, logger="stylemerge.core.precision"):
         job = JobSettings(precision="bf16").apply()
     assert job.precision == "fp32"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -83,7 +83,7 @@ def test_a_stage_precision_overrides_the_top_level_one():
 
 
 def test_config_validation_refuses_an_unknown_precision(schema_path):
-    from stylemerge.config import ConfigError, validate_config
+    from stylemerge.workflow.config import ConfigError, validate_config
 
     with pytest.raises(ConfigError, match="precision"):
         validate_config({"precision": "half"}, schema_path)

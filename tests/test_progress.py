@@ -1,4 +1,4 @@
-"""Progress lines in job logs (stylemerge.progress): step k of n, rate and ETA at a steady
+"""Progress lines in job logs (stylemerge.core.progress): step k of n, rate and ETA at a steady
 interval, the last step always; tqdm's bars turned into such lines; the workflow's jobs
 log them and no carriage-return redraws."""
 
@@ -9,8 +9,8 @@ import types
 
 import pytest
 
-from stylemerge import progress as progress_module
-from stylemerge.progress import Progress, clock_text, progress_callback, tqdm_class
+from stylemerge.core import progress as progress_module
+from stylemerge.core.progress import Progress, clock_text, progress_callback, tqdm_class
 
 LINE = re.compile(r"progress (?P<what>.+?): (?P<unit>\w+) (?P<done>\d+)/(?P<total>\d+) \(")
 
@@ -24,7 +24,7 @@ class Clock:
 
 
 def logged(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "stylemerge.progress"]
+    return [r.getMessage() for r in caplog.records if r.name == "stylemerge.core.progress"]
 
 
 def test_lines_at_the_first_update_then_every_interval_and_the_last_step_once(caplog):
@@ -106,7 +106,7 @@ QUIET_BARS_PROBE = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stdout)
 from lm_eval.api.metrics import bootstrap_stderr, mean
-from stylemerge.progress import tqdm_class
+from stylemerge.core.progress import tqdm_class
 bootstrap_stderr(mean, [0.0, 1.0, 1.0, 0.0], iters=2000)  # lm-eval's own bar, in a function
 for _ in tqdm_class()(range(3), desc="Running loglikelihood requests"):
     pass
@@ -152,7 +152,7 @@ def test_the_trainer_callback_reports_global_steps_from_a_resumed_checkpoint(cap
 
 # --- the workflow's jobs --------------------------------------------------------------------
 
-# rule -> the progress lines' unit in its logs (the loops of stylemerge.progress)
+# rule -> the progress lines' unit in its logs (the loops of stylemerge.core.progress)
 RULE_UNITS = {
     "pretrain_model": {"step"},
     "train_proxy": {"step"},
@@ -184,7 +184,7 @@ def test_lm_evals_bars_are_swapped_while_it_runs_and_restored():
     import lm_eval.api.task
     import lm_eval.models.huggingface
 
-    from stylemerge.evaluate import logged_progress
+    from stylemerge.evaluate.harness import logged_progress
 
     originals = (lm_eval.api.task.tqdm, lm_eval.models.huggingface.tqdm)
     with logged_progress():

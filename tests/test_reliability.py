@@ -20,11 +20,11 @@ import torch
 import yaml
 
 from conftest import PRETRAIN, ROOT, TINY, write_jsonl
-from stylemerge.config import ConfigError, validate_config
-from stylemerge.files import DataError
-from stylemerge.job import JobSettings
-from stylemerge.models import ModelError, load_model, load_tokenizer
-from stylemerge.shards import DomainShards
+from stylemerge.core.files import DataError
+from stylemerge.core.job import JobSettings
+from stylemerge.data.shards import DomainShards
+from stylemerge.models.reference import ModelError, load_model, load_tokenizer
+from stylemerge.workflow.config import ConfigError, validate_config
 
 SECRET = "hf_reliabilityTestSecret0123456789"
 
@@ -43,7 +43,7 @@ def rejected(config, schema_path) -> str:
 
 
 def test_a_failed_rebuild_keeps_the_previous_shards(tmp_path, shard_settings):
-    from stylemerge.shards import build_shards
+    from stylemerge.data.shards import build_shards
 
     source = tmp_path / "docs.jsonl"
     write_jsonl(source, [{"text": f"document number {i} with some text"} for i in range(30)])
@@ -74,7 +74,7 @@ def test_unknown_merge_method_is_named_at_validation(schema_path):
 
 
 def test_schema_lists_exactly_the_merge_methods(schema_path):
-    from stylemerge.merge import METHODS, SPACES
+    from stylemerge.merge.run import METHODS, SPACES
 
     schema = yaml.safe_load(schema_path.read_text())
     variant = schema["$defs"]["merge"]["properties"]["variants"]["additionalProperties"]
@@ -127,7 +127,7 @@ def base_adapter(tiny_base, tmp_path_factory):
 def test_adapter_applies_to_its_own_base_however_the_path_is_written(
     base_adapter, tiny_base, shards, tmp_path
 ):
-    from stylemerge.merge import apply_adapter
+    from stylemerge.merge.run import apply_adapter
 
     recorded = json.loads((base_adapter / "adapter_config.json").read_text())
     assert recorded["base_model_name_or_path"] == str(tiny_base)
@@ -146,7 +146,7 @@ def test_adapter_applies_to_its_own_base_however_the_path_is_written(
 def test_adapter_of_another_base_is_refused_naming_both(
     base_adapter, tiny_base, tiny_general_proxy, shards, tmp_path
 ):
-    from stylemerge.merge import apply_adapter
+    from stylemerge.merge.run import apply_adapter
 
     # the general proxy's layers have the same shapes as the base's: peft alone would
     # merge the adapter into it without a word
@@ -170,8 +170,8 @@ def test_adapter_whose_shapes_do_not_fit_the_base_is_refused_naming_both(
 ):
     from transformers import AutoTokenizer
 
-    from stylemerge.merge import apply_adapter
-    from stylemerge.models import build_tiny_model
+    from stylemerge.merge.run import apply_adapter
+    from stylemerge.models.reference import build_tiny_model
 
     # the adapter is trained on a wider model in `base`; then `base` is rebuilt narrower
     base = tmp_path / "base"
@@ -192,7 +192,7 @@ def test_adapter_whose_shapes_do_not_fit_the_base_is_refused_naming_both(
 
 
 def test_a_directory_that_is_not_an_adapter_is_named(tiny_base, shards, tmp_path):
-    from stylemerge.merge import apply_adapter
+    from stylemerge.merge.run import apply_adapter
 
     (tmp_path / "adapter").mkdir()
     with pytest.raises(ModelError, match=r"adapter: no adapter_config\.json"):
@@ -213,8 +213,8 @@ def test_a_nan_loss_in_trainer_training_stops_with_its_step(tiny_base, shards):
     """Pretraining and the style proxies (transformers' Trainer): a loss that turns NaN
     stops the run with the step and the value (Trainer's default logs the running average
     in its place).  An infinite learning rate makes every weight inf or NaN after step 1."""
-    from stylemerge.shards import shard_texts
-    from stylemerge.training import fit_causal_lm, pack
+    from stylemerge.core.training import fit_causal_lm, pack
+    from stylemerge.data.shards import shard_texts
 
     tokenizer = load_tokenizer(tiny_base)
     blocks = pack(tokenizer, shard_texts(shards["train"]), 32)
@@ -228,7 +228,7 @@ def test_a_nan_loss_in_trainer_training_stops_with_its_step(tiny_base, shards):
 def test_the_callback_watches_each_grpo_reward():
     from transformers import TrainerState
 
-    from stylemerge.training import StopOnNonFinite
+    from stylemerge.core.training import StopOnNonFinite
 
     state = TrainerState(global_step=7)
     StopOnNonFinite().on_log(None, state, None, logs={"rewards/style_contrast/std": math.nan})
@@ -239,7 +239,7 @@ def test_the_callback_watches_each_grpo_reward():
 
 
 def test_a_proxy_with_broken_logits_stops_instead_of_scoring_invalid(bbc_proxy, tiny_base):
-    from stylemerge.rewards import ProxyScorer, build_rewards
+    from stylemerge.grpo.rewards import ProxyScorer, build_rewards
 
     broken = load_model(bbc_proxy)
     with torch.no_grad():
@@ -261,8 +261,8 @@ def test_a_nan_reward_stops_grpo_with_its_step_and_keeps_the_checkpoints(
 ):
     from test_grpo import SETTINGS
 
-    from stylemerge import rewards
-    from stylemerge.grpo import train_adapter
+    from stylemerge.grpo import rewards
+    from stylemerge.grpo.train import train_adapter
 
     def flaky(**_):
         """Finite for the held-out evaluation and the first two steps, then NaN."""
@@ -361,12 +361,12 @@ def test_the_safety_switches_reach_every_stage_in_its_job_settings():
     the config turns them on), never loose: only the low-level loaders take them as values."""
     import ast
 
-    from stylemerge.job import JobSettings
+    from stylemerge.core.job import JobSettings
 
     assert set(library_loaders()) == {
-        "stylemerge.models.load_model",
-        "stylemerge.models.load_tokenizer",
-        "stylemerge.merge.run_mergekit",
+        "stylemerge.models.reference.load_model",
+        "stylemerge.models.reference.load_tokenizer",
+        "stylemerge.merge.run.run_mergekit",
     }
     assert JobSettings().allow_pickle_weights is False and JobSettings().trust_remote_code is False
     config = validate_config(
@@ -395,7 +395,7 @@ def test_the_safety_switches_reach_every_stage_in_its_job_settings():
 
 
 def test_merge_models_refuses_a_pickle_only_input(pickle_only_model, tiny_base, shards, tmp_path):
-    from stylemerge.merge import merge_models
+    from stylemerge.merge.run import merge_models
 
     with pytest.raises(ModelError, match="set allow_pickle_weights: true"):
         merge_models(
@@ -477,7 +477,7 @@ def test_custom_model_code_runs_when_the_config_turns_it_on(tiny_base, tmp_path)
     the tests above would see the marker if the default changed."""
     model = remote_code_model(tiny_base, tmp_path, "custom_qwen3")
     script = (
-        "from stylemerge.models import load_model\n"
+        "from stylemerge.models.reference import load_model\n"
         f"print(type(load_model({str(model)!r}, trust_remote_code=True)).__name__)\n"
     )
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
@@ -529,7 +529,7 @@ def test_counts_of_tokens_are_not_secrets(schema_path):
 
 
 def test_the_environment_token_stays_out_of_provenance(monkeypatch, schema_path):
-    from stylemerge.provenance import provenance
+    from stylemerge.workflow.provenance import provenance
 
     monkeypatch.setenv("HF_TOKEN", SECRET)
     monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", SECRET)
@@ -546,7 +546,7 @@ def test_train_adapter_refuses_a_hub_token_in_its_settings(tmp_path):
     in results; refused before anything is loaded."""
     from test_grpo import SETTINGS
 
-    from stylemerge.grpo import train_adapter
+    from stylemerge.grpo.train import train_adapter
 
     settings = json.loads(json.dumps(SETTINGS))
     settings["trainer"]["hub_token"] = SECRET

@@ -1,4 +1,4 @@
-"""Pooling the card's figures over seeds (stylemerge.replicates) on hand-made results."""
+"""Pooling the card's figures over seeds (stylemerge.report.replicates) on hand-made results."""
 
 import math
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from test_tables import lm_eval, noisy_lls
 
-from stylemerge.diversity.scores import distinct_change
-from stylemerge.replicates import (
+from stylemerge.evaluate.diversity.scores import distinct_change
+from stylemerge.report.replicates import (
     pooled_distinct,
     pooled_frames,
     pooled_lambada,
@@ -59,8 +59,8 @@ def test_two_seeds_of_opposite_sign_pool_to_not_significant():
     assert row["vs_base_ci_low_pct"] < 0 < row["vs_base_ci_high_pct"]
     assert row["vs_base_p"] > 0.05
     frames = pooled_frames(evals, {7: {}, 11: {}}, {7: {}, 11: {}}, "karcher", None)
-    from stylemerge.card import card_table
-    from stylemerge.tables import reported
+    from stylemerge.report.claims import card_table
+    from stylemerge.report.values import reported
 
     card = card_table(frames, reported(), "karcher").set_index("claim")
     claim = card.loc["lambada perplexity vs base"]
@@ -144,7 +144,7 @@ def test_the_ablation_pooled_over_seeds_is_judged_by_its_family():
     """Two seeds, one domain: MARA samples from a much richer vocabulary in both (+50 %
     distinct-1 in each seed) and loses 0.03 of plain GRPO's 0.3 style gain: the criterion
     is met; losing 0.25 of it (more than half) is not."""
-    from stylemerge.replicates import pooled_ablation
+    from stylemerge.report.replicates import pooled_ablation
 
     rng = np.random.default_rng(3)
     documents = [str(p // 2) for p in range(8)]

@@ -34,7 +34,7 @@ def killing_save(self, *args, **kwargs):
 transformers.Trainer._save_checkpoint = killing_save
 """
 THINK_PATCH = """
-import stylemerge.think as think
+import stylemerge.think.optimize as think
 save = think.save_rows_checkpoint
 def killing_save(directory, step, *args):
     save(directory, step, *args)
@@ -73,8 +73,8 @@ def assert_same_weights(a: Path, b: Path) -> None:
 def proxy_call(general, shards, out, ckpt) -> str:
     heldout = {d: str(shards[d]["heldout"]) for d in TEST_DOMAINS}
     return (
-        "from stylemerge.job import JobSettings\n"
-        "from stylemerge.proxies import train_proxy\n"
+        "from stylemerge.core.job import JobSettings\n"
+        "from stylemerge.proxy.train import train_proxy\n"
         f"train_proxy(JobSettings(seed=5), {str(general)!r}, 'bbc_news', "
         f"{str(shards['bbc_news']['train'])!r}, {heldout!r}, {str(out)!r}, "
         f"{PROXY_SETTINGS!r}, checkpoint_dir={str(ckpt)!r})"
@@ -82,7 +82,7 @@ def proxy_call(general, shards, out, ckpt) -> str:
 
 
 def test_a_killed_proxy_resumes_to_the_uninterrupted_result(shards, tiny_general_proxy, tmp_path):
-    from stylemerge.proxies import train_proxy
+    from stylemerge.proxy.train import train_proxy
 
     ckpt, out = tmp_path / "ckpt", tmp_path / "killed"
     killed(proxy_call(tiny_general_proxy, shards, out, ckpt), PROXY_PATCH, kill_at=10)
@@ -91,7 +91,7 @@ def test_a_killed_proxy_resumes_to_the_uninterrupted_result(shards, tiny_general
 
     def run(out, ckpt):
         heldout = {d: shards[d]["heldout"] for d in TEST_DOMAINS}
-        from stylemerge.job import JobSettings
+        from stylemerge.core.job import JobSettings
 
         return train_proxy(
             JobSettings(seed=5),
@@ -124,8 +124,8 @@ def test_a_killed_proxy_resumes_to_the_uninterrupted_result(shards, tiny_general
 def test_proxy_checkpoints_of_other_settings_are_not_resumed(shards, tiny_general_proxy, tmp_path):
     ckpt = tmp_path / "ckpt"
     killed(proxy_call(tiny_general_proxy, shards, tmp_path / "a", ckpt), PROXY_PATCH, kill_at=10)
-    from stylemerge.job import JobSettings
-    from stylemerge.proxies import train_proxy
+    from stylemerge.core.job import JobSettings
+    from stylemerge.proxy.train import train_proxy
 
     heldout = {d: shards[d]["heldout"] for d in TEST_DOMAINS}
     other = {**PROXY_SETTINGS, "learning_rate": 0.001}
@@ -144,9 +144,9 @@ def test_proxy_checkpoints_of_other_settings_are_not_resumed(shards, tiny_genera
 
 def think_call(model, out, ckpt) -> str:
     return (
-        "from stylemerge.arithmetic import build_traces\n"
-        "from stylemerge.job import JobSettings\n"
-        "from stylemerge.think import optimize_think_tokens\n"
+        "from stylemerge.data.arithmetic import build_traces\n"
+        "from stylemerge.core.job import JobSettings\n"
+        "from stylemerge.think.optimize import optimize_think_tokens\n"
         f"optimize_think_tokens(JobSettings(seed=5), {str(model)!r}, "
         f"build_traces({THINK_DATA!r}, 5), {str(out)!r}, {THINK_SETTINGS!r}, "
         f"checkpoint_dir={str(ckpt)!r})"
@@ -155,9 +155,9 @@ def think_call(model, out, ckpt) -> str:
 
 @pytest.mark.parametrize("kill_at", [4, 8])
 def test_killed_think_rows_resume_to_the_uninterrupted_rows(tiny_base, tmp_path, kill_at):
-    from stylemerge.arithmetic import build_traces
-    from stylemerge.job import JobSettings
-    from stylemerge.think import optimize_think_tokens
+    from stylemerge.core.job import JobSettings
+    from stylemerge.data.arithmetic import build_traces
+    from stylemerge.think.optimize import optimize_think_tokens
 
     ckpt, out = tmp_path / "ckpt", tmp_path / "killed"
     killed(think_call(tiny_base, out, ckpt), THINK_PATCH, kill_at=kill_at)

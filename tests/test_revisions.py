@@ -1,4 +1,5 @@
-"""Hub revisions locked once per run (stylemerge.revisions): resolved from a hub cache laid out
+"""Hub revisions locked once per run (stylemerge.workflow.revisions): resolved from a hub cache
+laid out
 as huggingface_hub lays it out (refs/main, snapshots/<sha>), offline; reused; refreshed; and
 a moved refs/main mid-run not seen by later jobs of the workflow."""
 
@@ -14,9 +15,9 @@ from safetensors.torch import load_file, save_file
 from test_workflow import REDUCED, copy_workflow, snakemake
 
 from conftest import ROOT, SCHEMA
-from stylemerge import revisions
-from stylemerge.config import validate_config
-from stylemerge.provenance import provenance
+from stylemerge.workflow import revisions
+from stylemerge.workflow.config import validate_config
+from stylemerge.workflow.provenance import provenance
 
 SHA1, SHA2 = "1" * 40, "2" * 40
 REPO = "stylemerge-test/proxy"
@@ -132,7 +133,7 @@ def test_lock_written_reused_after_the_ref_moves_and_refreshed(cache, tmp_path, 
     assert applied["models"]["general_proxy"]["revision"] == SHA1
     assert config["models"]["general_proxy"]["revision"] is None  # apply copies
     # asked to refresh: the new commit, with a warning that it moved
-    with caplog.at_level(logging.WARNING, logger="stylemerge.revisions"):
+    with caplog.at_level(logging.WARNING, logger="stylemerge.workflow.revisions"):
         assert revisions.lock(config, path, refresh=True) == {"models.general_proxy": SHA2}
     assert f"moved from {SHA1} to {SHA2}" in caplog.text
     # an edited commit is used as it is
@@ -267,7 +268,7 @@ def test_a_pinned_harness_task_loads_its_own_yaml_with_the_revision_added(tmp_pa
     added to what its YAML says; its name and the rest of its config stay."""
     from lm_eval.tasks import TaskManager
 
-    from stylemerge.evaluate import _load_tasks
+    from stylemerge.evaluate.harness import _load_tasks
 
     data = tmp_path / "test.jsonl"
     data.write_text('{"text": "a passage"}\n')
@@ -289,12 +290,12 @@ def test_a_pinned_harness_task_loads_its_own_yaml_with_the_revision_added(tmp_pa
 
 
 def test_the_harness_data_sets_are_what_lm_evals_task_yamls_load():
-    """stylemerge.lm_task_data.HARNESS_DATA_SETS against lm-eval's own YAMLs, for every
+    """stylemerge.evaluate.task_data.HARNESS_DATA_SETS against lm-eval's own YAMLs, for every
     harness task a shipped config runs."""
     from lm_eval.tasks import TaskManager
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    from stylemerge.lm_task_data import harness_data_set
+    from stylemerge.evaluate.task_data import harness_data_set
 
     manager = TaskManager()
     names = {

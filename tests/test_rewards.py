@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from stylemerge.models import load_model, load_tokenizer
-from stylemerge.rewards import (
+from stylemerge.data.shards import read_shard
+from stylemerge.grpo.rewards import (
     CHAR_CLASSES,
     REWARDS,
     CharProfile,
@@ -15,7 +15,7 @@ from stylemerge.rewards import (
     digit_punct_fraction,
     repeated_ngram_fraction,
 )
-from stylemerge.shards import read_shard
+from stylemerge.models.reference import load_model, load_tokenizer
 
 DEFAULT_REWARDS = {
     "style_contrast": {"weight": 1.0},
@@ -241,7 +241,7 @@ def test_char_profile_python_defaults_match_the_schema(schema_path):
 
 
 def test_config_accepts_and_refuses_char_profile_keys(schema_path):
-    from stylemerge.config import ConfigError, stage_settings, validate_config
+    from stylemerge.workflow.config import ConfigError, stage_settings, validate_config
 
     domains = {
         "code": {
@@ -286,7 +286,7 @@ def test_smol_tier_guards_only_github_python(schema_path):
     import yaml
 
     from conftest import ROOT
-    from stylemerge.config import stage_settings, validate_config
+    from stylemerge.workflow.config import stage_settings, validate_config
 
     config = validate_config(
         yaml.safe_load((ROOT / "config" / "smol.yaml").read_text()), schema_path
@@ -300,7 +300,7 @@ def test_smol_tier_guards_only_github_python(schema_path):
 def test_heldout_evaluation_records_character_drift(monkeypatch):
     """grpo.evaluate_policy: per prompt, the mean drift of its samples (blank ones left
     out); summarise() pairs them before/after like the rewards."""
-    from stylemerge import grpo
+    from stylemerge.grpo import train as grpo
 
     profile = CharProfile.of_texts([CODE])
     samples = {

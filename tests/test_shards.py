@@ -4,9 +4,9 @@ import json
 import pytest
 
 from conftest import read_jsonl, write_jsonl
-from stylemerge.files import DataError
-from stylemerge.shards import build_shards, is_heldout, read_shard
-from stylemerge.sources import builtin_corpora, read_source
+from stylemerge.core.files import DataError
+from stylemerge.data.shards import build_shards, is_heldout, read_shard
+from stylemerge.data.sources import builtin_corpora, read_source
 
 DOMAINS = {
     "github_python",
@@ -267,7 +267,7 @@ def test_read_shard_rejects_missing_and_empty_files(tmp_path):
 
 
 def test_shard_index_names_every_domain_and_catches_stale_shards(tmp_path):
-    from stylemerge.shards import read_shard_index, write_shard_index
+    from stylemerge.data.shards import read_shard_index, write_shard_index
 
     paths = []
     for domain in ("bbc_news", "ao3_english"):

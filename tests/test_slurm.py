@@ -26,8 +26,8 @@ from snakemake_interface_executor_plugins.settings import SharedFSUsage
 from test_workflow import REDUCED, copy_workflow, snakemake
 
 from conftest import ROOT
-from stylemerge.cost.jobs import GPU_RULES as COST_GPU_RULES
-from stylemerge.job import missing_job_environment
+from stylemerge.core.job import missing_job_environment
+from stylemerge.resources.rules import GPU_RULES as COST_GPU_RULES
 
 pytestmark = pytest.mark.workflow
 
@@ -78,7 +78,7 @@ def test_user_profile_has_commented_placeholders_and_gpu_requests():
             comment.append(text[line - 1 - len(comment)])
         assert "FILL IN" in " ".join(comment), f"{key} has no comment saying what to fill in"
     resources = profile["set-resources"]
-    # A GPU for exactly the rules that use one (stylemerge.cost.jobs.GPU_RULES, whose
+    # A GPU for exactly the rules that use one (stylemerge.resources.rules.GPU_RULES, whose
     # requested GPU-hours the cost model counts): none reserved for a job that runs on CPU.
     assert {rule for rule, values in resources.items() if values.get("gpu")} == GPU_RULES
     for rule in GPU_RULES:

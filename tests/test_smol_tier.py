@@ -11,8 +11,8 @@ import yaml
 from test_workflow import copy_workflow, planned, snakemake
 
 from conftest import ROOT, SCHEMA
-from stylemerge.config import validate_config
-from stylemerge.cost.jobs import mem_requests
+from stylemerge.resources.jobs import mem_requests
+from stylemerge.workflow.config import validate_config
 
 pytestmark = pytest.mark.workflow
 
@@ -118,7 +118,7 @@ def test_no_job_used_more_memory_than_its_rule_requests(smol_run):
     config = validate_config(  # with the schema's defaults, as the workflow saw it
         yaml.safe_load((smol_run / "config" / "reduced_smol.yaml").read_text()), SCHEMA
     )
-    requested = mem_requests(config)  # what the rules asked for (stylemerge.cost.memory)
+    requested = mem_requests(config)  # what the rules asked for (stylemerge.resources.memory)
     measured = {}
     for tsv in (smol_run / "results/smol/benchmarks").glob("*/*.tsv"):
         if tsv.parent.name in requested:

@@ -5,23 +5,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stylemerge.card import card_table, verdict
-from stylemerge.cost.benchmarks import cost_table
-from stylemerge.intervals import holm
-from stylemerge.tables import (
-    RunResults,
-    TableSettings,
+from stylemerge.report.build import RunResults, TableSettings, make_tables
+from stylemerge.report.claims import card_table, verdict
+from stylemerge.report.tables import (
     adapters_table,
     bpb_table,
     diversity_table,
     gsm8k_table,
     lambada_table,
-    make_tables,
     merges_table,
-    pct_change,
-    reported,
     think_table,
 )
+from stylemerge.report.values import pct_change, reported
+from stylemerge.resources.benchmarks import cost_table
+from stylemerge.stats.intervals import holm
 
 
 def summary(before, after, change, se, n=8):
@@ -118,7 +115,7 @@ def test_reported_figures_point_the_way_the_card_claims():
 
 
 def test_every_reported_figure_is_the_card_figure_of_one_claim():
-    from stylemerge.card import card_table
+    from stylemerge.report.claims import card_table
 
     card = reported()
     frame = card_table({}, card, "karcher", comparison="wave")
@@ -220,7 +217,7 @@ def moving(card, factor: float) -> dict[str, pd.DataFrame]:
 
 
 def test_a_result_that_moves_as_the_card_says_agrees_with_every_claim():
-    from stylemerge.card import card_table
+    from stylemerge.report.claims import card_table
 
     card = reported()
     same = card_table(moving(card, 1.0), card, "karcher", comparison="wave")
@@ -293,7 +290,7 @@ def test_cost_table_flags_a_job_above_its_memory_request(tmp_path, caplog):
         header + "1\t0:00:01\t50\t1\t1\t1\t0\t0\t90\t1\n"
     )
     requests = {"evaluate_lm": {"base": 4000, "karcher": 4000}}
-    with caplog.at_level("WARNING", logger="stylemerge.tables"):
+    with caplog.at_level("WARNING", logger="stylemerge.report.tables"):
         frame = cost_table(tmp_path, requests)
     rows = {(r["rule"], r["job"]): r for r in frame.to_dict("records")}
     assert rows[("evaluate_lm", "base")]["mem_mb_requested"] == 4000
@@ -696,7 +693,7 @@ def card_frames():
 def test_holm_turns_a_lone_nominal_result_into_not_significant():
     """Seven claims of the family at p about 0.2 and one at 0.03: alone it would be
     'agrees', adjusted for eight claims it is not."""
-    from stylemerge.card import card_table
+    from stylemerge.report.claims import card_table
 
     frames = moving(reported(), 1.0)
     frames["lambada"]["vs_base_p"] = 0.03
@@ -717,7 +714,7 @@ def test_holm_turns_a_lone_nominal_result_into_not_significant():
 
 
 def test_think_rows_added_by_the_run_are_not_comparable_and_a_floor_is_uninformative():
-    from stylemerge.card import card_table
+    from stylemerge.report.claims import card_table
 
     frames = moving(reported(), 1.0)
     frames["think"]["tags_added"] = True
@@ -739,7 +736,7 @@ def test_think_rows_added_by_the_run_are_not_comparable_and_a_floor_is_uninforma
 
 
 def test_card_table_one_row_per_claim_with_its_verdict():
-    from stylemerge.card import card_table
+    from stylemerge.report.claims import card_table
 
     frame = card_table(card_frames(), reported(), "karcher", comparison="wave")
     verdicts = dict(zip(frame["claim"], frame["verdict"], strict=True))

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from conftest import ROOT, extract_answer, write_jsonl
-from stylemerge import arithmetic
-from stylemerge.arithmetic import (
+from stylemerge.core.job import JobSettings
+from stylemerge.core.precision import CPU_OVERRIDE
+from stylemerge.data import arithmetic
+from stylemerge.data.arithmetic import (
     build_traces,
     fewshot_prompt,
     format_example,
@@ -25,12 +27,10 @@ from stylemerge.arithmetic import (
     problem_split,
     split_problems,
 )
-from stylemerge.job import JobSettings
-from stylemerge.models import ModelError, load_model, load_tokenizer
-from stylemerge.precision import CPU_OVERRIDE
-from stylemerge.shards import is_heldout
-from stylemerge.think import ensure_think_tokens, optimize_think_tokens
-from stylemerge.tokenizer import THINK_TOKENS
+from stylemerge.data.shards import is_heldout
+from stylemerge.data.tokenizer import THINK_TOKENS
+from stylemerge.models.reference import ModelError, load_model, load_tokenizer
+from stylemerge.think.optimize import ensure_think_tokens, optimize_think_tokens
 
 # 1-shot traces fit the test model without cutting (~330 of its tokens); 30 steps: seconds
 DATA = {"source": "builtin", "train": 48, "heldout": 16, "shots": 1, "heldout_fraction": 0.25}
@@ -494,7 +494,7 @@ def test_checkpointing_recomputes_each_layer_without_dropout():
     the model is as before."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from stylemerge.think import checkpointed
+    from stylemerge.think.optimize import checkpointed
 
     config = Qwen3Config(
         vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -1,4 +1,4 @@
-"""Experiment tracking (stylemerge.tracking): one named run per job, grouped by the workflow's
+"""Experiment tracking (stylemerge.core.tracking): one named run per job, grouped by the workflow's
 run, continued when the job runs again, with the job's results logged; real wandb in offline
 mode (its own record files read back) and real tensorboard event files."""
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from test_workflow import REDUCED, copy_workflow, snakemake
 
-from stylemerge.job import JobSettings
-from stylemerge.snakemake_job import tracking_name
-from stylemerge.tracking import measured, tracked_run, wandb_run_id
+from stylemerge.core.job import JobSettings
+from stylemerge.core.tracking import measured, tracked_run, wandb_run_id
+from stylemerge.workflow.snakemake_job import tracking_name
 
 
 @pytest.fixture(autouse=True)

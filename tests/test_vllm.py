@@ -14,19 +14,13 @@ import pytest
 import trl
 from test_config import load, rejected
 
-from stylemerge.config import deep_merge, stage_settings, validate_config
-from stylemerge.evaluate import evaluate_lm, run_lm_eval
-from stylemerge.job import JobSettings
-from stylemerge.models import ModelError, ModelReference
-from stylemerge.trl_fields import trl_default
-from stylemerge.vllm_support import (
-    INSTALL,
-    PROMPT_MARGIN,
-    VLLMMissing,
-    grpo_trainer_settings,
-    vllm_available,
-    vllm_model_args,
-)
+from stylemerge.core.job import JobSettings
+from stylemerge.evaluate.harness import evaluate_lm, run_lm_eval
+from stylemerge.generation.vllm import INSTALL, VLLMMissing, vllm_available, vllm_model_args
+from stylemerge.grpo.trl_compat import trl_default
+from stylemerge.grpo.vllm import PROMPT_MARGIN, grpo_trainer_settings
+from stylemerge.models.reference import ModelError, ModelReference
+from stylemerge.workflow.config import deep_merge, stage_settings, validate_config
 
 VLLM_SOURCE = Path(lm_eval.__file__).parent / "models" / "vllm_causallms.py"
 needs_no_vllm = pytest.mark.skipif(vllm_available(), reason="vllm is installed here")
@@ -114,7 +108,7 @@ def test_the_vllm_backend_fails_at_once_naming_itself_and_the_install(tmp_path):
 
 @needs_no_vllm
 def test_grpo_with_use_vllm_fails_at_once_without_vllm():
-    from stylemerge.grpo import train_adapter
+    from stylemerge.grpo.train import train_adapter
 
     settings = {"prompt_tokens": 8, "trainer": {"use_vllm": True}}
     shards = types.SimpleNamespace(domain="bbc_news")
@@ -136,7 +130,7 @@ def test_the_hf_backend_is_the_default_and_the_key_is_validated(schema_path):
 
 
 def test_evaluate_lm_hands_the_settings_to_the_backend_chosen(monkeypatch):
-    from stylemerge import evaluate
+    from stylemerge.evaluate import harness as evaluate
 
     made = []
     monkeypatch.setattr(evaluate, "make_vllm_lm", lambda *a: made.append(("vllm", a[2])))
@@ -256,7 +250,7 @@ def test_trl_hands_its_colocated_vllm_only_the_policys_path():
 def test_grpo_with_vllm_loads_the_policy_from_the_pinned_snapshot(hub_cache):
     from peft import LoraConfig, get_peft_model
 
-    from stylemerge.vllm_support import grpo_policy_reference
+    from stylemerge.grpo.vllm import grpo_policy_reference
 
     job = JobSettings()
     base = ModelReference("org/tiny", revision="v1")
@@ -277,7 +271,7 @@ def test_grpo_with_vllm_loads_the_policy_from_the_pinned_snapshot(hub_cache):
 
 
 def test_a_local_base_is_its_own_snapshot(tiny_base, tmp_path):
-    from stylemerge.vllm_support import grpo_policy_reference
+    from stylemerge.grpo.vllm import grpo_policy_reference
 
     ref = grpo_policy_reference(JobSettings(), tiny_base, {"use_vllm": True})
     assert ref == ModelReference(str(tiny_base))

@@ -1,10 +1,10 @@
 # Names and helpers shared by every rule file.
 import re
 
-from stylemerge import model_names
-from stylemerge.config import run_dirs
-from stylemerge.precision import stage_precision
-from stylemerge.cost.jobs import job_mem_mb, mem_requests
+from stylemerge.models import names as model_names
+from stylemerge.workflow.config import run_dirs
+from stylemerge.core.precision import stage_precision
+from stylemerge.resources.jobs import job_mem_mb, mem_requests
 
 # Each run writes under its own directories, so tiers (the embedded default, smol, paper)
 # sit side by side.
@@ -21,11 +21,11 @@ def L(path):
     return f"{RUN_DIRS[1]}/{path}"
 
 
-# Hub revisions locked once per run (stylemerge.revisions): the run's main process (a dry
+# Hub revisions locked once per run (stylemerge.workflow.revisions): the run's main process (a dry
 # run's too) resolves every hub reference that is not pinned to a commit and writes
 # R("revisions.lock"); every job reads it and never resolves, so a repository that moves
 # mid-run changes nothing.
-from stylemerge import revisions
+from stylemerge.workflow import revisions
 
 LOCK = R(revisions.LOCK_NAME)
 try:
@@ -39,7 +39,7 @@ try:
         for _task in revisions.unlocked_tasks(config):
             logger.warning(
                 f"lm-eval task {_task}: its hub data set is not locked (not in "
-                "stylemerge.lm_task_data.HARNESS_DATA_SETS): it loads at the revision "
+                "stylemerge.evaluate.task_data.HARNESS_DATA_SETS): it loads at the revision "
                 "its lm-eval YAML names"
             )
     else:
@@ -53,7 +53,7 @@ DOMAINS = list(config["domains"])
 # Out-of-domain text (evaluate.lm_eval.lambada_ood.sources): sharded whole, never trained on;
 # the stylemerge_lambada_ood task's passages, the row the card's lambada_openai claim maps to.
 OOD_SOURCES = config["evaluate"]["lm_eval"]["lambada_ood"]["sources"]
-# The config's part of every job's stylemerge.job.JobSettings (seed, device, safety switches):
+# The config's part of every job's stylemerge.core.job.JobSettings (seed, device, safety switches):
 # a param of each rule that takes one, so that changing it reruns those jobs.
 JOB = {key: config[key] for key in JOB_CONFIG_KEYS}
 
@@ -114,7 +114,7 @@ def _one_of(names):
     return "|".join(map(re.escape, names)) or "(?!)"  # (?!) matches nothing
 
 
-# Model names (stylemerge.model_names, shared with the cost model): the GRPO stage's arms
+# Model names (stylemerge.models.names, shared with the cost model): the GRPO stage's arms
 # ("" the recipe; "-mara" with ablation.mara), the models whose think tokens are optimised,
 # and the variants the evaluation stage scores, each at results/eval/<name>/: name -> local
 # directory made here, a reference (hub id or directory) from config, or None for the base.
@@ -157,7 +157,7 @@ def shard_paths(split):
 def shard_index(split):
     """The index of a split's shards of every domain, written by index_shards. Jobs that
     read all domains depend on it; their scripts read it with
-    stylemerge.shards.read_shard_index."""
+    stylemerge.data.shards.read_shard_index."""
     return R(f"shards/{split}_index.json")
 
 
@@ -178,7 +178,7 @@ def hub_ref(name):
 def model_param(name):
     """What a script needs beside the tracked input to load config model `name`: its hub id
     (None when it is a local input) and the revision it is pinned to. Scripts read both with
-    stylemerge.snakemake_job.model_reference, so a revision cannot be dropped on the way.
+    stylemerge.workflow.snakemake_job.model_reference, so a revision cannot be dropped on the way.
     """
     return {"ref": hub_ref(name), "revision": config["models"][name]["revision"]}
 
@@ -203,7 +203,7 @@ def attempt_scaled(minutes):
 def source_files(wildcards):
     """Files a domain's (or an out-of-domain source's) source reads, so that editing them
     reruns it."""
-    from stylemerge.sources import source_files as files
+    from stylemerge.data.sources import source_files as files
 
     if "ood" in wildcards.keys():
         return files(OOD_SOURCES[wildcards.ood], wildcards.ood)
@@ -212,7 +212,7 @@ def source_files(wildcards):
 
 def ood_shards(wildcards):
     """The out-of-domain shards, for a model whose tasks include stylemerge_lambada_ood."""
-    from stylemerge.lm_task_data import LAMBADA_OOD
+    from stylemerge.evaluate.task_data import LAMBADA_OOD
 
     tasks = lm_eval_settings(wildcards)["tasks"]
     if not any(task["name"] == LAMBADA_OOD for task in tasks):

@@ -20,7 +20,7 @@ rule build_shards:
 
 
 # An out-of-domain source (evaluate.lm_eval.lambada_ood.sources) is sharded whole: no train
-# split, every document held out (stylemerge.shards.build_shards without train_path).
+# split, every document held out (stylemerge.data.shards.build_shards without train_path).
 rule build_ood_shard:
     input:
         source_files,

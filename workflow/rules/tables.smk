@@ -7,7 +7,7 @@
 # tables/model_card.md and model_card_think.md, installed as merges/<chosen>/README.md and
 # think/<chosen>/README.md. Writing into those input directories makes nothing outdated:
 # Snakemake takes a directory output's mtime from its .snakemake_timestamp file.
-from stylemerge.model_card import recipe as card_recipe
+from stylemerge.report.model_card import recipe as card_recipe
 
 
 rule make_tables:

@@ -1,8 +1,8 @@
-# Translation only: snakemake.* -> stylemerge.merge.apply_adapter
-from stylemerge.joblog import to_file
-from stylemerge.merge import apply_adapter
-from stylemerge.shards import read_shard_index
-from stylemerge.snakemake_job import job_settings, model_reference
+# Translation only: snakemake.* -> stylemerge.merge.run.apply_adapter
+from stylemerge.core.joblog import to_file
+from stylemerge.data.shards import read_shard_index
+from stylemerge.merge.run import apply_adapter
+from stylemerge.workflow.snakemake_job import job_settings, model_reference
 
 with to_file(snakemake.log[0]):
     apply_adapter(

@@ -1,8 +1,8 @@
-# Translation only: snakemake.* -> stylemerge.shards.build_shards without a train split (an
+# Translation only: snakemake.* -> stylemerge.data.shards.build_shards without a train split (an
 # out-of-domain source: every document held out)
-from stylemerge.joblog import to_file
-from stylemerge.provenance import provenance
-from stylemerge.shards import build_shards
+from stylemerge.core.joblog import to_file
+from stylemerge.data.shards import build_shards
+from stylemerge.workflow.provenance import provenance
 
 with to_file(snakemake.log[0]):
     build_shards(

@@ -1,7 +1,7 @@
-# Translation only: snakemake.* -> stylemerge.shards.build_shards
-from stylemerge.joblog import to_file
-from stylemerge.provenance import provenance
-from stylemerge.shards import build_shards
+# Translation only: snakemake.* -> stylemerge.data.shards.build_shards
+from stylemerge.core.joblog import to_file
+from stylemerge.data.shards import build_shards
+from stylemerge.workflow.provenance import provenance
 
 with to_file(snakemake.log[0]):
     build_shards(

@@ -1,7 +1,7 @@
-# Translation only: snakemake.* -> stylemerge.model_sources.import_model
-from stylemerge.job import use_threads
-from stylemerge.joblog import to_file
-from stylemerge.model_sources import import_model, source_from_config
+# Translation only: snakemake.* -> stylemerge.models.gguf.import_model
+from stylemerge.core.job import use_threads
+from stylemerge.core.joblog import to_file
+from stylemerge.models.gguf import import_model, source_from_config
 
 with to_file(snakemake.log[0]):
     use_threads(snakemake.threads)

@@ -1,11 +1,12 @@
-# Translation only: snakemake.* -> stylemerge.evaluate.run_lm_eval (packaged task data written
+# Translation only: snakemake.* -> stylemerge.evaluate.harness.run_lm_eval (packaged task data
+# written
 # to a temporary directory under the job's tmpdir, then lm-eval; one JSON at the fixed path)
 from pathlib import Path
 
-from stylemerge.evaluate import run_lm_eval
-from stylemerge.joblog import to_file
-from stylemerge.shards import read_shard_index
-from stylemerge.snakemake_job import comparison_unavailable, job_settings, model_reference
+from stylemerge.core.joblog import to_file
+from stylemerge.data.shards import read_shard_index
+from stylemerge.evaluate.harness import run_lm_eval
+from stylemerge.workflow.snakemake_job import comparison_unavailable, job_settings, model_reference
 
 with to_file(snakemake.log[0]):
     job, model = job_settings(snakemake), model_reference(snakemake, "model")

@@ -1,7 +1,7 @@
-# Translation only: snakemake.* -> stylemerge.tables.make_tables
-from stylemerge.joblog import to_file
-from stylemerge.provenance import provenance
-from stylemerge.tables import RunResults, TableSettings, make_tables
+# Translation only: snakemake.* -> stylemerge.report.tables.make_tables
+from stylemerge.core.joblog import to_file
+from stylemerge.report.build import RunResults, TableSettings, make_tables
+from stylemerge.workflow.provenance import provenance
 
 with to_file(snakemake.log[0]):
     make_tables(

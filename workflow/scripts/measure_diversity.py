@@ -1,8 +1,8 @@
-# Translation only: snakemake.* -> stylemerge.diversity.measure.measure_diversity
-from stylemerge.diversity.measure import measure_diversity
-from stylemerge.joblog import to_file
-from stylemerge.shards import read_shard_index
-from stylemerge.snakemake_job import comparison_unavailable, job_settings, model_reference
+# Translation only: snakemake.* -> stylemerge.evaluate.diversity.measure.measure_diversity
+from stylemerge.core.joblog import to_file
+from stylemerge.data.shards import read_shard_index
+from stylemerge.evaluate.diversity.measure import measure_diversity
+from stylemerge.workflow.snakemake_job import comparison_unavailable, job_settings, model_reference
 
 with to_file(snakemake.log[0]):
     job, model = job_settings(snakemake), model_reference(snakemake, "model")

@@ -1,10 +1,10 @@
-# Translation only: snakemake.* -> stylemerge.merge.merge_models
+# Translation only: snakemake.* -> stylemerge.merge.run.merge_models
 from pathlib import Path
 
-from stylemerge.joblog import to_file
-from stylemerge.merge import merge_models
-from stylemerge.shards import read_shard_index
-from stylemerge.snakemake_job import job_settings, model_reference
+from stylemerge.core.joblog import to_file
+from stylemerge.data.shards import read_shard_index
+from stylemerge.merge.run import merge_models
+from stylemerge.workflow.snakemake_job import job_settings, model_reference
 
 with to_file(snakemake.log[0]):
     merge_models(

@@ -1,9 +1,9 @@
-# Translation only: snakemake.* -> stylemerge.arithmetic.build_traces (the data source chosen
-# by settings["data"]) and stylemerge.think.optimize_think_tokens
-from stylemerge.arithmetic import build_traces
-from stylemerge.joblog import to_file
-from stylemerge.snakemake_job import job_settings, model_reference
-from stylemerge.think import optimize_think_tokens
+# Translation only: snakemake.* -> stylemerge.data.arithmetic.build_traces (the data source chosen
+# by settings["data"]) and stylemerge.think.optimize.optimize_think_tokens
+from stylemerge.core.joblog import to_file
+from stylemerge.data.arithmetic import build_traces
+from stylemerge.think.optimize import optimize_think_tokens
+from stylemerge.workflow.snakemake_job import job_settings, model_reference
 
 with to_file(snakemake.log[0]):
     job = job_settings(snakemake)

@@ -1,7 +1,7 @@
-# Translation only: snakemake.* -> stylemerge.replicates.pool_replicates
-from stylemerge.joblog import to_file
-from stylemerge.provenance import provenance
-from stylemerge.replicates import pool_replicates
+# Translation only: snakemake.* -> stylemerge.report.replicates.pool_replicates
+from stylemerge.core.joblog import to_file
+from stylemerge.report.replicates import pool_replicates
+from stylemerge.workflow.provenance import provenance
 
 with to_file(snakemake.log[0]):
     pool_replicates(

@@ -1,8 +1,8 @@
-# Translation only: snakemake.* -> stylemerge.pretrain.pretrain_tiny_model
-from stylemerge.joblog import to_file
-from stylemerge.pretrain import pretrain_tiny_model
-from stylemerge.shards import read_shard_index
-from stylemerge.snakemake_job import job_settings
+# Translation only: snakemake.* -> stylemerge.models.pretrain.pretrain_tiny_model
+from stylemerge.core.joblog import to_file
+from stylemerge.data.shards import read_shard_index
+from stylemerge.models.pretrain import pretrain_tiny_model
+from stylemerge.workflow.snakemake_job import job_settings
 
 with to_file(snakemake.log[0]):
     pretrain_tiny_model(

@@ -1,8 +1,8 @@
-# Translation only: snakemake.* -> stylemerge.grpo.train_adapter
-from stylemerge.grpo import train_adapter
-from stylemerge.joblog import to_file
-from stylemerge.shards import DomainShards
-from stylemerge.snakemake_job import job_settings, model_reference
+# Translation only: snakemake.* -> stylemerge.grpo.train.train_adapter
+from stylemerge.core.joblog import to_file
+from stylemerge.data.shards import DomainShards
+from stylemerge.grpo.train import train_adapter
+from stylemerge.workflow.snakemake_job import job_settings, model_reference
 
 with to_file(snakemake.log[0]):
     train_adapter(

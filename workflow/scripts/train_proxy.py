@@ -1,8 +1,8 @@
-# Translation only: snakemake.* -> stylemerge.proxies.train_proxy
-from stylemerge.joblog import to_file
-from stylemerge.proxies import train_proxy
-from stylemerge.shards import read_shard_index
-from stylemerge.snakemake_job import job_settings, model_reference
+# Translation only: snakemake.* -> stylemerge.proxy.train.train_proxy
+from stylemerge.core.joblog import to_file
+from stylemerge.data.shards import read_shard_index
+from stylemerge.proxy.train import train_proxy
+from stylemerge.workflow.snakemake_job import job_settings, model_reference
 
 with to_file(snakemake.log[0]):
     train_proxy(

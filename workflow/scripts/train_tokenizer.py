@@ -1,9 +1,9 @@
-# Translation only: snakemake.* -> stylemerge.tokenizer.train_tokenizer
-from stylemerge.job import use_threads
-from stylemerge.joblog import to_file
-from stylemerge.provenance import provenance
-from stylemerge.shards import read_shard_index
-from stylemerge.tokenizer import train_tokenizer
+# Translation only: snakemake.* -> stylemerge.data.tokenizer.train_tokenizer
+from stylemerge.core.job import use_threads
+from stylemerge.core.joblog import to_file
+from stylemerge.data.shards import read_shard_index
+from stylemerge.data.tokenizer import train_tokenizer
+from stylemerge.workflow.provenance import provenance
 
 with to_file(snakemake.log[0]):
     use_threads(snakemake.threads)

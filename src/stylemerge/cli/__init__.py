@@ -1,0 +1,1 @@
+"""Developer commands: the GPU check, the cost model, the layout check."""

@@ -1,0 +1,1 @@
+"""Evaluation: lm-evaluation-harness runs, the packaged tasks' data, and text diversity."""

@@ -1,0 +1,1 @@
+"""Statistics of the tables: bootstrap and jackknife intervals, per-document paired changes."""

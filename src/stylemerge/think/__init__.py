@@ -1,0 +1,1 @@
+"""The think stage: only the <think>/</think> embedding rows are trained."""
