@@ -346,8 +346,8 @@ def library_loaders():
     import stylemerge
 
     found = {}
-    for info in pkgutil.iter_modules(stylemerge.__path__):
-        module = importlib.import_module(f"stylemerge.{info.name}")
+    for info in pkgutil.walk_packages(stylemerge.__path__, "stylemerge."):
+        module = importlib.import_module(info.name)
         for name, func in inspect.getmembers(module, inspect.isfunction):
             if func.__module__ == module.__name__:
                 params = inspect.signature(func).parameters

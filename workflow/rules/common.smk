@@ -1,6 +1,7 @@
 # Names and helpers shared by every rule file.
 import re
 
+from stylemerge.core.hub import is_local
 from stylemerge.models import names as model_names
 from stylemerge.workflow.config import run_dirs
 from stylemerge.core.precision import stage_precision
@@ -94,18 +95,9 @@ def stage_job(settings, wildcards=None):
 # `gguf` models are converted once into a Hugging Face directory (smol tier); the others are
 # hub ids or local directories that rules reference directly.  Built and converted models
 # both live at results/models/<name>, so rules downstream never care where one came from.
-TINY_MODELS = [
-    name
-    for name, model in config["models"].items()
-    if model["ref"] is None and model["gguf"] is None
-]
-# Models converted from the same GGUF source share one directory (the smol tier's base and
-# general proxy are the same SmolLM2): converted once, under the first such model's name.
-GGUF_OWNER = {
-    name: next(n for n, m in config["models"].items() if m["gguf"] == model["gguf"])
-    for name, model in config["models"].items()
-    if model["gguf"] is not None
-}
+TINY_MODELS = model_names.tiny_models(config)
+# One directory per distinct GGUF source, under its first model's name
+GGUF_OWNER = model_names.gguf_owners(config)
 GGUF_MODELS = sorted(set(GGUF_OWNER.values()))
 BUILT_MODELS = TINY_MODELS + GGUF_MODELS
 
@@ -167,7 +159,7 @@ def model_input(name):
     ref = config["models"][name]["ref"]
     if ref is None:
         return R(f"models/{GGUF_OWNER.get(name, name)}")
-    return ref if Path(ref).is_dir() else []
+    return ref if is_local(ref) else []
 
 
 def hub_ref(name):
@@ -234,7 +226,7 @@ def eval_model_input(wildcards):
         return model_input("base")
     if path.startswith(R("")):
         return in_replicate(wildcards, path[len(R("")) :])
-    return path if Path(path).is_dir() else []
+    return path if is_local(path) else []
 
 
 def eval_model_param(wildcards):

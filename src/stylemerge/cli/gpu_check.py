@@ -20,7 +20,6 @@ import argparse
 import csv
 import importlib.util
 import json
-import math
 import re
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from stylemerge.core.joblog import GPU_PEAK_MESSAGE
 from stylemerge.generation.vllm import INSTALL
 from stylemerge.resources.benchmarks import cost_table
 from stylemerge.resources.rules import GPU_RULES, RULES
+from stylemerge.stats.intervals import finite
 from stylemerge.workflow.config import (
     ConfigError,
     deep_merge,
@@ -182,10 +182,6 @@ def preflight() -> None:
         raise GpuCheckError(f"vLLM is not installed in this environment: {INSTALL}")
 
 
-def finite(value) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
 def check_outputs(root: Path, configfile: Path, config: Mapping) -> list[str]:
     """What is wrong with a finished run (empty: nothing)."""
     problems = []
@@ -202,7 +198,7 @@ def check_outputs(root: Path, configfile: Path, config: Mapping) -> list[str]:
         tasks = json.loads(lm_eval.read_text())["tasks"]
         for task, entry in tasks.items():
             values = [v for by_filter in entry["metrics"].values() for v in by_filter.values()]
-            if not values or not all(finite(v) for v in values):
+            if not values or any(finite(v) is None for v in values):
                 problems.append(f"{lm_eval}: task {task}: a metric is missing or not finite")
     if not any((results / "eval").glob("*/lm_eval.json")):
         problems.append(f"{results / 'eval'}: no lm-eval results")

@@ -7,7 +7,7 @@ tokenizer (at paper scale the policy is Qwen3 and the proxies SmolLM2: different
 vocabularies).  A reward never returns NaN: an empty or unscorable completion gets the
 configured ``invalid`` value and a warning.  Any other non-finite value (a proxy whose logits
 broke, a reward that misbehaves) stops the run with the GRPO step and the value
-(:func:`finite`).  ``char_profile`` compares the completion's character classes with the
+(:func:`stop_on_nonfinite`).  ``char_profile`` compares the completion's character classes with the
 domain's (:class:`CharProfile`, built from its train shard) instead of using a proxy.
 """
 
@@ -344,12 +344,14 @@ def build_rewards(
             raise KeyError(f"unknown reward {name!r} (known: {', '.join(REWARDS)})")
         params = {k: v for k, v in spec.items() if k != "weight"}
         factory = REWARDS[name]
-        funcs.append(finite(factory(domain=domain, general=general, profile=profile, **params)))
+        funcs.append(
+            stop_on_nonfinite(factory(domain=domain, general=general, profile=profile, **params))
+        )
         weights.append(float(spec.get("weight", 1.0)))
     return funcs, weights
 
 
-def finite(func: RewardFunc) -> RewardFunc:
+def stop_on_nonfinite(func: RewardFunc) -> RewardFunc:
     """``func``, stopping the run on a NaN, infinite or missing reward with the GRPO step and
     the value.  trl would take such a reward as "not applicable" (it averages with nanmean
     and sums with nansum) and train on without it."""

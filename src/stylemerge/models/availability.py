@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stylemerge.core.hub import looks_local
 from stylemerge.models.reference import pickle_files
 
 if TYPE_CHECKING:
@@ -30,11 +31,6 @@ log = logging.getLogger(__name__)
 
 UNAVAILABLE = "unavailable"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack")
-
-
-def looks_local(ref: str) -> bool:
-    """A reference that can only be a directory (a hub id is ``name`` or ``owner/name``)."""
-    return ref.startswith(("/", ".", "~")) or ref.count("/") > 1 or "\\" in ref
 
 
 def unavailable_reason(model: ModelReference, allow_pickle_weights: bool = False) -> str | None:

@@ -34,6 +34,23 @@ def split_arm(config: Mapping, item: str) -> tuple[str, str]:
     return item, RECIPE_ARM
 
 
+def tiny_models(config: Mapping) -> list[str]:
+    """The models with neither ``ref`` nor ``gguf``: built and pretrained here."""
+    return [n for n, m in config["models"].items() if m["ref"] is None and m["gguf"] is None]
+
+
+def gguf_owners(config: Mapping) -> dict[str, str]:
+    """Models converted from the same GGUF source share one directory (the smol tier's base
+    and general proxy are the same SmolLM2): each GGUF model -> the first model naming its
+    source, whose name the conversion takes."""
+    models = config["models"]
+    return {
+        name: next(n for n, m in models.items() if m["gguf"] == model["gguf"])
+        for name, model in models.items()
+        if model["gguf"] is not None
+    }
+
+
 def think_models(config: Mapping) -> list[str]:
     """Models whose think tokens are optimised: the chosen merge and, for comparison, the base
     (``think.compare_base``)."""

@@ -50,9 +50,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stylemerge.core.hub import looks_local
 from stylemerge.core.precision import planned_precision
 from stylemerge.models import names as model_names
-from stylemerge.models.availability import looks_local
 from stylemerge.resources.data import (
     CHARS_PER_WORD,
     DomainData,
@@ -80,7 +80,7 @@ VLLM_HOST_MB = 6000
 PACKED_TOKEN_BYTES = 44  # a Python int (28) and its list slot (8), and the int64 tensor (8)
 MIN_CHARS_PER_TOKEN = 2.0  # bounds a document's tokens from its characters
 ENTROPY_BATCH = 8  # stylemerge.merge.run.entropy_and_loss
-SAMPLE_BATCH = 16  # stylemerge.grpo.train.sample_completions: prompts per generate call
+SAMPLE_BATCH = 16  # stylemerge.generation.sampling.sample_completions: prompts per generate call
 LM_EVAL_AUTO_BATCH = 64  # lm-eval's max_batch_size, where batch_size "auto" starts
 DEFAULT_POSITIONS = 4096  # a model whose max_position_embeddings is unknown
 

@@ -6,7 +6,6 @@ keeps the two on the same rules)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -35,13 +34,9 @@ class Rule:
     overhead_mb: int
 
 
-def _gguf_owners(config: Mapping) -> list[str]:
-    """One model per distinct GGUF source (the first that names it): one conversion each."""
-    owner: dict[str, str] = {}
-    for name, model in config["models"].items():
-        if model["gguf"] is not None:
-            owner.setdefault(json.dumps(model["gguf"], sort_keys=True), name)
-    return sorted(owner.values())
+def _converted(config: Mapping) -> list[str]:
+    """One conversion per distinct GGUF source."""
+    return sorted(set(model_names.gguf_owners(config).values()))
 
 
 def _adapted(config: Mapping) -> list[str]:
@@ -55,10 +50,6 @@ def _merges(config: Mapping) -> list[str]:
 
 def _grpo_settings(config: Mapping, item: str) -> Mapping:
     return stage_settings(config, "grpo", model_names.split_arm(config, item)[0])
-
-
-def _pretrained(config: Mapping) -> list[str]:
-    return [n for n, m in config["models"].items() if m["ref"] is None and not m["gguf"]]
 
 
 def _section(*keys: str) -> Callable[[Mapping, str], Mapping]:
@@ -79,9 +70,14 @@ RULES = {
     rule.name: rule
     for rule in (
         Rule(
-            "pretrain_model", "models.<name>.pretrain", _model("pretrain"), _pretrained, False, 550
+            "pretrain_model",
+            "models.<name>.pretrain",
+            _model("pretrain"),
+            model_names.tiny_models,
+            False,
+            550,
         ),
-        Rule("convert_model", "models.<name>.gguf", _model("gguf"), _gguf_owners, False, 400),
+        Rule("convert_model", "models.<name>.gguf", _model("gguf"), _converted, False, 400),
         Rule(
             "train_proxy",
             "proxy",

@@ -36,6 +36,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from stylemerge.grpo.trl_compat import trl_default
 from stylemerge.models.names import (
     arms,
     diversity_models,
@@ -267,7 +268,7 @@ def grpo_schedule(settings: Mapping, train_documents: int) -> dict:
     accumulation = t.get("gradient_accumulation_steps", 1)
     generations = t.get("num_generations", 8)
     iterations = t.get("num_iterations", 1)
-    completion = t.get("max_completion_length", 512)
+    completion = t.get("max_completion_length") or trl_default("max_completion_length")
     per_step = per_device * accumulation  # one process per job
     prompts = min(settings["max_prompts"], train_documents * settings["prompts_per_document"])
     steps = t.get("max_steps", -1)

@@ -43,10 +43,14 @@ def z_value(ci: float) -> float:
 
 
 def finite(value) -> float | None:
-    """``value`` as a float, or None when it is missing or not finite."""
+    """``value`` (a number, or a CSV cell's text) as a float; None when missing, not a
+    number, or not finite."""
     if value is None:
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
     return value if math.isfinite(value) else None
 
 

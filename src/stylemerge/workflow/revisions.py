@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from stylemerge.models.availability import looks_local
+from stylemerge.core.hub import is_hub_id
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +71,13 @@ class HubReference:
         return bool(self.revision and COMMIT.match(self.revision))
 
 
-def _is_hub(ref) -> bool:
-    return isinstance(ref, str) and bool(ref) and not looks_local(ref) and not Path(ref).is_dir()
-
-
 def _data_set(path: tuple[str, ...], spec) -> Iterator[HubReference]:
     """A data set spec (a domain's source, gsm8k's data) if it loads from the hub: a hub id
     in ``path`` (not a local directory, no ``data_files`` for a generic loader)."""
     if not isinstance(spec, Mapping) or spec.get("data_files"):
         return
     if spec.get("type", "hf") == "hf" and spec.get("source", "gsm8k") == "gsm8k":
-        if _is_hub(spec.get("path")):
+        if is_hub_id(spec.get("path")):
             yield HubReference(path, spec["path"], "dataset", spec.get("revision"))
 
 
@@ -94,12 +90,12 @@ def hub_references(config: Mapping, pinned: bool = False) -> list[HubReference]:
     refs = [
         HubReference(("models", name), model["ref"], "model", model.get("revision"))
         for name, model in config["models"].items()
-        if model.get("gguf") is None and _is_hub(model.get("ref"))
+        if model.get("gguf") is None and is_hub_id(model.get("ref"))
     ]
     refs += [
         HubReference(COMPARISONS + (name,), ref, "model", None)
         for name, ref in config["evaluate"]["comparisons"].items()
-        if _is_hub(ref)
+        if is_hub_id(ref)
     ]
     for domain, settings in config["domains"].items():
         refs += _data_set(("domains", domain, "source"), settings.get("source"))
