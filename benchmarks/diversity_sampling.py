@@ -1,12 +1,12 @@
 """Batched sampling vs one ``generate`` call per sample.
 
-Measured: ``stylemerge.grpo.train.sample_completions`` (what ``measure_diversity`` and the GRPO
-held-out evaluation call: ``batch_size`` prompts per ``generate`` call, ``num_return_sequences``
-= K, left padding) against the baseline of one ``model.generate`` call per sample (P x K
-calls, one sequence each), on the same P prompts of the builtin corpus's held-out documents,
-with the embedded default's tiny base architecture (randomly initialised) and tokenizer.
-Sampling settings are the embedded default's ``evaluate.diversity`` (P=16, K=6, 24 prompt
-tokens, 48 new tokens, batch 16, temperature 1, one torch thread).
+Measured: ``stylemerge.generation.sampling.sample_completions`` (what ``measure_diversity`` and
+the GRPO held-out evaluation call: ``batch_size`` prompts per ``generate`` call,
+``num_return_sequences`` = K, left padding) against the baseline of one ``model.generate`` call
+per sample (P x K calls, one sequence each), on the same P prompts of the builtin corpus's
+held-out documents, with the embedded default's tiny base architecture (randomly initialised)
+and tokenizer. Sampling settings are the embedded default's ``evaluate.diversity`` (P=16, K=6,
+24 prompt tokens, 48 new tokens, batch 16, temperature 1, one torch thread).
 
 Goal: batched >= 4x faster.
 
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     import torch
 
     from stylemerge.data.shards import shard_texts
-    from stylemerge.grpo.train import make_prompts, sample_completions
+    from stylemerge.generation.sampling import make_prompts, sample_completions
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-sampling-") as tmp:

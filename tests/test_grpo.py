@@ -15,13 +15,12 @@ import torch
 from stylemerge.core.checkpoints import prepare_checkpoints
 from stylemerge.core.job import JobSettings
 from stylemerge.data.shards import DomainShards
+from stylemerge.generation.sampling import make_prompts, prompt_windows
 from stylemerge.grpo.train import (
     ProxyNotSpecialisedError,
     check_proxy_specialised,
     checkpoint_fingerprint,
-    make_prompts,
     mean_se,
-    prompt_windows,
     train_adapter,
 )
 from stylemerge.grpo.trl_compat import GRPO_CONFIG_FIELDS, current_fields

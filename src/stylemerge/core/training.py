@@ -96,8 +96,7 @@ def fit_causal_lm(
     every ``settings["save_steps"]`` steps and to resume from the last one there (a killed
     job): the model, optimiser, schedule, data order and RNG states, so that the result is
     the uninterrupted run's.  The caller removes the directory once its output is saved."""
-    seed, device = job.seed, job.device
-    from transformers import Trainer, TrainerState, TrainingArguments
+    from transformers import Trainer
 
     resume = None
     if checkpoints is not None:
@@ -107,57 +106,16 @@ def fit_causal_lm(
         nullcontext(str(directory)) if checkpoints else tempfile.TemporaryDirectory(prefix="fit-")
     )
     with workdir as scratch:
-        args = TrainingArguments(
-            output_dir=scratch,
-            max_steps=settings["steps"],
-            per_device_train_batch_size=settings["batch_size"],
-            per_device_eval_batch_size=settings["batch_size"],
-            learning_rate=settings["learning_rate"],
-            lr_scheduler_type="cosine",
-            warmup_steps=settings["warmup_steps"],
-            weight_decay=settings["weight_decay"],
-            logging_steps=max(1, settings["steps"] // 20),
-            logging_nan_inf_filter=False,  # a NaN loss must reach StopOnNonFinite
-            save_strategy="steps" if checkpoints else "no",
-            save_steps=settings.get("save_steps") or 500,
-            save_total_limit=1,  # the last checkpoint is all a resumed job needs
-            report_to=list(job.report_to),
-            run_name=job.tracking_name,  # the run stylemerge.core.tracking opened for the job
-            seed=seed,
-            data_seed=seed,
-            use_cpu=device == "cpu",
-            bf16=job.precision == "bf16",  # autocast; the weights and Adam stay float32
-            dataloader_num_workers=0,
-            disable_tqdm=True,
-        )
         trainer = Trainer(
             model=model,
-            args=args,
+            args=_training_arguments(settings, job, scratch, save=bool(checkpoints)),
             train_dataset=Blocks(train),
             callbacks=[StopOnNonFinite(), progress_callback(what)],
         )
         datasets = {name: Blocks(blocks) for name, blocks in eval_sets.items()}
-
-        def evaluate() -> dict[str, float]:
-            metrics = trainer.evaluate(eval_dataset=datasets)
-            losses = {name: metrics[f"eval_{name}_loss"] for name in datasets}
-            for name, value in losses.items():
-                if not math.isfinite(value):
-                    raise FloatingPointError(f"held-out loss on {name} is {value}")
-            return losses
-
-        before = evaluate()
-        if resume and completed_steps(resume) >= settings["steps"]:
-            # killed after its last checkpoint, before its output was in place: that
-            # checkpoint is the result (Trainer resumed there would step on)
-            from safetensors.torch import load_file
-
-            model.load_state_dict(load_file(Path(resume) / "model.safetensors"), strict=False)
-            trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
-            log.info("%s holds the last step: training was complete", resume)
-        else:
-            trainer.train(resume_from_checkpoint=resume)
-        after = evaluate()
+        before = _heldout_losses(trainer, datasets)
+        _train_or_restore(trainer, model, resume, settings["steps"])
+        after = _heldout_losses(trainer, datasets)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {
         "heldout_loss_before": before,
@@ -169,3 +127,59 @@ def fit_causal_lm(
         "log_history": trainer.state.log_history,
         "resumed_from": Path(resume).name if resume else None,
     }
+
+
+def _training_arguments(settings: Mapping, job: JobSettings, output_dir: str, save: bool):
+    """Trainer's arguments for :func:`fit_causal_lm`: cosine schedule, the job's seed for
+    the weights and the data order, a checkpoint every ``save_steps`` steps when ``save``."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=output_dir,
+        max_steps=settings["steps"],
+        per_device_train_batch_size=settings["batch_size"],
+        per_device_eval_batch_size=settings["batch_size"],
+        learning_rate=settings["learning_rate"],
+        lr_scheduler_type="cosine",
+        warmup_steps=settings["warmup_steps"],
+        weight_decay=settings["weight_decay"],
+        logging_steps=max(1, settings["steps"] // 20),
+        logging_nan_inf_filter=False,  # a NaN loss must reach StopOnNonFinite
+        save_strategy="steps" if save else "no",
+        save_steps=settings.get("save_steps") or 500,
+        save_total_limit=1,  # the last checkpoint is all a resumed job needs
+        report_to=list(job.report_to),
+        run_name=job.tracking_name,  # the run stylemerge.core.tracking opened for the job
+        seed=job.seed,
+        data_seed=job.seed,
+        use_cpu=job.device == "cpu",
+        bf16=job.precision == "bf16",  # autocast; the weights and Adam stay float32
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+
+
+def _heldout_losses(trainer, datasets: Mapping[str, Blocks]) -> dict[str, float]:
+    """The held-out loss on each dataset; an error naming the first that is not finite."""
+    metrics = trainer.evaluate(eval_dataset=datasets)
+    losses = {name: metrics[f"eval_{name}_loss"] for name in datasets}
+    for name, value in losses.items():
+        if not math.isfinite(value):
+            raise FloatingPointError(f"held-out loss on {name} is {value}")
+    return losses
+
+
+def _train_or_restore(trainer, model, resume: str | None, steps: int) -> None:
+    """Train, from ``resume`` if given; a checkpoint that already holds the last step is
+    loaded instead (Trainer resumed there would step on)."""
+    if resume and completed_steps(resume) >= steps:
+        # killed after its last checkpoint, before its output was in place: that
+        # checkpoint is the result
+        from safetensors.torch import load_file
+        from transformers import TrainerState
+
+        model.load_state_dict(load_file(Path(resume) / "model.safetensors"), strict=False)
+        trainer.state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+        log.info("%s holds the last step: training was complete", resume)
+    else:
+        trainer.train(resume_from_checkpoint=resume)

@@ -2,9 +2,9 @@
 
 Models are scored through the harness's Python API: :func:`evaluate_lm` wraps a model loaded
 with :func:`stylemerge.models.reference.load_model` (safetensors only) in ``HFLM`` and calls
-``simple_evaluate``; the compact result is written to one fixed path, whatever file names
-lm-eval would pick.  With ``backend: vllm`` the harness's own vLLM model runs instead, under
-the same guarantees (:mod:`stylemerge.generation.vllm`).
+``simple_evaluate``; the compact result (:mod:`stylemerge.evaluate.lm_result`) is written to
+one fixed path, whatever file names lm-eval would pick.  With ``backend: vllm`` the harness's
+own vLLM model runs instead, under the same guarantees (:mod:`stylemerge.generation.vllm`).
 
 Tasks are harness task names (paper scale: ``lambada_openai``, ``gsm8k``,
 ``uncheatable_eval_<domain>``) or the tasks packaged here (``stylemerge_*``; the embedded
@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -29,12 +28,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from stylemerge.core.files import write_json
 from stylemerge.core.job import JobSettings, resolve_device
 from stylemerge.core.tracking import tracked
 from stylemerge.data.tokenizer import THINK_TOKENS
+from stylemerge.evaluate.lm_result import group_results, jsonable, task_results
 from stylemerge.evaluate.task_data import BPB, GSM8K, LAMBADA, PREFIX, prepare_task_data
 from stylemerge.generation.vllm import make_vllm_lm, require_vllm
 from stylemerge.models.reference import ModelReference
@@ -186,109 +185,6 @@ def backend(settings: Mapping) -> str:
 # --- evaluation ---------------------------------------------------------------------------------
 
 
-def _number(value: Any) -> Any:
-    """JSON-safe metric value: floats stay floats, non-finite values and "N/A" become None."""
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    try:  # numpy scalars
-        return _number(value.item())
-    except AttributeError:
-        return None if value == "N/A" else str(value)
-
-
-def _metrics(entry: Mapping) -> tuple[dict, dict]:
-    """lm-eval's ``{"acc,none": x, "acc_stderr,none": s}`` as ``{metric: {filter: x}}`` and
-    ``{metric: {filter: s}}``."""
-    values: dict[str, dict] = {}
-    stderr: dict[str, dict] = {}
-    for key, value in entry.items():
-        if "," not in key:
-            continue  # alias, sample_len, ...
-        metric, filter_name = key.split(",", 1)
-        if metric.endswith("_stderr"):
-            stderr.setdefault(metric.removesuffix("_stderr"), {})[filter_name] = _number(value)
-        else:
-            values.setdefault(metric, {})[filter_name] = _number(value)
-    return values, stderr
-
-
-def _jsonable(value: Any, root: str | Path | None = None) -> Any:
-    """``value`` as JSON; strings naming a path under ``root`` become relative to it."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, root) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v, root) for v in value]
-    if isinstance(value, str):
-        prefix = f"{root}/" if root is not None else None
-        return value.removeprefix(prefix) if prefix and value.startswith(prefix) else value
-    if isinstance(value, bool | int | float) or value is None:
-        return _number(value) if isinstance(value, float) else value
-    return str(value)
-
-
-def _dataset(config: Mapping, include_path: str | Path | None) -> dict:
-    """Where a task's documents came from; packaged tasks' data files relative to the task
-    directory (a temporary one: ``task_data`` records each file's sha256)."""
-    kwargs = {k: v for k, v in (config.get("dataset_kwargs") or {}).items() if k != "cache_dir"}
-    return {
-        "path": config.get("dataset_path"),
-        "name": config.get("dataset_name"),
-        "kwargs": _jsonable(kwargs, include_path),
-    }
-
-
-def _generations(samples: Sequence[Mapping], keep: int) -> list[dict]:
-    """The first ``keep`` documents' generations: the raw text (think tags included), what
-    each filter extracted and the metrics (lm-eval logs one sample per document and filter)."""
-    by_doc: dict[int, dict] = {}
-    for sample in samples:
-        doc_id = sample["doc_id"]
-        if doc_id not in by_doc:
-            if len(by_doc) >= keep:
-                continue
-            by_doc[doc_id] = {
-                "doc_id": doc_id,
-                "doc": _jsonable(sample["doc"]),
-                "target": _jsonable(sample["target"]),
-                "generation": _jsonable(sample["resps"][0][0]),
-                "filtered": {},
-                "metrics": {},
-            }
-        filter_name = sample["filter"]
-        by_doc[doc_id]["filtered"][filter_name] = _jsonable(sample["filtered_resps"][0])
-        for metric in sample["metrics"]:
-            by_doc[doc_id]["metrics"].setdefault(metric, {})[filter_name] = _number(sample[metric])
-    return [by_doc[k] for k in sorted(by_doc)]
-
-
-def _per_document(samples: Sequence[Mapping]) -> dict:
-    """Every document's metric values, for intervals over documents (lm-eval logs one sample
-    per document and filter): ``{"doc_id": [...], "document": [...], "values": {metric:
-    {filter: [one value per document, in doc_id order]}}}``.  ``document`` is the source
-    document each was cut from (the ``document`` field of the task's data, where it has one:
-    the lambada mirror's passages), else the doc_id itself.  A loglikelihood task's
-    ``perplexity`` value is the target's log-likelihood (the task's perplexity is
-    ``exp(-mean)`` of them), a rolling task's values are ``[log-likelihood, words or
-    bytes]``."""
-    ids = sorted({sample["doc_id"] for sample in samples})
-    where = {doc_id: i for i, doc_id in enumerate(ids)}
-    documents: list = list(ids)
-    values: dict[str, dict] = {}
-    for sample in samples:
-        doc = sample.get("doc")
-        if isinstance(doc, Mapping) and doc.get("document") is not None:
-            documents[where[sample["doc_id"]]] = doc["document"]
-        for metric in sample["metrics"]:
-            column = values.setdefault(metric, {}).setdefault(sample["filter"], [None] * len(ids))
-            value = sample[metric]
-            column[where[sample["doc_id"]]] = (
-                [_number(v) for v in value] if isinstance(value, list | tuple) else _number(value)
-            )
-    return {"doc_id": ids, "document": documents, "values": values}
-
-
 def _pinned(task_manager, name: str, revision: str) -> dict:
     """Harness task ``name`` built with its hub data set at ``revision`` (the run's lock): the
     task's own YAML with ``dataset_kwargs.revision`` added, through lm-eval's group syntax (a
@@ -364,12 +260,63 @@ def evaluate_lm(
     tasks); the harness's own tasks are indexed only when a task is not packaged here.
     ``task_data``: what :func:`prepare_task_data` returned (each data file's sha256 goes into
     the result).  The job's seed seeds python, numpy, torch and the few-shot sampler."""
+    # lm-eval imported first (it sets environment variables), before the checks and seeding
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    tasks, batch_size, limit = settings["tasks"], settings["batch_size"], settings["limit"]
-    bootstrap_iters, seed = settings["bootstrap_iters"], job.seed
+    tasks = settings["tasks"]
+    arguments = _evaluate_arguments(settings, job.seed)
+    include_defaults = _include_defaults(settings, include_path)
+    job, model_ref = job.apply(), ModelReference.of(model_ref)
+    started = time.monotonic()
+    task_manager = TaskManager(include_path=include_path, include_defaults=include_defaults)
+    objects = _load_tasks(task_manager, tasks)  # before the model: a bad name fails fast
+    lm = make_lm(job, model_ref, settings)
+    device = job.device if backend(settings) == "vllm" else str(lm.device)  # vLLM's is None
+    log.info("lm-eval on %s: %s", model_ref, ", ".join(spec["name"] for spec in tasks))
+    # the hf model's passes under the job's precision (vLLM's: its dtype, vllm_model_args)
+    with lean_harness(), logged_progress(), job.autocast()():
+        results = simple_evaluate(
+            model=lm, tasks=objects, task_manager=task_manager, device=device, **arguments
+        )
+    seconds = time.monotonic() - started
+    result = {
+        "model": model_ref.ref,
+        "revision": model_ref.revision,
+        "tasks": task_results(results, settings, include_path),
+        "groups": group_results(results),
+        "lm_eval": _run_record(
+            job, settings, results, lm, device, include_path, include_defaults, seconds
+        ),
+        # the packaged tasks' data files (paths relative to the temporary task directory)
+        "task_data": jsonable(task_data["tasks"], include_path) if task_data else None,
+        "provenance": dict(job.provenance),
+    }
+    write_json(out_json, result)
+    return result
 
+
+def _evaluate_arguments(settings: Mapping, seed: int) -> dict:
+    """``simple_evaluate``'s arguments from ``settings`` (read before anything loads, so that a
+    missing one fails fast); ``seed`` seeds python, numpy, torch and the few-shot sampler."""
+    batch_size, limit = settings["batch_size"], settings["limit"]
+    return {
+        "limit": limit,
+        "bootstrap_iters": settings["bootstrap_iters"],
+        "log_samples": True,  # per-document values, for intervals over documents
+        "random_seed": seed,
+        "numpy_random_seed": seed,
+        "torch_random_seed": seed,
+        "fewshot_random_seed": seed,
+        "batch_size": batch_size,
+    }
+
+
+def _include_defaults(settings: Mapping, include_path: str | Path | None) -> bool:
+    """Check the tasks before minutes of loading (some named, vLLM installed where it is the
+    backend, a task directory for packaged tasks); return whether lm-eval must index its own
+    tasks (some task is not packaged here)."""
+    tasks = settings["tasks"]
     if not tasks:
         raise ValueError("evaluate_lm: no tasks")
     if backend(settings) == "vllm":  # before minutes of task loading
@@ -378,98 +325,44 @@ def evaluate_lm(
     local = [n for n in names if n.startswith(PREFIX)]
     if local and include_path is None:
         raise ValueError(f"tasks {local} are packaged tasks: prepare_task_data first")
-    include_defaults = len(local) < len(names)
-    job, model_ref = job.apply(), ModelReference.of(model_ref)
-    started = time.monotonic()
-    task_manager = TaskManager(include_path=include_path, include_defaults=include_defaults)
-    objects = _load_tasks(task_manager, tasks)  # before the model: a bad name fails fast
-    lm = make_lm(job, model_ref, settings)
-    device = job.device if backend(settings) == "vllm" else str(lm.device)  # vLLM's is None
-    log.info("lm-eval on %s: %s", model_ref, ", ".join(names))
-    # the hf model's passes under the job's precision (vLLM's: its dtype, vllm_model_args)
-    with lean_harness(), logged_progress(), job.autocast()():
-        results = simple_evaluate(
-            model=lm,
-            tasks=objects,
-            task_manager=task_manager,
-            limit=limit,
-            bootstrap_iters=bootstrap_iters,
-            log_samples=True,  # per-document values, for intervals over documents
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-            batch_size=batch_size,
-            device=device,
-        )
-    seconds = time.monotonic() - started
+    return len(local) < len(names)
 
-    configs = results.get("configs", {})
-    task_results = {}
-    for name in results["results"]:
-        if name in results.get("groups", {}):
-            continue
-        values, stderr = _metrics(results["results"][name])
-        config = configs.get(name, {})
-        entry = {
-            "alias": results["results"][name].get("alias", name),
-            "metrics": values,
-            "stderr": stderr,
-            "higher_is_better": _jsonable(results.get("higher_is_better", {}).get(name, {})),
-            "n_shot": results.get("n-shot", {}).get(name),
-            "n_samples": _jsonable(results.get("n-samples", {}).get(name)),
-            "version": _jsonable(results.get("versions", {}).get(name)),
-            "output_type": config.get("output_type"),
-            "dataset": _dataset(config, include_path),
-        }
-        logged = results.get("samples", {}).get(name, [])
-        if config.get("output_type") == "generate_until":
-            entry["generation_kwargs"] = _jsonable(config.get("generation_kwargs"))
-            entry["generations"] = _generations(logged, settings["samples"])
-        entry["per_document"] = _per_document(logged)
-        task_results[name] = entry
-    groups = {}
-    for name, entry in results.get("groups", {}).items():
-        values, stderr = _metrics(entry)
-        groups[name] = {
-            "alias": entry.get("alias", name),
-            "metrics": values,
-            "stderr": stderr,
-            "tasks": list(results.get("group_subtasks", {}).get(name, [])),
-        }
+
+def _run_record(
+    job: JobSettings,
+    settings: Mapping,
+    results: Mapping,
+    lm,
+    device: str,
+    include_path: str | Path | None,
+    include_defaults: bool,
+    seconds: float,
+) -> dict:
+    """The result's ``lm_eval`` section: how the harness ran (version, tasks requested,
+    backend, device, sizes, seeds as lm-eval applied them, the model's parameters and dtype,
+    the job's threads and precision, seconds taken)."""
     model_info = results.get("config", {})
-    result = {
-        "model": model_ref.ref,
-        "revision": model_ref.revision,
-        "tasks": task_results,
-        "groups": groups,
-        "lm_eval": {
-            "version": metadata.version("lm_eval"),
-            "requested": [dict(spec) for spec in tasks],
-            "include_path": str(include_path) if include_path is not None else None,
-            "include_defaults": include_defaults,
-            "backend": backend(settings),
-            "device": device,
-            "batch_size": batch_size,
-            "max_length": lm.max_length,
-            "limit": limit,
-            "bootstrap_iters": bootstrap_iters,
-            "seeds": {
-                key: model_info.get(key)
-                for key in ("random_seed", "numpy_seed", "torch_seed", "fewshot_seed")
-            },
-            "model_num_parameters": model_info.get("model_num_parameters"),
-            "model_dtype": _jsonable(model_info.get("model_dtype")),
-            "threads": job.threads,
-            "precision": job.precision,
-            "seconds": round(seconds, 2),
+    return {
+        "version": metadata.version("lm_eval"),
+        "requested": [dict(spec) for spec in settings["tasks"]],
+        "include_path": str(include_path) if include_path is not None else None,
+        "include_defaults": include_defaults,
+        "backend": backend(settings),
+        "device": device,
+        "batch_size": settings["batch_size"],
+        "max_length": lm.max_length,
+        "limit": settings["limit"],
+        "bootstrap_iters": settings["bootstrap_iters"],
+        "seeds": {
+            key: model_info.get(key)
+            for key in ("random_seed", "numpy_seed", "torch_seed", "fewshot_seed")
         },
-        # the packaged tasks' data files (paths relative to the temporary task directory)
-        "task_data": _jsonable(task_data["tasks"], include_path) if task_data else None,
-        "provenance": dict(job.provenance),
+        "model_num_parameters": model_info.get("model_num_parameters"),
+        "model_dtype": jsonable(model_info.get("model_dtype")),
+        "threads": job.threads,
+        "precision": job.precision,
+        "seconds": round(seconds, 2),
     }
-    write_json(out_json, result)
-    return result
 
 
 @tracked()  # the job's run in report_to's trackers, its result logged

@@ -231,77 +231,108 @@ def prepare_task_data(
     Data sets are cached inside ``out_dir`` (not in ``~/.cache``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data, cache = out / "data", str(out / "datasets_cache")
+    cache = str(out / "datasets_cache")
     written: dict[str, dict] = {}
-
     for name in (LAMBADA, LAMBADA_OOD):
-        if name not in tasks:
-            continue
-        ood = name == LAMBADA_OOD  # every source's whole shard, not the run's held-out ones
-        if ood and not ood_shards:
-            raise ValueError(
-                f"{LAMBADA_OOD}: no out-of-domain text (set evaluate.lm_eval.lambada_ood.sources)"
-            )
-        shards = ood_shards if ood else heldout_shards
-        docs = lambada_documents(shards, settings["lambada"], list(shards) if ood else None)
-        written[name] = {"test": _data_file(data / f"{name[len(PREFIX) + 1 :]}_test.jsonl", docs)}
-        config = _template(LAMBADA)
-        if ood:  # the mirror's template under its own name, outside the tag stylemerge
-            config["task"] = name
-            del config["tag"]
+        if name in tasks:
+            written[name] = _lambada_task(name, heldout_shards, ood_shards, settings, out, cache)
+    if GSM8K in tasks:
+        written[GSM8K] = _gsm8k_task(settings["gsm8k"], seed, heldout_fraction, out, cache)
+    if GSM8K_THINK in tasks:
+        written[GSM8K_THINK] = _gsm8k_think_task(settings, out, cache)
+    if BPB in tasks or any(t.startswith(f"{BPB}_") for t in tasks):
+        written.update(_bpb_tasks(heldout_shards, settings, out, cache))
+    return {"include_path": str(out), "tasks": written}
+
+
+def _lambada_task(
+    name: str,
+    heldout_shards: Mapping[str, str | Path],
+    ood_shards: Mapping[str, str | Path] | None,
+    settings: Mapping,
+    out: Path,
+    cache: str,
+) -> dict:
+    """Write lambada mirror ``name``'s passages and YAML under ``out``; return ``{"test":
+    data file}``.  :data:`LAMBADA_OOD` scores every out-of-domain source's whole shard, the
+    in-domain mirror the run's held-out shards."""
+    ood = name == LAMBADA_OOD  # every source's whole shard, not the run's held-out ones
+    if ood and not ood_shards:
+        raise ValueError(
+            f"{LAMBADA_OOD}: no out-of-domain text (set evaluate.lm_eval.lambada_ood.sources)"
+        )
+    shards = ood_shards if ood else heldout_shards
+    docs = lambada_documents(shards, settings["lambada"], list(shards) if ood else None)
+    written = {"test": _data_file(out / "data" / f"{name[len(PREFIX) + 1 :]}_test.jsonl", docs)}
+    config = _template(LAMBADA)
+    if ood:  # the mirror's template under its own name, outside the tag stylemerge
+        config["task"] = name
+        del config["tag"]
+    config["dataset_kwargs"] = {"data_files": {"test": written["test"]["file"]}, "cache_dir": cache}
+    _write_task(out / f"{name}.yaml", config)
+    return written
+
+
+def _gsm8k_task(gsm: Mapping, seed: int, heldout_fraction: float, out: Path, cache: str) -> dict:
+    """Write :data:`GSM8K`'s arithmetic problems (held-out ones as test documents, train ones
+    as the few-shot pool) and YAML under ``out``; return ``{"train": ..., "test": ...}``."""
+    problems = arithmetic.split_problems(
+        arithmetic.generate_problems(seed), gsm["train"], gsm["heldout"], heldout_fraction
+    )
+    written = {
+        split: _data_file(
+            out / "data" / f"gsm8k_{split}.jsonl",
+            [arithmetic.harness_doc(p) for p in problems[source]],
+        )
+        for split, source in (("train", "train"), ("test", "heldout"))
+    }
+    config = _template(GSM8K)
+    config["dataset_kwargs"] = {
+        "data_files": {split: info["file"] for split, info in written.items()},
+        "cache_dir": cache,
+    }
+    if gsm.get("max_gen_toks"):
+        config["generation_kwargs"]["max_gen_toks"] = gsm["max_gen_toks"]
+    _write_task(out / f"{GSM8K}.yaml", config)
+    return written
+
+
+def _gsm8k_think_task(settings: Mapping, out: Path, cache: str) -> dict:
+    """Write :data:`GSM8K_THINK`'s data (:func:`gsm8k_think_data`) and YAML (the gsm8k
+    template under its own name and tag) under ``out``; return the data files."""
+    written = gsm8k_think_data(settings["gsm8k_think"], out / "data")
+    config = _template(GSM8K)
+    config["task"], config["tag"] = GSM8K_THINK, ["stylemerge_think"]
+    config["dataset_kwargs"] = {
+        "data_files": {split: info["file"] for split, info in written.items()},
+        "cache_dir": cache,
+    }
+    if settings["gsm8k_think"].get("max_gen_toks"):
+        config["generation_kwargs"]["max_gen_toks"] = settings["gsm8k_think"]["max_gen_toks"]
+    _write_task(out / f"{GSM8K_THINK}.yaml", config)
+    return written
+
+
+def _bpb_tasks(
+    heldout_shards: Mapping[str, str | Path], settings: Mapping, out: Path, cache: str
+) -> dict:
+    """Write a :data:`BPB` task per domain (its held-out shard's first ``max_documents``
+    documents) and the group naming them under ``out``; return ``{task: {"test": ...}}``."""
+    shutil.copyfile(TEMPLATES / f"_{BPB}_base.yaml", out / f"_{BPB}_base.yaml")
+    group = _template(BPB)
+    limit = settings["bpb"].get("max_documents")
+    written = {}
+    for domain, shard in sorted(heldout_shards.items()):
+        name = f"{BPB}_{domain}"
+        docs = [{"id": r.get("id"), "text": r["text"]} for r in read_shard(shard)]
+        written[name] = {"test": _data_file(out / "data" / f"bpb_{domain}.jsonl", docs[:limit])}
+        config = _template(f"{BPB}_domain")
+        config["task"], config["task_alias"] = name, f"bpb_{domain}"
         config["dataset_kwargs"] = {
             "data_files": {"test": written[name]["test"]["file"]},
             "cache_dir": cache,
         }
         _write_task(out / f"{name}.yaml", config)
-
-    if GSM8K in tasks:
-        gsm = settings["gsm8k"]
-        problems = arithmetic.split_problems(
-            arithmetic.generate_problems(seed), gsm["train"], gsm["heldout"], heldout_fraction
-        )
-        written[GSM8K] = {
-            split: _data_file(
-                data / f"gsm8k_{split}.jsonl", [arithmetic.harness_doc(p) for p in problems[source]]
-            )
-            for split, source in (("train", "train"), ("test", "heldout"))
-        }
-        config = _template(GSM8K)
-        config["dataset_kwargs"] = {
-            "data_files": {split: info["file"] for split, info in written[GSM8K].items()},
-            "cache_dir": cache,
-        }
-        if gsm.get("max_gen_toks"):
-            config["generation_kwargs"]["max_gen_toks"] = gsm["max_gen_toks"]
-        _write_task(out / f"{GSM8K}.yaml", config)
-
-    if GSM8K_THINK in tasks:
-        written[GSM8K_THINK] = gsm8k_think_data(settings["gsm8k_think"], data)
-        config = _template(GSM8K)
-        config["task"], config["tag"] = GSM8K_THINK, ["stylemerge_think"]
-        config["dataset_kwargs"] = {
-            "data_files": {split: info["file"] for split, info in written[GSM8K_THINK].items()},
-            "cache_dir": cache,
-        }
-        if settings["gsm8k_think"].get("max_gen_toks"):
-            config["generation_kwargs"]["max_gen_toks"] = settings["gsm8k_think"]["max_gen_toks"]
-        _write_task(out / f"{GSM8K_THINK}.yaml", config)
-
-    if BPB in tasks or any(t.startswith(f"{BPB}_") for t in tasks):
-        shutil.copyfile(TEMPLATES / f"_{BPB}_base.yaml", out / f"_{BPB}_base.yaml")
-        group = _template(BPB)
-        limit = settings["bpb"].get("max_documents")
-        for domain, shard in sorted(heldout_shards.items()):
-            name = f"{BPB}_{domain}"
-            docs = [{"id": r.get("id"), "text": r["text"]} for r in read_shard(shard)]
-            written[name] = {"test": _data_file(data / f"bpb_{domain}.jsonl", docs[:limit])}
-            config = _template(f"{BPB}_domain")
-            config["task"], config["task_alias"] = name, f"bpb_{domain}"
-            config["dataset_kwargs"] = {
-                "data_files": {"test": written[name]["test"]["file"]},
-                "cache_dir": cache,
-            }
-            _write_task(out / f"{name}.yaml", config)
-            group["task"].append(name)
-        _write_task(out / f"{BPB}.yaml", group)
-    return {"include_path": str(out), "tasks": written}
+        group["task"].append(name)
+    _write_task(out / f"{BPB}.yaml", group)
+    return written

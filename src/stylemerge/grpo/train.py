@@ -15,8 +15,8 @@ import math
 import shutil
 import statistics
 from collections.abc import Mapping, Sequence
-from itertools import zip_longest
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -30,6 +30,7 @@ from stylemerge.core.job import JobSettings, set_seed
 from stylemerge.core.precision import Autocast
 from stylemerge.core.tracking import tracked
 from stylemerge.data.shards import DomainShards, read_shard, shard_texts
+from stylemerge.generation.sampling import make_prompts, prompt_windows, sample_completions
 from stylemerge.generation.vllm import require_vllm
 from stylemerge.grpo.mara import make_trainer_class, mara_bonus
 from stylemerge.grpo.rewards import CharProfile, ProxyScorer, build_rewards, digit_punct_fraction
@@ -38,49 +39,6 @@ from stylemerge.grpo.vllm import grpo_policy_reference, grpo_trainer_settings
 from stylemerge.models.reference import ModelReference
 
 log = logging.getLogger(__name__)
-
-
-def prompt_windows(
-    tokenizer,
-    texts: Sequence[str],
-    prompt_tokens: int,
-    per_document: int,
-    limit: int,
-    min_continuation: int = 8,
-    documents: Sequence[str] | None = None,
-) -> list[dict]:
-    """Prompts cut from documents, ``{"prompt", "document"}`` each: up to ``per_document``
-    windows of ``prompt_tokens`` tokens per document, spread over it, each followed by at
-    least ``min_continuation`` tokens of real text (so the prompt is a prefix of something
-    the domain wrote).  Windows are taken rank by rank (the first of every document, then
-    the second, ...), so a ``limit`` keeps prompts of as many documents as it can rather
-    than of the first few.  ``document`` is ``documents[i]`` (default: the index ``i``) of
-    the text it was cut from: the unit that intervals over prompts resample."""
-    per_text: list[list[dict]] = []
-    for number, text in enumerate(texts):
-        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-        room = len(ids) - prompt_tokens - min_continuation
-        windows: list[dict] = []
-        if room >= 0:
-            starts = sorted(
-                {round(room * k / max(per_document - 1, 1)) for k in range(per_document)}
-            )
-            document = str(number) if documents is None else str(documents[number])
-            for start in starts[:per_document]:
-                prompt = tokenizer.decode(ids[start : start + prompt_tokens])
-                if prompt.strip():
-                    windows.append({"prompt": prompt, "document": document})
-        per_text.append(windows)
-    ranked = [w for rank in zip_longest(*per_text) for w in rank if w is not None]
-    return ranked[:limit]
-
-
-def make_prompts(
-    tokenizer, texts, prompt_tokens: int, per_document: int, limit: int, min_continuation: int = 8
-) -> list[str]:
-    """The prompts of :func:`prompt_windows`, without their documents."""
-    windows = prompt_windows(tokenizer, texts, prompt_tokens, per_document, limit, min_continuation)
-    return [w["prompt"] for w in windows]
 
 
 def mean_se(values: Sequence[float], clusters: Sequence | None = None) -> dict:
@@ -102,60 +60,6 @@ def mean_se(values: Sequence[float], clusters: Sequence | None = None) -> dict:
         else math.nan
     )
     return {"mean": mean, "se": se, "n": g, "values": len(values)}
-
-
-@torch.no_grad()
-def sample_completions(
-    model,
-    tokenizer,
-    prompts: Sequence[str],
-    samples: int,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float,
-    seed: int,
-    batch_size: int = 16,
-    autocast: Autocast = contextlib.nullcontext,
-    top_k: int = 0,
-    progress: str | None = None,
-) -> list[list[str]]:
-    """``samples`` completions per prompt, batched (left padding, num_return_sequences), the
-    forward passes under ``autocast`` (the job's precision).  ``top_k`` 0 cuts nothing
-    (transformers would otherwise apply the model's generation config, or its own 50).
-    ``progress``: what the job's log calls this loop in its progress lines (prompts done)."""
-    from stylemerge.core.progress import Progress
-
-    model.eval()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    torch.manual_seed(seed)
-    device = next(model.parameters()).device
-    out: list[list[str]] = []
-    counter = Progress(progress, len(prompts), unit="prompt") if progress else None
-    try:
-        for start in range(0, len(prompts), batch_size):
-            batch = list(prompts[start : start + batch_size])
-            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-            with autocast():
-                generated = model.generate(
-                    **enc.to(device),
-                    do_sample=True,
-                    temperature=temperature,
-                    top_p=top_p,
-                    top_k=top_k,
-                    max_new_tokens=max_new_tokens,
-                    num_return_sequences=samples,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            texts = tokenizer.batch_decode(
-                generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-            out.extend(texts[i * samples : (i + 1) * samples] for i in range(len(batch)))
-            if counter is not None:
-                counter.update(len(out))
-    finally:
-        tokenizer.padding_side = side
-    return out
 
 
 def evaluate_policy(
@@ -333,32 +237,24 @@ def check_proxy_specialised(proxy: str | Path, domain: str) -> None:
     )
 
 
-@tracked()  # the job's run in report_to's trackers, its result logged
-def train_adapter(
-    job: JobSettings,
-    base: ModelReference | str | Path,
-    general_proxy: ModelReference | str | Path,
-    proxy: str | Path,
-    shards: DomainShards,
-    out_dir: str | Path,
-    checkpoint_dir: str | Path,
-    settings: Mapping,
-) -> dict:
-    """Train one domain's LoRA adapter on ``base`` with GRPO, rewarded by the domain's
-    ``proxy`` (against ``general_proxy``) on the prompts of ``shards``; save adapter, log
-    history and metrics."""
-    import pandas as pd
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import GRPOConfig, GRPOTrainer
+class _Inputs(NamedTuple):  # what a GRPO run takes from the policy and the domain's shards
+    domain: str
+    tokenizer: object  # the policy's
+    profile: CharProfile  # the train texts' character classes, for drift
+    train: list[str]  # train prompts
+    heldout: list[str]  # held-out prompts
+    documents: list[str]  # the document each held-out prompt was cut from
 
-    from stylemerge.core.progress import progress_callback
-    from stylemerge.core.training import StopOnNonFinite
 
-    job = job.apply()
-    device, seed, domain = job.device, job.seed, shards.domain
-    base, general_proxy = ModelReference.of(base), ModelReference.of(general_proxy)
-    proxy = ModelReference.of(proxy)
+class _Rewards(NamedTuple):  # the training rewards, and the general proxy for fluency
+    funcs: list
+    weights: list
+    general: ProxyScorer
+
+
+def _trainer_settings(job: JobSettings, settings: Mapping) -> dict:
+    """``grpo.trainer`` as GRPOConfig takes it, completed from the applied ``job``; a key the
+    workflow sets, or one that contradicts the job, is a ValueError."""
     # with use_vllm, vllm_max_model_length derived where unset (stylemerge.generation.vllm)
     trainer_settings = grpo_trainer_settings(settings)
     if trainer_settings.get("use_vllm"):  # trl's own error comes after the models are loaded
@@ -374,10 +270,10 @@ def train_adapter(
     # a NaN loss must reach StopOnNonFinite (Trainer would log a running average instead)
     trainer_settings.setdefault("logging_nan_inf_filter", False)
     # the trainer runs where the rest of the job runs: config `device` decides
-    use_cpu = device == "cpu"
+    use_cpu = job.device == "cpu"
     if trainer_settings.setdefault("use_cpu", use_cpu) != use_cpu:
         raise ValueError(
-            f"grpo.trainer.use_cpu={trainer_settings['use_cpu']} contradicts device={device!r}"
+            f"grpo.trainer.use_cpu={trainer_settings['use_cpu']} contradicts device={job.device!r}"
         )
     # the trainer's mixed precision is the job's: bf16 autocasts the policy's and the
     # reference's passes; the LoRA weights and the optimiser state stay float32
@@ -390,17 +286,17 @@ def train_adapter(
             f"grpo.trainer.trust_remote_code={trainer_settings['trust_remote_code']} contradicts "
             f"trust_remote_code={trust} (set the top-level key only)"
         )
+    return trainer_settings
 
-    if settings["require_specialised_proxy"]:
-        check_proxy_specialised(proxy.ref, domain)
-    # with use_vllm, the pinned revision's local snapshot: trl's vLLM loads the policy's
-    # name_or_path, and nothing else of it (stylemerge.grpo.vllm.grpo_policy_reference)
-    policy_ref = grpo_policy_reference(job, base, trainer_settings)
+
+def _read_inputs(job: JobSettings, policy_ref, shards: DomainShards, settings: Mapping) -> _Inputs:
+    """The policy's tokenizer, the train texts' character profile, then the train and held-out
+    prompts; too few prompts of either is a ValueError."""
     tokenizer = policy_ref.tokenizer(job)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     texts = list(shard_texts([shards.train]))
-    profile = CharProfile.of_texts(texts)  # the domain's character classes, for drift
+    profile = CharProfile.of_texts(texts)
     train_prompts = make_prompts(
         tokenizer,
         texts,
@@ -426,15 +322,21 @@ def train_adapter(
     eval_documents = [w["document"] for w in windows]
     if not train_prompts or len(eval_prompts) < 2:
         raise ValueError(
-            f"domain {domain!r}: too few prompts ({len(train_prompts)} train, "
+            f"domain {shards.domain!r}: too few prompts ({len(train_prompts)} train, "
             f"{len(eval_prompts)} held-out) of {settings['prompt_tokens']} tokens: documents "
             f"are too short for grpo.prompt_tokens"
         )
     log.info("%d train prompts, %d held-out prompts", len(train_prompts), len(eval_prompts))
+    return _Inputs(shards.domain, tokenizer, profile, train_prompts, eval_prompts, eval_documents)
+
+
+def _rewards(job: JobSettings, settings: Mapping, proxy, general_proxy, profile) -> _Rewards:
+    """Load the general proxy's scorer, then the domain proxy's, and build the rewards on
+    them (:func:`stylemerge.grpo.rewards.build_rewards`)."""
 
     def scorer(model: ModelReference):
         return ProxyScorer(
-            model.model(job).to(device),
+            model.model(job).to(job.device),
             model.tokenizer(job),
             batch_size=settings["scorer_batch_size"],
             autocast=job.autocast(),
@@ -444,51 +346,41 @@ def train_adapter(
     reward_funcs, weights = build_rewards(
         settings["rewards"], scorer(proxy), general, profile=profile
     )
+    return _Rewards(reward_funcs, weights, general)
 
-    set_seed(seed)
-    policy = policy_ref.model(job).to(device)
-    # the held-out evaluation before and after training: same prompts, seed and precision
-    evaluate = functools.partial(
-        evaluate_policy,
-        tokenizer=tokenizer,
-        prompts=eval_prompts,
-        reward_funcs=reward_funcs,
-        weights=weights,
-        general=general,
-        settings=settings,
-        seed=seed,
-        profile=profile,
-        autocast=job.autocast(),
-    )
-    before = evaluate(policy)
 
-    checkpoint_dir = Path(checkpoint_dir)
-    resume = prepare_checkpoints(
-        checkpoint_dir,
-        checkpoint_fingerprint(
-            settings, seed, base, proxy, general_proxy, train_prompts, job.precision
-        ),
-    )
+def _run_trainer(
+    job, settings, trainer_settings, policy, inputs, rewards, checkpoint_dir, resume, out_dir
+):
+    """Put a new LoRA on ``policy`` and train it with GRPO (MARA's trainer where enabled) on
+    the train prompts, from the checkpoint ``resume`` if any; return the trainer."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import GRPOConfig, GRPOTrainer
+
+    from stylemerge.core.progress import progress_callback
+    from stylemerge.core.training import StopOnNonFinite
+
     trainer_settings.setdefault("report_to", list(job.report_to))
     trainer_settings.setdefault("run_name", job.tracking_name)  # stylemerge.core.tracking's run
     mara = settings["mara"]
     trainer_class, extra = GRPOTrainer, {}
-    train_funcs, train_weights = list(reward_funcs), list(weights)
+    funcs, weights = list(rewards.funcs), list(rewards.weights)
     if mara["enabled"]:  # MARA's bonus is one more reward column (stylemerge.grpo.mara)
         trainer_class = make_trainer_class()
         extra = {"mara": {k: v for k, v in mara.items() if k != "enabled"}}
-        train_funcs.append(mara_bonus)
-        train_weights.append(1.0)
+        funcs.append(mara_bonus)
+        weights.append(1.0)
     args = GRPOConfig(
-        output_dir=str(checkpoint_dir), seed=seed, reward_weights=train_weights, **trainer_settings
+        output_dir=str(checkpoint_dir), seed=job.seed, reward_weights=weights, **trainer_settings
     )
     lora = settings["lora"]
     trainer = trainer_class(
         model=policy,
-        reward_funcs=train_funcs,
+        reward_funcs=funcs,
         args=args,
-        train_dataset=Dataset.from_dict({"prompt": train_prompts}),
-        processing_class=tokenizer,
+        train_dataset=Dataset.from_dict({"prompt": inputs.train}),
+        processing_class=inputs.tokenizer,
         peft_config=LoraConfig(
             r=lora["r"],
             lora_alpha=lora["alpha"],
@@ -506,39 +398,101 @@ def train_adapter(
         restore_finished(trainer, resume)
     else:
         trainer.train(resume_from_checkpoint=resume)
-    after = evaluate(trainer.model)
+    return trainer
 
-    history = trainer.state.log_history
-    metrics = {
-        "domain": domain,
+
+def _adapter_metrics(job, settings, inputs, rewards, trainer, resume, before, after) -> dict:
+    """``metrics.json``: the held-out evaluation ``before`` and ``after`` training, the
+    training's steps and completions, and what the run used."""
+    return {
+        "domain": inputs.domain,
         # standard errors over the held-out documents the prompts were cut from
-        "heldout": summarise(before, after, eval_documents),
-        "heldout_documents": eval_documents,
+        "heldout": summarise(before, after, inputs.documents),
+        "heldout_documents": inputs.documents,
         # per held-out prompt (same prompts and seed in every run of the domain): arms of an
         # ablation are compared paired on these
         "heldout_per_prompt": {"before": before["per_prompt"], "after": after["per_prompt"]},
         "examples": {"before": before["examples"], "after": after["examples"]},
-        "train_prompts": len(train_prompts),
-        "heldout_prompts": len(eval_prompts),
+        "train_prompts": len(inputs.train),
+        "heldout_prompts": len(inputs.heldout),
         "steps": trainer.state.global_step,
-        "completions": completion_summary(history),
+        "completions": completion_summary(trainer.state.log_history),
         "resumed_from": Path(resume).name if resume else None,
-        "reward_weights": dict(zip([f.__name__ for f in reward_funcs], weights, strict=True)),
-        "char_profile": profile.as_dict(),
+        "reward_weights": dict(
+            zip([f.__name__ for f in rewards.funcs], rewards.weights, strict=True)
+        ),
+        "char_profile": inputs.profile.as_dict(),
         "threads": job.threads,
         "precision": trained_dtypes(trainer, job.precision),
         "settings": dict(settings),
         "provenance": dict(job.provenance),
     }
+
+
+@tracked()  # the job's run in report_to's trackers, its result logged
+def train_adapter(
+    job: JobSettings,
+    base: ModelReference | str | Path,
+    general_proxy: ModelReference | str | Path,
+    proxy: str | Path,
+    shards: DomainShards,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    settings: Mapping,
+) -> dict:
+    """Train one domain's LoRA adapter on ``base`` with GRPO, rewarded by the domain's
+    ``proxy`` (against ``general_proxy``) on the prompts of ``shards``; save adapter, log
+    history and metrics."""
+    import pandas as pd
+
+    job = job.apply()
+    device, seed, domain = job.device, job.seed, shards.domain
+    base, general_proxy = ModelReference.of(base), ModelReference.of(general_proxy)
+    proxy = ModelReference.of(proxy)
+    trainer_settings = _trainer_settings(job, settings)
+    if settings["require_specialised_proxy"]:
+        check_proxy_specialised(proxy.ref, domain)
+    # with use_vllm, the pinned revision's local snapshot: trl's vLLM loads the policy's
+    # name_or_path, and nothing else of it (stylemerge.grpo.vllm.grpo_policy_reference)
+    policy_ref = grpo_policy_reference(job, base, trainer_settings)
+    inputs = _read_inputs(job, policy_ref, shards, settings)
+    rewards = _rewards(job, settings, proxy, general_proxy, inputs.profile)
+
+    set_seed(seed)
+    policy = policy_ref.model(job).to(device)
+    # the held-out evaluation before and after training: same prompts, seed and precision
+    evaluate = functools.partial(
+        evaluate_policy,
+        tokenizer=inputs.tokenizer,
+        prompts=inputs.heldout,
+        reward_funcs=rewards.funcs,
+        weights=rewards.weights,
+        general=rewards.general,
+        settings=settings,
+        seed=seed,
+        profile=inputs.profile,
+        autocast=job.autocast(),
+    )
+    before = evaluate(policy)
+
+    checkpoint_dir = Path(checkpoint_dir)
+    resume = prepare_checkpoints(
+        checkpoint_dir,
+        checkpoint_fingerprint(
+            settings, seed, base, proxy, general_proxy, inputs.train, job.precision
+        ),
+    )
+    trainer = _run_trainer(
+        job, settings, trainer_settings, policy, inputs, rewards, checkpoint_dir, resume, out_dir
+    )
+    after = evaluate(trainer.model)
+
+    metrics = _adapter_metrics(job, settings, inputs, rewards, trainer, resume, before, after)
     with atomic_path(out_dir) as tmp:
         trainer.model.save_pretrained(tmp)
-        pd.DataFrame(history).to_csv(tmp / "log_history.csv", index=False)
+        pd.DataFrame(trainer.state.log_history).to_csv(tmp / "log_history.csv", index=False)
         write_json(tmp / "metrics.json", metrics)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: a later rerun starts afresh
-    change = (
-        metrics["heldout"]["style_contrast"]["change"]
-        if "style_contrast" in metrics["heldout"]
-        else None
-    )
-    log.info("%s: held-out style change %s", domain, change)
+    style = metrics["heldout"].get("style_contrast")  # absent where no reward is named so
+    log.info("%s: held-out style change %s", domain, style["change"] if style else None)
     return metrics

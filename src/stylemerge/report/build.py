@@ -65,14 +65,33 @@ def make_tables(
     as ``tables/model_card.md`` and installed as ``<chosen_dir>/README.md`` (with
     ``chosen_think_dir`` the think-optimised merge's too, ``model_card_think.md``); the cost table
     sets ``settings.mem_requests`` beside each job's max RSS."""
-    adapters, merges, think = results.adapters, results.merges, results.think
-    lm_eval, diversity, domains = results.lm_eval, results.diversity, settings.domains
-    chosen, comparison = settings.chosen, settings.comparison
-    evals, diversity_dirs, unavailable = available_results(lm_eval, diversity)
+    evals, diversity_dirs, unavailable = available_results(results.lm_eval, results.diversity)
+    frames = _stage_tables(results, settings, evals, diversity_dirs)
+    frames = _with_card(frames, settings, unavailable)
+    _write_outputs(frames, results, settings, out_dir, provenance)
+    tables = {name: frame for name, (frame, _) in frames.items()}
+    if figures_dir is not None:
+        from stylemerge.report.figures import make_figures
+
+        make_figures(
+            results.adapters, tables["lambada"], tables["diversity"], figures_dir, settings.chosen
+        )
+    return tables
+
+
+def _stage_tables(
+    results: RunResults,
+    settings: TableSettings,
+    evals: Mapping[str, Mapping],
+    diversity_dirs: Mapping[str, Path],
+) -> dict[str, tuple[pd.DataFrame, str]]:
+    """Every stage's table with its caption, by name (the ablation's where asked for), from
+    the evaluations and diversity directories of the models that were evaluated."""
+    adapters, domains = results.adapters, settings.domains
     pairs = {m[len("think_") :]: m for m in evals if m.startswith("think_")}
     frames = {
         "lambada": (
-            lambada_table(evals, comparison),
+            lambada_table(evals, settings.comparison),
             "lambada: perplexity and accuracy, % change vs base and comparison",
         ),
         "gsm8k_think": (
@@ -89,11 +108,11 @@ def make_tables(
             "GRPO adapters: held-out style reward and fluency before -> after",
         ),
         "merges": (
-            merges_table(load_dirs(merges)),
+            merges_table(load_dirs(results.merges)),
             "Merges: mean next-token entropy and held-out loss",
         ),
         "think": (
-            think_table(load_dirs(think)),
+            think_table(load_dirs(results.think)),
             "Think tokens: held-out CE on reasoning traces before -> after",
         ),
         "cost": (
@@ -110,15 +129,28 @@ def make_tables(
                 diversity_dirs,
                 frames["diversity"][0],
                 evals,
-                chosen,
+                settings.chosen,
             ),
             "MARA ablation: each domain model and the chosen merge without and with MARA",
         )
+    return frames
+
+
+def _with_card(
+    frames: Mapping[str, tuple[pd.DataFrame, str]],
+    settings: TableSettings,
+    unavailable: Mapping[str, str],
+) -> dict[str, tuple[pd.DataFrame, str]]:
+    """The card table first, then ``frames`` with the unavailable models' rows marked."""
+    comparison = settings.comparison
     tables = {name: frame for name, (frame, _) in frames.items()}
-    card = card_table(tables, reported(), chosen, comparison, unavailable.get(comparison))
-    for name, frame in mark_unavailable(tables, unavailable, comparison, domains).items():
+    # the card reads the frames unmarked (a marked cell is text); it marks its own claim
+    card = card_table(tables, reported(), settings.chosen, comparison, unavailable.get(comparison))
+    frames = dict(frames)
+    marked = mark_unavailable(tables, unavailable, comparison, settings.domains)
+    for name, frame in marked.items():
         frames[name] = (frame, frames[name][1])
-    frames = {
+    return {
         "card": (
             card,
             "The model card's claims: card, ours with its 95 % interval, n (documents), p "
@@ -126,6 +158,17 @@ def make_tables(
         ),
         **frames,
     }
+
+
+def _write_outputs(
+    frames: Mapping[str, tuple[pd.DataFrame, str]],
+    results: RunResults,
+    settings: TableSettings,
+    out_dir: str | Path,
+    provenance: Mapping | None,
+) -> None:
+    """Write each table (CSV, Markdown, LaTeX), the provenance and, with a chosen merge's
+    directory, the model cards (which read the written card table)."""
     for name, (frame, caption) in frames.items():
         write_table(frame, Path(out_dir) / name, caption)
     if provenance is not None:
@@ -136,9 +179,3 @@ def make_tables(
         write_model_cards(
             results.chosen_dir, out_dir, settings.recipe, provenance, results.chosen_think_dir
         )
-    tables = {name: frame for name, (frame, _) in frames.items()}
-    if figures_dir is not None:
-        from stylemerge.report.figures import make_figures
-
-        make_figures(adapters, tables["lambada"], tables["diversity"], figures_dir, chosen)
-    return tables

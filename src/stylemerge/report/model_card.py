@@ -26,7 +26,9 @@ from typing import Any
 import yaml
 
 from stylemerge.core.files import read_json
-from stylemerge.report.claims import VERDICTS, finite_number
+from stylemerge.core.hub import is_hub_id
+from stylemerge.report.claims import VERDICTS
+from stylemerge.stats.intervals import finite
 
 README = "README.md"
 CARD_COPY = "model_card.md"
@@ -82,10 +84,6 @@ def _model_origin(name: str, model: Mapping) -> str:
     )
 
 
-def _is_hub_id(path: str) -> bool:
-    return not (path.startswith(("/", ".", "~")) or Path(path).exists())
-
-
 def _source(source: Mapping, domain: str) -> str:
     """A domain's source, in words."""
     if source["type"] == "builtin":
@@ -124,7 +122,7 @@ def recipe(config: Mapping) -> dict[str, Any]:
     datasets = [
         d["source"]["path"]
         for d in domains.values()
-        if d["source"]["type"] == "hf" and _is_hub_id(d["source"]["path"])
+        if d["source"]["type"] == "hf" and is_hub_id(d["source"]["path"])
     ]
     return {
         "chosen": chosen,
@@ -202,11 +200,11 @@ def model_index(name: str, rows: Sequence[Mapping[str, Any]]) -> list[dict]:
     Claims not measured are left out; unverified (the hub did not run them)."""
     results = []
     for row in rows:
-        ours = finite_number(row.get("ours"))
+        ours = finite(row.get("ours"))
         if ours is None:
             continue
-        low, high = finite_number(row.get("ci_low")), finite_number(row.get("ci_high"))
-        n, seeds = finite_number(row.get("n")), finite_number(row.get("seeds"))
+        low, high = finite(row.get("ci_low")), finite(row.get("ci_high"))
+        n, seeds = finite(row.get("n")), finite(row.get("seeds"))
         unit = row.get("unit") or ""
         interval = (
             f"95 % CI [{_significant(low)}, {_significant(high)}]"
@@ -356,20 +354,34 @@ def model_card(
     ``tables_provenance``: the tables' (named where its git revision differs);
     ``card_rows``: the rows of ``tables/card.csv``, whose claims about this model become its
     ``model-index``."""
+    lines = [
+        *_head_lines(recipe, card_rows, think),
+        *_section("Recipe", _recipe_lines(recipe, think)),
+        *_section("Merge configuration", _merge_config_lines(recipe, mergekit_config, think)),
+        *_section(
+            "Results: the original card's claims against this run",
+            [card_table.strip("\n"), "", VERDICTS],
+        ),
+        *_section("Usage", _usage_lines(path)),
+        *_section("Provenance", _provenance_lines(provenance, tables_provenance)),
+        "",  # the file ends with a newline
+    ]
+    return "\n".join(lines)
+
+
+def _section(title: str, body: list[str]) -> list[str]:
+    """A section of the card: a blank line, its heading, a blank line and its body."""
+    return ["", f"## {title}", "", *body]
+
+
+def _head_lines(recipe: Mapping, card_rows: Sequence[Mapping[str, Any]], think: bool) -> list[str]:
+    """The front matter (with this model's claims as its ``model-index``), the title and
+    what the model is."""
     chosen = recipe["chosen"]
     title = f"{chosen}, think tokens optimised" if think else chosen
     rows = [row for row in card_rows if is_think_claim(row["claim"]) == think]
     index = model_index(f"stylemerge {title}", rows)
     meta = yaml.safe_dump(front_matter(recipe, index, think), sort_keys=False, allow_unicode=True)
-    about = (
-        [
-            "",
-            f"This is the merge `{chosen}` with its `<think>`/`</think>` embedding rows "
-            "optimised on reasoning traces; every other weight is the merge's.",
-        ]
-        if think
-        else []
-    )
     lines = [
         "---",
         meta.rstrip("\n"),
@@ -381,17 +393,22 @@ def model_card(
         "behind `Lambent/Qwen3-4B-Base-Continued-GRPO-Style-Karcher`: one GRPO LoRA style "
         "adapter per text domain, merged into the base, and the domain models merged with "
         "mergekit.",
-        *about,
-        "",
-        "## Recipe",
-        "",
-        *_recipe_lines(recipe, think),
-        "",
-        "## Merge configuration",
-        "",
+    ]
+    if think:
+        lines += [
+            "",
+            f"This is the merge `{chosen}` with its `<think>`/`</think>` embedding rows "
+            "optimised on reasoning traces; every other weight is the merge's.",
+        ]
+    return lines
+
+
+def _merge_config_lines(recipe: Mapping, mergekit_config: str, think: bool) -> list[str]:
+    """The mergekit YAML the merge was made from, and the command that reproduces it."""
+    return [
         (
             f"The mergekit YAML the merge was made from (`mergekit_config.yml` in "
-            f"`merges/{chosen}`; its model paths are this run's local domain models):"
+            f"`merges/{recipe['chosen']}`; its model paths are this run's local domain models):"
             if think
             else "The mergekit YAML this merge was made from (`mergekit_config.yml` in this "
             "directory; its model paths are this run's local domain models):"
@@ -402,15 +419,12 @@ def model_card(
         "```",
         "",
         f"Reproduce it: `{_mergekit_command(recipe['merge'])} {MERGEKIT_CONFIG} OUT`.",
-        "",
-        "## Results: the original card's claims against this run",
-        "",
-        card_table.strip("\n"),
-        "",
-        VERDICTS,
-        "",
-        "## Usage",
-        "",
+    ]
+
+
+def _usage_lines(path: str) -> list[str]:
+    """How to load the model from ``path`` and upload it to the hub."""
+    return [
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
@@ -424,13 +438,7 @@ def model_card(
         "```sh",
         f'hf upload <user>/<repo> {path} --exclude ".snakemake_timestamp"',
         "```",
-        "",
-        "## Provenance",
-        "",
-        *_provenance_lines(provenance, tables_provenance),
-        "",
     ]
-    return "\n".join(lines)
 
 
 def read_card_rows(tables_dir: str | Path) -> list[dict[str, str]]:

@@ -114,7 +114,6 @@ def think_table(think: Mapping[str, Mapping]) -> pd.DataFrame:
 
 
 # lm-eval task names: the harness's own (paper scale) first, then the packaged mirrors.
-GSM8K_TASKS = ("gsm8k", "stylemerge_gsm8k")
 GSM8K_PROMPTS = {"think tags": ("stylemerge_gsm8k_think", "stylemerge_gsm8k"), "stock": ("gsm8k",)}
 BPB_TASKS = ("uncheatable_eval_{domain}", "stylemerge_bpb_{domain}")
 
@@ -268,7 +267,6 @@ def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
     results/eval/<model>/diversity}."""
     from stylemerge.evaluate.diversity.bleu import self_diversity_per_prompt
     from stylemerge.evaluate.diversity.measure import read_generations
-    from stylemerge.evaluate.diversity.scores import distinct_change, self_diversity_change
 
     card = reported()["distinct_1_change_vs_base"]
     metrics = {m: read_json(Path(p) / "metrics.json") for m, p in diversity_dirs.items()}
@@ -283,74 +281,88 @@ def diversity_table(diversity_dirs: Mapping[str, str | Path]) -> pd.DataFrame:
     rows = []
     for model, result in metrics.items():
         for domain, values in sorted(result["domains"].items()):
-            changes: dict[str, dict] = {}
-            paired = (
-                base is not None
-                and domain in base
-                and domain in generations[model]
-                and base[domain]["prompts"] == generations[model][domain]["prompts"]
-            )
-            if paired:
-                a, b = base[domain], generations[model][domain]
-                for suffix, controlled in (("", False), ("_lc", True)):
-                    changes["distinct" + suffix] = distinct_change(
-                        a["samples"],
-                        b["samples"],
-                        n=1,
-                        documents=a["documents"],
-                        length_controlled=controlled,
-                    )
-                    changes["pairwise" + suffix] = self_diversity_change(
-                        a["samples"],
-                        b["samples"],
-                        seed=per_document.SEED,
-                        n_boot=per_document.ITERS,
-                        base_values=None if controlled else base_self[domain],
-                        documents=a["documents"],
-                        length_controlled=controlled,
-                    )
-            row = {
-                "domain": domain,
-                "model": model,
-                "distinct_1": values["distinct_1"]["value"],
-                "distinct_1_ci_low": values["distinct_1"]["ci_low"],
-                "distinct_1_ci_high": values["distinct_1"]["ci_high"],
-                "ead_1": values["ead_1"]["value"],
-                "self_diversity": values["self_diversity"]["value"],
-                "self_diversity_ci_low": values["self_diversity"]["ci_low"],
-                "self_diversity_ci_high": values["self_diversity"]["ci_high"],
-                "mean_tokens": values.get("mean_ngram_tokens"),
-                "length_change_vs_base_pct": percent(
-                    changes.get("distinct_lc", {}).get("length_change")
-                ),
-            }
-            for suffix in ("", "_lc"):
-                change = changes.get("distinct" + suffix, {})
-                pairwise = changes.get("pairwise" + suffix, {})
-                row.update(
-                    {
-                        f"distinct_1_change_vs_base_pct{suffix}": percent(change.get("value")),
-                        f"change_ci_low_pct{suffix}": percent(change.get("ci_low")),
-                        f"change_ci_high_pct{suffix}": percent(change.get("ci_high")),
-                        f"change_p{suffix}": change.get("p_value"),
-                        f"self_diversity_change_vs_base_pct{suffix}": percent(
-                            pairwise.get("value")
-                        ),
-                        f"self_diversity_change_ci_low_pct{suffix}": percent(
-                            pairwise.get("ci_low")
-                        ),
-                        f"self_diversity_change_ci_high_pct{suffix}": percent(
-                            pairwise.get("ci_high")
-                        ),
-                        f"self_diversity_change_p{suffix}": pairwise.get("p_value"),
-                    }
-                )
-            row.update(
-                {
-                    "reported_change_pct": card.get(domain),
-                    "prompts": values["distinct_1"].get("n_prompts"),
-                    "documents": values["distinct_1"].get("n_documents"),
-                }
-            )
-            rows.append(row)
+            changes = _changes_vs_base(base, generations[model], domain, base_self)
+            rows.append(_diversity_row(domain, model, values, changes, card))
     return pd.DataFrame(rows)
+
+
+def _changes_vs_base(
+    base: Mapping | None, own: Mapping, domain: str, base_self: Mapping
+) -> dict[str, dict]:
+    """A model's changes vs the base in ``domain`` (``own``, ``base``: each one's generations
+    by domain), keyed ``distinct``, ``pairwise``, ``distinct_lc`` and ``pairwise_lc``; none
+    unless both sampled the same prompts."""
+    from stylemerge.evaluate.diversity.scores import distinct_change, self_diversity_change
+
+    changes: dict[str, dict] = {}
+    paired = (
+        base is not None
+        and domain in base
+        and domain in own
+        and base[domain]["prompts"] == own[domain]["prompts"]
+    )
+    if not paired:
+        return changes
+    a, b = base[domain], own[domain]
+    for suffix, controlled in (("", False), ("_lc", True)):
+        changes["distinct" + suffix] = distinct_change(
+            a["samples"],
+            b["samples"],
+            n=1,
+            documents=a["documents"],
+            length_controlled=controlled,
+        )
+        changes["pairwise" + suffix] = self_diversity_change(
+            a["samples"],
+            b["samples"],
+            seed=per_document.SEED,
+            n_boot=per_document.ITERS,
+            # cut to a common length per pair, the base's samples lose their cached values
+            base_values=None if controlled else base_self[domain],
+            documents=a["documents"],
+            length_controlled=controlled,
+        )
+    return changes
+
+
+def _diversity_row(
+    domain: str, model: str, values: Mapping, changes: Mapping, card: Mapping
+) -> dict:
+    """One row of the diversity table: the model's own values in ``domain``, its changes vs
+    the base (:func:`_changes_vs_base`), raw then length-controlled, and the card's figure."""
+    row = {
+        "domain": domain,
+        "model": model,
+        "distinct_1": values["distinct_1"]["value"],
+        "distinct_1_ci_low": values["distinct_1"]["ci_low"],
+        "distinct_1_ci_high": values["distinct_1"]["ci_high"],
+        "ead_1": values["ead_1"]["value"],
+        "self_diversity": values["self_diversity"]["value"],
+        "self_diversity_ci_low": values["self_diversity"]["ci_low"],
+        "self_diversity_ci_high": values["self_diversity"]["ci_high"],
+        "mean_tokens": values.get("mean_ngram_tokens"),
+        "length_change_vs_base_pct": percent(changes.get("distinct_lc", {}).get("length_change")),
+    }
+    for suffix in ("", "_lc"):
+        change = changes.get("distinct" + suffix, {})
+        pairwise = changes.get("pairwise" + suffix, {})
+        row.update(
+            {
+                f"distinct_1_change_vs_base_pct{suffix}": percent(change.get("value")),
+                f"change_ci_low_pct{suffix}": percent(change.get("ci_low")),
+                f"change_ci_high_pct{suffix}": percent(change.get("ci_high")),
+                f"change_p{suffix}": change.get("p_value"),
+                f"self_diversity_change_vs_base_pct{suffix}": percent(pairwise.get("value")),
+                f"self_diversity_change_ci_low_pct{suffix}": percent(pairwise.get("ci_low")),
+                f"self_diversity_change_ci_high_pct{suffix}": percent(pairwise.get("ci_high")),
+                f"self_diversity_change_p{suffix}": pairwise.get("p_value"),
+            }
+        )
+    row.update(
+        {
+            "reported_change_pct": card.get(domain),
+            "prompts": values["distinct_1"].get("n_prompts"),
+            "documents": values["distinct_1"].get("n_documents"),
+        }
+    )
+    return row

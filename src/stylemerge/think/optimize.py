@@ -66,12 +66,17 @@ from stylemerge.core.progress import Progress
 from stylemerge.core.tracking import tracked
 from stylemerge.data.tokenizer import THINK_TOKENS
 from stylemerge.models.reference import ModelError, ModelReference
+from stylemerge.think.state import (
+    Loop,
+    Setup,
+    Traces,
+    check_unchanged,
+    dtype_name,
+    precision_record,
+    stage_metrics,
+)
 
 log = logging.getLogger(__name__)
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 @contextlib.contextmanager
@@ -280,6 +285,52 @@ def optimize_think_tokens(
     job = job.apply()
     device = job.device
     model_ref = ModelReference.of(model_ref)
+    setup = _prepare(job, model_ref, settings["learning_rate"], device)
+    data = _encode_traces(setup, traces, settings)
+    amp = job.autocast()  # the training passes only: the held-out CE is float32 either way
+    ce_before = heldout_ce(setup.model, data.heldout, setup.ids, setup.pad_id, data.micro, device)
+    log.info("held-out CE before: %s", {k: v for k, v in ce_before.items() if k != "per_document"})
+
+    # A small explicit loop instead of transformers' Trainer: only two rows train, through a
+    # gradient mask and plain Adam, and the loop says exactly that.
+    loop = _start_loop(job, model_ref, setup, traces, settings, checkpoint_dir)
+    _train(setup, data, loop, settings, amp, Path(out_dir).name)
+
+    precision = precision_record(setup, job, settings, data.micro)
+    with torch.no_grad():  # the saved values: the two rows rounded to the checkpoint's dtype
+        for param in setup.trained.values():
+            param[setup.ids] = param[setup.ids].to(setup.save_dtype).to(param.dtype)
+            param.requires_grad_(False)
+    ce_after = heldout_ce(setup.model, data.heldout, setup.ids, setup.pad_id, data.micro, device)
+    log.info("held-out CE after: %s", {k: v for k, v in ce_after.items() if k != "per_document"})
+
+    changes = check_unchanged(setup)
+    metrics = stage_metrics(
+        job, settings, traces, setup, data, loop, changes, precision, ce_before, ce_after
+    )
+    log.info(
+        "held-out CE %.4f -> %.4f; at think tags %s -> %s",
+        ce_before["overall"],
+        ce_after["overall"],
+        ce_before["think_tags"],
+        ce_after["think_tags"],
+    )
+    setup.model.to("cpu", dtype=setup.save_dtype)
+    with atomic_path(out_dir) as tmp:
+        setup.model.save_pretrained(tmp)
+        setup.tokenizer.save_pretrained(tmp)
+        write_json(tmp / "metrics.json", metrics)
+    if loop.checkpoint_dir is not None:  # done: a later rerun starts afresh
+        shutil.rmtree(loop.checkpoint_dir, ignore_errors=True)
+    return metrics
+
+
+def _prepare(
+    job: JobSettings, model_ref: ModelReference, learning_rate: float, device: str
+) -> Setup:
+    """Load the model and tokenizer, put the tags in the vocabulary, copy the parameters for
+    the checks, move the model to ``device`` in float32 and freeze all of it but the think
+    rows (a gradient mask on the embeddings, plain Adam); seeds the global RNG."""
     tokenizer = model_ref.tokenizer(job)
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -308,7 +359,7 @@ def optimize_think_tokens(
     row_mask[ids] = 1.0
     for param in model.parameters():
         param.requires_grad_(False)
-    grad_dtypes: set[str] = set()  # every gradient the rows got (metrics: precision)
+    grad_dtypes: set[str] = set()
 
     def mask_rows(grad):
         grad_dtypes.add(dtype_name(grad.dtype))
@@ -317,180 +368,119 @@ def optimize_think_tokens(
     for param in trained.values():
         param.requires_grad_(True)
         param.register_hook(mask_rows)
-    optimizer = torch.optim.Adam(
-        list(trained.values()), lr=settings["learning_rate"], weight_decay=0.0
-    )
+    optimizer = torch.optim.Adam(list(trained.values()), lr=learning_rate, weight_decay=0.0)
+    return Setup(
+        model=model, tokenizer=tokenizer, device=device, pad_id=pad_id, ids=ids, added=added,
+        save_dtype=save_dtype, vocab_before=vocab_before, rows_before=rows_before,
+        loaded=loaded, before=before, tied=tied, trained=trained, optimizer=optimizer,
+        grad_dtypes=grad_dtypes,
+    )  # fmt: skip
 
+
+def _encode_traces(setup: Setup, traces: Mapping, settings: Mapping) -> Traces:
+    """The train and held-out traces as token ids, each cut to ``max_length`` (warned)."""
     max_length = settings["max_length"]
-    positions = getattr(model.config, "max_position_embeddings", None)
+    positions = getattr(setup.model.config, "max_position_embeddings", None)
     if positions is not None and max_length > positions:
         log.warning("max_length %d exceeds the model's max_position_embeddings %d",
                     max_length, positions)  # fmt: skip
-    train_rows, train_cut = encode(tokenizer, train_texts, max_length)
-    heldout_rows, heldout_cut = encode(tokenizer, heldout_texts, max_length)
+    train_rows, train_cut = encode(setup.tokenizer, traces["train"], max_length)
+    heldout_rows, heldout_cut = encode(setup.tokenizer, traces["heldout"], max_length)
     if train_cut or heldout_cut:
         log.warning("cut to max_length %d: %d train, %d held-out traces", max_length, train_cut,
                     heldout_cut)  # fmt: skip
     batch_size = settings["batch_size"]
-    # traces per forward/backward pass (the optimiser step still sees batch_size traces)
     micro = min(settings.get("micro_batch_size") or batch_size, batch_size)
-    amp = job.autocast()  # the training passes only: the held-out CE is float32 either way
-    ce_before = heldout_ce(model, heldout_rows, ids, pad_id, micro, device)
-    log.info("held-out CE before: %s", {k: v for k, v in ce_before.items() if k != "per_document"})
+    truncated = {"train": train_cut, "heldout": heldout_cut}
+    return Traces(train_rows, heldout_rows, truncated, batch_size, micro)
 
-    # A small explicit loop instead of transformers' Trainer: only two rows train, through a
-    # gradient mask and plain Adam, and the loop says exactly that.
-    steps, log_every = settings["steps"], max(1, settings["steps"] // 20)
-    order: list[int] = []
-    generator = torch.Generator().manual_seed(job.seed)
-    history, started, first = [], time.monotonic(), 1
-    resume = None
-    if checkpoint_dir is not None:
-        checkpoint_dir = Path(checkpoint_dir)
-        key = fingerprint(
-            settings=training_settings(settings),
-            seed=job.seed,
-            precision=job.precision,
-            model=model_ref.as_dict(),
-            ids=list(ids),
-            traces=[train_texts, heldout_texts],
-        )
-        resume = prepare_checkpoints(checkpoint_dir, key)
-    if resume:
-        loop = restore_rows_checkpoint(Path(resume), trained, optimizer, ids)
-        first, order, history = loop["global_step"] + 1, loop["order"], loop["history"]
-        generator.set_state(torch.tensor(loop["generator"], dtype=torch.uint8))
-    save_steps = settings.get("save_steps") or steps
-    progress = Progress(f"think {Path(out_dir).name}", steps, start=first - 1)
-    with checkpointed(model, bool(settings.get("gradient_checkpointing"))):
-        for step in range(first, steps + 1):
-            while len(order) < batch_size:
-                order += torch.randperm(len(train_rows), generator=generator).tolist()
-            batch, order = [train_rows[i] for i in order[:batch_size]], order[batch_size:]
-            # every micro-batch's summed cross-entropy over the step's predicted tokens: the
-            # summed gradients are those of the step's mean, however the traces are split
-            targets = sum(len(row) - 1 for row in batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            for start in range(0, batch_size, micro):
-                input_ids, mask = collate(batch[start : start + micro], pad_id, device)
-                labels = input_ids.masked_fill(mask == 0, -100)
-                with amp():
-                    loss = model(
-                        input_ids=input_ids,
-                        attention_mask=mask,
-                        labels=labels,
-                        use_cache=False,
-                        num_items_in_batch=targets,
-                    ).loss
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training loss is {loss.item()} at step {step}: diverged"
-                    )
-                loss.backward()
-                loss_sum += loss.item()
-            optimizer.step()
-            if step % log_every == 0 or step == steps:
-                history.append({"step": step, "loss": loss_sum})
-                log.info("step %d/%d loss %.4f", step, steps, loss_sum)
-            if checkpoint_dir is not None and step % save_steps == 0 and step < steps:
-                loop = {
-                    "order": order,
-                    "history": history,
-                    "generator": generator.get_state().tolist(),
-                }
-                save_rows_checkpoint(checkpoint_dir, step, trained, optimizer, ids, loop)
-            progress.update(step)
-    train_seconds = time.monotonic() - started
 
-    precision = {  # what the rows were trained in, whatever the forward pass computed in
-        "autocast": "bfloat16" if job.precision == "bf16" else None,
-        "trained_rows": sorted({dtype_name(p.dtype) for p in trained.values()}),
-        "gradients": sorted(grad_dtypes),
-        "adam_moments": sorted(
-            {
-                dtype_name(v.dtype)
-                for state in optimizer.state.values()
-                for k, v in state.items()
-                if k != "step"
-            }
-        ),  # fmt: skip
-        "gradient_checkpointing": bool(settings.get("gradient_checkpointing")),
-        "micro_batch_size": micro,
-    }
-    with torch.no_grad():  # the saved values: the two rows rounded to the checkpoint's dtype
-        for param in trained.values():
-            param[ids] = param[ids].to(save_dtype).to(param.dtype)
-            param.requires_grad_(False)
-    ce_after = heldout_ce(model, heldout_rows, ids, pad_id, micro, device)
-    log.info("held-out CE after: %s", {k: v for k, v in ce_after.items() if k != "per_document"})
-
-    frozen, think_change = {}, {}
-    for name, param in model.named_parameters():
-        diff = (param.detach().cpu() - before[name]).abs()
-        if name in trained:
-            think_change[name] = diff[ids].amax(dim=1).tolist()
-            diff[ids] = 0.0
-        frozen[name] = diff.max().item()
-    changed = {name: value for name, value in frozen.items() if value != 0.0}
-    if changed:
-        raise RuntimeError(f"parameters other than the think rows changed: {changed}")
-    preexisting = {}  # the rows the loaded model had, but the tags', against the loaded ones
-    for name, old in loaded.items():
-        keep = torch.ones(rows_before, dtype=torch.bool)
-        keep[[i for i in ids if i < rows_before]] = False
-        final = trained[name].detach()[:rows_before].cpu()
-        preexisting[name] = (final[keep] - old[keep].float()).abs().max().item()
-    if any(value != 0.0 for value in preexisting.values()):
-        raise RuntimeError(f"pre-existing embedding rows changed: {preexisting}")
-    if tied and model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
-        raise RuntimeError("the tied input and output embeddings came apart during training")
-    metrics = {
-        "think_tokens": dict(zip(THINK_TOKENS, ids, strict=True)),
-        "think_tokens_special": [t in tokenizer.all_special_tokens for t in THINK_TOKENS],
-        "think_tokens_added": added,
-        # the tags' rows before training: the checkpoint's own, or the mean of its token rows
-        "think_rows_init": "mean" if added else "existing",
-        "vocab_size_before": vocab_before,
-        "vocab_size_after": len(tokenizer),
-        "embedding_rows_before": rows_before,
-        "embedding_rows_after": embed.shape[0],
-        "preexisting_rows_max_abs_change": preexisting,
-        "tied_embeddings": tied,
-        # tensor -> rows trained; tied: one tensor, the rows are input and output vectors
-        "trained": {name: ids for name in trained},
-        "think_rows_max_abs_change": think_change,
-        "frozen_max_abs_change": frozen,
-        "frozen_max_abs_change_overall": max(frozen.values()),
-        "heldout_ce_before": ce_before,
-        "heldout_ce_after": ce_after,
-        "precision": precision,
-        "steps": steps,
-        "resumed_from": Path(resume).name if resume else None,
-        "train_traces": len(train_rows),
-        "heldout_traces": len(heldout_rows),
-        "truncated": {"train": train_cut, "heldout": heldout_cut},
-        "train_seconds": round(train_seconds, 2),
-        "saved_dtype": dtype_name(save_dtype),
-        "threads": job.threads,
-        "device": device,
-        "log_history": history,
-        "settings": dict(settings),
-        "data": dict(traces.get("info") or {}),
-        "provenance": dict(job.provenance),
-    }
-    log.info(
-        "held-out CE %.4f -> %.4f; at think tags %s -> %s",
-        ce_before["overall"],
-        ce_after["overall"],
-        ce_before["think_tags"],
-        ce_after["think_tags"],
+def _start_loop(
+    job: JobSettings,
+    model_ref: ModelReference,
+    setup: Setup,
+    traces: Mapping,
+    settings: Mapping,
+    checkpoint_dir: str | Path | None,
+) -> Loop:
+    """The loop's state: fresh (the data order drawn from the job's seed), or, with a row
+    checkpoint of the same settings and inputs in ``checkpoint_dir``, restored from it
+    (the rows and Adam's state too)."""
+    loop = Loop(settings["steps"], torch.Generator().manual_seed(job.seed), time.monotonic())
+    if checkpoint_dir is None:
+        return loop
+    loop.checkpoint_dir = Path(checkpoint_dir)
+    key = fingerprint(
+        settings=training_settings(settings),
+        seed=job.seed,
+        precision=job.precision,
+        model=model_ref.as_dict(),
+        ids=list(setup.ids),
+        traces=[traces["train"], traces["heldout"]],
     )
-    model.to("cpu", dtype=save_dtype)
-    with atomic_path(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / "metrics.json", metrics)
-    if checkpoint_dir is not None:  # done: a later rerun starts afresh
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    return metrics
+    loop.resume = prepare_checkpoints(loop.checkpoint_dir, key)
+    if loop.resume:
+        state = restore_rows_checkpoint(
+            Path(loop.resume), setup.trained, setup.optimizer, setup.ids
+        )
+        loop.first, loop.order = state["global_step"] + 1, state["order"]
+        loop.history = state["history"]
+        loop.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+    return loop
+
+
+def _train(setup: Setup, data: Traces, loop: Loop, settings: Mapping, amp, name: str) -> None:
+    """Run the loop's remaining steps, each on the next ``batch_size`` traces of the data
+    order (a fresh permutation appended whenever it runs short); the loss logged every
+    ``steps // 20`` steps, a row checkpoint every ``save_steps`` (not after the last)."""
+    steps, log_every = loop.steps, max(1, loop.steps // 20)
+    save_steps = settings.get("save_steps") or steps
+    progress = Progress(f"think {name}", steps, start=loop.first - 1)
+    with checkpointed(setup.model, bool(settings.get("gradient_checkpointing"))):
+        for step in range(loop.first, steps + 1):
+            while len(loop.order) < data.batch_size:
+                loop.order += torch.randperm(len(data.train), generator=loop.generator).tolist()
+            batch = [data.train[i] for i in loop.order[: data.batch_size]]
+            loop.order = loop.order[data.batch_size :]
+            loss_sum = _step(setup, data, batch, amp, step)
+            if step % log_every == 0 or step == steps:
+                loop.history.append({"step": step, "loss": loss_sum})
+                log.info("step %d/%d loss %.4f", step, steps, loss_sum)
+            if loop.checkpoint_dir is not None and step % save_steps == 0 and step < steps:
+                state = {
+                    "order": loop.order,
+                    "history": loop.history,
+                    "generator": loop.generator.get_state().tolist(),
+                }
+                save_rows_checkpoint(
+                    loop.checkpoint_dir, step, setup.trained, setup.optimizer, setup.ids, state
+                )
+            progress.update(step)
+    loop.seconds = time.monotonic() - loop.started
+
+
+def _step(setup: Setup, data: Traces, batch, amp, step: int) -> float:
+    """One optimiser step on ``batch``, in forward/backward passes of ``micro`` traces whose
+    gradients add up; the passes' summed loss (an error if one is not finite)."""
+    # every pass's summed cross-entropy over the step's predicted tokens: the summed
+    # gradients are those of the step's mean, however the traces are split
+    targets = sum(len(row) - 1 for row in batch)
+    setup.optimizer.zero_grad(set_to_none=True)
+    loss_sum = 0.0
+    for start in range(0, data.batch_size, data.micro):
+        input_ids, mask = collate(batch[start : start + data.micro], setup.pad_id, setup.device)
+        labels = input_ids.masked_fill(mask == 0, -100)
+        with amp():
+            loss = setup.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                labels=labels,
+                use_cache=False,
+                num_items_in_batch=targets,
+            ).loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {step}: diverged")
+        loss.backward()
+        loss_sum += loss.item()
+    setup.optimizer.step()
+    return loss_sum

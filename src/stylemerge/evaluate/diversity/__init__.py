@@ -1,9 +1,9 @@
 """Text diversity of a model's samples: the evaluation stage's ``measure_diversity``.
 
 Per model and domain: P prompts cut from the domain's held-out documents
-(:func:`stylemerge.grpo.train.make_prompts`), K samples each, drawn in batches
-(:func:`stylemerge.grpo.train.sample_completions`: ``num_return_sequences``, left padding) with a
-seed derived from the run's seed and the domain name. Then, over those P*K samples:
+(:func:`stylemerge.generation.sampling.make_prompts`), K samples each, drawn in batches
+(:func:`stylemerge.generation.sampling.sample_completions`: ``num_return_sequences``, left
+padding) with a seed derived from the run's seed and the domain name. Then, over those P*K samples:
 
 ``distinct_n`` (n = 1, 2, 3)
     unique n-grams / all n-grams, over all samples of the domain (an n-gram never spans two
