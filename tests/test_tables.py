@@ -134,29 +134,6 @@ def test_every_reported_figure_is_the_card_figure_of_one_claim():
     assert all(c.startswith("pairwise diversity") for c, f in figures.items() if pd.isna(f))
 
 
-def test_the_readme_quotes_the_reported_figures():
-    """The README's card table, typed by hand, quotes each figure of reported.yaml once."""
-    import re
-
-    from conftest import ROOT
-
-    readme = (ROOT / "README.md").read_text().replace("\u2212", "-")  # typographic minus
-    section = readme.split("### The card's claims", 1)[1]
-    rows = [line for line in section.split("\n\n", 2)[1].splitlines() if line.startswith("|")]
-    assert rows[0].split("|")[2].strip() == "card"
-    quoted = [float(x) for row in rows[2:] for x in re.findall(r"[-+]?\d+\.\d+", row.split("|")[2])]
-    card = reported()
-    figures = [
-        card["lambada_perplexity_change_vs_base"],
-        card["lambada_perplexity_change_vs_comparison"],
-        *card["distinct_1_change_vs_base"].values(),
-        card["gsm8k_3shot_accuracy"]["original"],
-        card["gsm8k_3shot_accuracy"]["optimised"],
-        card["think_heldout_ce_change"],
-    ]
-    assert sorted(quoted) == sorted(figures)
-
-
 def moving(card, factor: float) -> dict[str, pd.DataFrame]:
     """Frames in which the chosen merge moves ``factor`` times each of the card's figures,
     with an interval of +-50 % around it (pairwise diversity: by ``factor`` points)."""

@@ -3,7 +3,7 @@
 - ``reward_curves.png``: GRPO training reward per step, one panel per domain (the adapters'
   ``log_history.csv``);
 - ``diversity_by_domain.png``: distinct-1 per domain for every evaluated model, with the
-  bootstrap interval;
+  jackknife interval;
 - ``perplexity_by_model.png``: lambada perplexity per evaluated model (the out-of-domain
   text where the run has it, as the card's claim: :func:`one_lambada_text`);
 - ``quality_diversity.png``: the quality/diversity trade-off, every model with both numbers
@@ -96,7 +96,7 @@ def diversity_by_domain(frame: pd.DataFrame, out: str | Path, models: list[str] 
         ax.bar(x, rows["distinct_1"], width, yerr=[low, high], capsize=2, label=model)
     ax.set_xticks(range(len(domains)), domains, rotation=30, ha="right")
     ax.set_ylabel("distinct-1")
-    ax.set_title("Distinct-1 by domain (bootstrap interval)")
+    ax.set_title("Distinct-1 by domain (jackknife interval)")
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, out)
 
