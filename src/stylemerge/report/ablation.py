@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from stylemerge.evaluate.task_data import LAMBADA_TASKS, lambada_text
+from stylemerge.report.claims import NOT_MEASURED, NOT_SIGNIFICANT
 from stylemerge.report.values import percent, reported
 from stylemerge.stats import intervals, per_document
 
@@ -114,11 +115,13 @@ def pooled_change_difference(arms: Mapping[int, tuple[Mapping, Mapping]], compon
 
 
 def verdict(result: Mapping | None, positive: str, negative: str) -> str:
+    """A paired comparison's verdict in the claims' words, with the comparison's own names
+    for its two directions."""
     side = intervals.excludes_zero(result)
     if side is None:
-        return "not measured"
+        return NOT_MEASURED
     if not side:
-        return "not significant"
+        return NOT_SIGNIFICANT
     return positive if result["value"] > 0 else negative
 
 
@@ -237,7 +240,7 @@ def mara_ablation_table(
             if component == "style_contrast":
                 row["style_verdict"] = verdict(
                     diff, "MARA gains style", "MARA costs style"
-                ).replace("not significant", "no significant cost")
+                ).replace(NOT_SIGNIFICANT, "no significant cost")
                 row["_style_low"] = (diff or {}).get("ci_low")
         rows.append(row)
     if chosen is not None and chosen + ARM in generations:
@@ -280,11 +283,11 @@ def judge_family(rows: list[dict], family: Mapping) -> list[dict]:
         )
         value = row.get("distinct_1_mara_vs_plain_pct")
         if p is None or value is None:
-            row["diversity_verdict"] = "not measured"
+            row["diversity_verdict"] = NOT_MEASURED
         elif p < alpha and value != 0:
             row["diversity_verdict"] = KEEPS_MORE if value > 0 else KEEPS_LESS
         else:
-            row["diversity_verdict"] = "not significant"
+            row["diversity_verdict"] = NOT_SIGNIFICANT
         low, plain = row.pop("_style_low", None), row.get("style_change_plain")
         noninferior = None
         if plain is not None and plain > 0 and low is not None:
@@ -298,7 +301,7 @@ def judge_family(rows: list[dict], family: Mapping) -> list[dict]:
 def _criterion(diversity: str, noninferior: bool | None, plain_style, primary: bool) -> str:
     if not primary:
         return "secondary (a merge of the domain models: not in the family)"
-    if diversity == "not measured":
+    if diversity == NOT_MEASURED:
         return "not assessable: no distinct-1 test"
     if noninferior is None:
         return (
