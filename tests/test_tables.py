@@ -426,6 +426,8 @@ def test_make_tables_writes_csv_markdown_and_latex(tmp_path):
     assert {p.name for p in (tmp_path / "figures").iterdir()} == {
         "reward_curves.png",
         "perplexity_by_model.png",
+        "style_fluency.png",  # the adapters table
+        "bits_per_byte.png",
     }
 
 

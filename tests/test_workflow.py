@@ -406,6 +406,9 @@ def test_report_holds_every_table_and_figure_with_its_caption(workflow_run, tmp_
         "diversity_by_domain.png",
         "perplexity_by_model.png",
         "quality_diversity.png",
+        "grpo_curves.png",
+        "style_fluency.png",
+        "bits_per_byte.png",
     }
     assert {p.name for p in figures.glob("*.png")} == names
     report = tmp_path / "report.html"

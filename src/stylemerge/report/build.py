@@ -73,9 +73,7 @@ def make_tables(
     if figures_dir is not None:
         from stylemerge.report.figures import make_figures
 
-        make_figures(
-            results.adapters, tables["lambada"], tables["diversity"], figures_dir, settings.chosen
-        )
+        make_figures(results.adapters, tables, figures_dir, settings.chosen)
     return tables
 
 
