@@ -56,11 +56,21 @@ class Module:
         return self.name.split(".")[0]
 
 
+def _library_module(name: str, known: set[str]) -> str | None:
+    """The library module a dotted name is, or lies in (None outside the library)."""
+    if not name.startswith(ROOT + "."):
+        return None
+    name = name[len(ROOT) + 1 :]
+    while name and name not in known:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
 def _imported(node: ast.AST, module: str, is_package: bool, known: set[str]) -> Iterator[str]:
-    """The library modules an import statement names (``from x import y`` names x.y where
-    y is a module, else x)."""
+    """The library modules an import statement names: ``from x import y, z`` names x.y and
+    x.z where they are modules, and x for any name that is not."""
     if isinstance(node, ast.Import):
-        names = [alias.name for alias in node.names]
+        found = [_library_module(alias.name, known) for alias in node.names]
     elif isinstance(node, ast.ImportFrom):
         if node.level:
             parts = module.split(".") if is_package else module.split(".")[:-1]
@@ -68,19 +78,16 @@ def _imported(node: ast.AST, module: str, is_package: bool, known: set[str]) -> 
             base = ".".join([ROOT, *parts, *([node.module] if node.module else [])])
         else:
             base = node.module or ""
-        names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        prefix = ROOT + "."
+        found = [
+            name[len(prefix) :]
+            if (name := f"{base}.{alias.name}").startswith(prefix) and name[len(prefix) :] in known
+            else _library_module(base, known)
+            for alias in node.names
+        ]
     else:
         return
-    for name in names:
-        if not name.startswith(ROOT + "."):
-            continue
-        name = name[len(ROOT) + 1 :]
-        while name and name not in known:
-            name = name.rpartition(".")[0]
-        if name:
-            yield name
-            if isinstance(node, ast.ImportFrom):
-                return  # the submodule matched; the base is its package
+    yield from {name for name in found if name}
 
 
 def read_modules(src: Path) -> dict[str, Module]:
