@@ -1,8 +1,8 @@
 """The rule registry: per Snakemake rule that requests resources, the config section that
 sets them, its jobs for a config, whether it holds a GPU, and its memory overhead.  The rules
-(``resources:``), profiles/slurm, the cost model, the memory model and the GPU check all read
-it; :data:`stylemerge.resources.memory.RULE_MODELS` adds each rule's memory terms (a test
-keeps the two on the same rules)."""
+(``resources:``), the cost model, the memory model and the GPU check read it, and a test holds
+profiles/slurm to it; :data:`stylemerge.resources.memory.RULE_MODELS` adds each rule's memory
+terms (a test keeps the two on the same rules)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from stylemerge.workflow.config import stage_settings
 class Rule:
     name: str
     section: str  # where its settings (gpus, mem_mb, runtime_min) are set, as users name it
-    settings: Callable[[Mapping, str], Mapping]  # (config, item) -> that section's settings
     jobs: Callable[[Mapping], list[str]]  # config -> its jobs' items, as their benchmark files
     # Its models go on the config's device (job.device): on `device: cuda` it holds a GPU for
     # its whole run; profiles/slurm gives exactly these one GPU each, and the cost model's
@@ -32,6 +31,17 @@ class Rule:
     # standard errors), the training jobs hold Trainer and accelerate, the think job its
     # arithmetic traces.
     overhead_mb: int
+    # (config, item) -> the section's settings, where the section is not a plain key path
+    # (per-domain stage settings, a model's own section)
+    custom_settings: Callable[[Mapping, str], Mapping] | None = None
+
+    def settings(self, config: Mapping, item: str) -> Mapping:
+        """The settings section one job of a validated config takes its resources from."""
+        if self.custom_settings is not None:
+            return self.custom_settings(config, item)
+        for key in self.section.split("."):
+            config = config[key]
+        return config
 
 
 def _converted(config: Mapping) -> list[str]:
@@ -52,15 +62,6 @@ def _grpo_settings(config: Mapping, item: str) -> Mapping:
     return stage_settings(config, "grpo", model_names.split_arm(config, item)[0])
 
 
-def _section(*keys: str) -> Callable[[Mapping, str], Mapping]:
-    def settings(config: Mapping, item: str) -> Mapping:
-        for key in keys:
-            config = config[key]
-        return config
-
-    return settings
-
-
 def _model(key: str) -> Callable[[Mapping, str], Mapping]:
     return lambda config, item: config["models"][item][key]
 
@@ -72,30 +73,27 @@ RULES = {
         Rule(
             "pretrain_model",
             "models.<name>.pretrain",
-            _model("pretrain"),
             model_names.tiny_models,
             False,
             550,
+            _model("pretrain"),
         ),
-        Rule("convert_model", "models.<name>.gguf", _model("gguf"), _converted, False, 400),
+        Rule("convert_model", "models.<name>.gguf", _converted, False, 400, _model("gguf")),
         Rule(
             "train_proxy",
             "proxy",
-            lambda c, i: stage_settings(c, "proxy", i),
             lambda c: list(c["domains"]),
             True,
             550,
+            lambda c, i: stage_settings(c, "proxy", i),
         ),
-        Rule("train_adapter", "grpo", _grpo_settings, _adapted, True, 600),
-        Rule("apply_adapter", "merge", _section("merge"), _adapted, True, 450),
-        Rule("merge_models", "merge", _section("merge"), _merges, True, 500),
-        Rule(
-            "optimize_think_tokens", "think", _section("think"), model_names.think_models, True, 550
-        ),
+        Rule("train_adapter", "grpo", _adapted, True, 600, _grpo_settings),
+        Rule("apply_adapter", "merge", _adapted, True, 450),
+        Rule("merge_models", "merge", _merges, True, 500),
+        Rule("optimize_think_tokens", "think", model_names.think_models, True, 550),
         Rule(
             "evaluate_lm",
             "evaluate.lm_eval",
-            _section("evaluate", "lm_eval"),
             lambda c: list(model_names.lm_eval_models(c)),
             True,
             1000,
@@ -103,7 +101,6 @@ RULES = {
         Rule(
             "measure_diversity",
             "evaluate.diversity",
-            _section("evaluate", "diversity"),
             lambda c: list(model_names.diversity_models(c)),
             True,
             450,
