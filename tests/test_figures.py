@@ -18,11 +18,11 @@ from stylemerge.report.figures import (
 from stylemerge.report.training_figures import (
     ablation_mara,
     grpo_curves,
-    interval_text,
     reward_curves,
     reward_history,
     style_fluency,
 )
+from stylemerge.report.values import format_interval, parse_interval
 
 PNG = b"\x89PNG\r\n\x1a\n"
 DPI = 110  # training_figures._save
@@ -254,9 +254,11 @@ def test_style_fluency_draws_an_arrow_per_arm_before_to_after(tmp_path, drawn):
 
 
 def test_interval_text_reads_the_tables_bounds():
-    assert interval_text("[-12.4, +0.155]") == (-12.4, 0.155)
-    assert all(math.isnan(v) for v in interval_text(None))
-    assert all(math.isnan(v) for v in interval_text("n/a"))
+    assert parse_interval("[-12.4, +0.155]") == (-12.4, 0.155)
+    assert parse_interval(format_interval(-0.0123, 4.56)) == (-0.0123, 4.56)
+    assert format_interval(float("nan"), 1.0) is None
+    assert all(math.isnan(v) for v in parse_interval(None))
+    assert all(math.isnan(v) for v in parse_interval("n/a"))
 
 
 ABLATION = pd.DataFrame(

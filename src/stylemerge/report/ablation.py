@@ -33,11 +33,12 @@ import numpy as np
 import pandas as pd
 
 from stylemerge.evaluate.task_data import LAMBADA_TASKS, lambada_text
+from stylemerge.models.names import MARA_ARM
 from stylemerge.report.claims import NOT_MEASURED, NOT_SIGNIFICANT
-from stylemerge.report.values import percent, reported
+from stylemerge.report.values import format_interval, percent, reported
 from stylemerge.stats import intervals, per_document
 
-ARM = "-mara"
+ARM = MARA_ARM
 
 
 def _mean_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -192,7 +193,7 @@ def _vs_base(diversity: pd.DataFrame, domain: str, model: str) -> dict:
 def ci_text(result: Mapping | None, scale: float = 100.0) -> str | None:
     if not result or result.get("ci_low") is None or result.get("ci_high") is None:
         return None
-    return f"[{scale * result['ci_low']:+.3g}, {scale * result['ci_high']:+.3g}]"
+    return format_interval(scale * result["ci_low"], scale * result["ci_high"])
 
 
 def mara_ablation_table(

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from stylemerge.evaluate.task_data import IN_DOMAIN, OUT_OF_DOMAIN
+from stylemerge.report.values import format_interval
 from stylemerge.stats.intervals import finite
 
 # Why an in-domain lambada row is not the card's claim: the card's lambada_openai is book text.
@@ -36,8 +37,8 @@ def _pct(value) -> str:
 
 
 def _interval(low, high) -> str:
-    low, high = finite(low), finite(high)
-    return "" if low is None or high is None else f" [{low:+.3g}, {high:+.3g}]"
+    text = format_interval(low, high)
+    return f" {text}" if text else ""
 
 
 def lookup(frame: pd.DataFrame, **keys) -> Mapping | None:

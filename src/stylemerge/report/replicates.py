@@ -39,6 +39,7 @@ import pandas as pd
 from stylemerge.core.files import read_json, write_json
 from stylemerge.evaluate.task_data import LAMBADA_TEXTS
 from stylemerge.models.availability import available_results
+from stylemerge.models.names import MARA_ARM
 from stylemerge.report.claims import card_table
 from stylemerge.stats import intervals, per_document
 
@@ -459,7 +460,7 @@ def pool_replicates(
         "documents; each seed's estimate in the tables beside it",
     )
     arms = {seed: load_dirs(paths) for seed, paths in adapters.items()}
-    if any(name.endswith("-mara") for seed_arms in arms.values() for name in seed_arms):
+    if any(name.endswith(MARA_ARM) for seed_arms in arms.values() for name in seed_arms):
         frames["ablation_mara"] = pooled_ablation(arms, generations, chosen)
     for name, frame in frames.items():
         write_table(frame, out_dir / name, f"{name}, pooled over seeds {seeds}")

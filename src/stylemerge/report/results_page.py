@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from stylemerge.core.files import read_json
+from stylemerge.report.values import format_interval
 from stylemerge.stats.intervals import finite
 
 # Each table's caption, as make_tables writes it (stylemerge.report.build).
@@ -66,8 +67,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def _interval(low, high) -> str:
-    low, high = finite(low), finite(high)
-    return "" if low is None or high is None else f"[{low:.4g}, {high:.4g}]"
+    return format_interval(low, high, ".4g") or ""
 
 
 def card_view(card: pd.DataFrame) -> pd.DataFrame:

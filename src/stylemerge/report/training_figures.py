@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from stylemerge.models.names import MARA_ARM
+from stylemerge.report.values import parse_interval
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 TOTAL_REWARD = "reward"
 DPI = 110
 TOTAL_LABEL = "reward (total)"
-MARA = "-mara"  # an adapter's arm suffix: results/adapters/<domain><arm>
+MARA = MARA_ARM  # an adapter's arm suffix: results/adapters/<domain><arm>
 ARMS = {"": "plain", MARA: "MARA"}
 ARM_COLOURS = {"plain": "tab:blue", "MARA": "tab:orange"}
 # The rows of grpo_curves.png: logged column, axis label.
@@ -273,17 +275,6 @@ def style_fluency(adapters: pd.DataFrame, out: str | Path) -> Path:
     return _save(fig, out)
 
 
-def interval_text(text) -> tuple[float, float]:
-    """The bounds of a table's interval text "[lo, hi]" (NaN, NaN where there is none)."""
-    found = re.fullmatch(r"\s*\[\s*([^,\s]+)\s*,\s*([^\]\s]+)\s*\]\s*", str(text))
-    if not found:
-        return math.nan, math.nan
-    try:
-        return float(found[1]), float(found[2])
-    except ValueError:
-        return math.nan, math.nan
-
-
 # The ablation figure's panels: title, value column and interval ("ci": a "[lo, hi]" text
 # column; "se": ± 1 se), each with "{arm}" for plain / mara.
 ABLATION_PANELS = (
@@ -305,7 +296,7 @@ def ablation_bars(frame: pd.DataFrame, value: str, interval: tuple[str, str], ar
     if kind == "se":
         se = pd.to_numeric(frame.get(column), errors="coerce").fillna(0).to_numpy()
         return heights.to_numpy(), [se, se]
-    bounds = [interval_text(t) for t in frame.get(column, [None] * len(frame))]
+    bounds = [parse_interval(t) for t in frame.get(column, [None] * len(frame))]
     low = pd.Series([b[0] for b in bounds], index=frame.index)
     high = pd.Series([b[1] for b in bounds], index=frame.index)
     points = pd.DataFrame({"v": heights, "lo": low, "hi": high})

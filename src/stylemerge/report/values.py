@@ -4,6 +4,7 @@ a table written as CSV, Markdown and LaTeX."""
 from __future__ import annotations
 
 import math
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pandas as pd
 import yaml
 
 from stylemerge.core.files import read_json
+from stylemerge.stats.intervals import finite
 
 
 def reported() -> dict:
@@ -45,3 +47,21 @@ def percent(fraction: float | None) -> float | None:
 def load_dirs(paths, name: str = "metrics.json") -> dict[str, dict]:
     """``{directory name: its metrics JSON}`` for result directories."""
     return {Path(p).name: read_json(Path(p) / name) for p in paths}
+
+
+def format_interval(low, high, spec: str = "+.3g") -> str | None:
+    """``"[low, high]"``, each bound in ``spec``; None where a bound is missing or not
+    finite.  :func:`parse_interval` reads it back."""
+    low, high = finite(low), finite(high)
+    return None if low is None or high is None else f"[{low:{spec}}, {high:{spec}}]"
+
+
+def parse_interval(text) -> tuple[float, float]:
+    """The bounds of a table's interval text "[lo, hi]" (NaN, NaN where there is none)."""
+    found = re.fullmatch(r"\s*\[\s*([^,\s]+)\s*,\s*([^\]\s]+)\s*\]\s*", str(text))
+    if not found:
+        return math.nan, math.nan
+    try:
+        return float(found[1]), float(found[2])
+    except ValueError:
+        return math.nan, math.nan
