@@ -29,6 +29,15 @@ def wandb_offline(monkeypatch, tmp_path):
     os.environ.pop("WANDB_SERVICE", None)
 
 
+def flushed() -> None:
+    """Wait for wandb's service to write everything out, as a job's exit does (wandb's
+    atexit teardown): the service writes the run file after ``finish`` returns, so a test
+    that reads it at once races the writer (seen once on a loaded machine: no exit record)."""
+    import wandb
+
+    wandb.teardown()
+
+
 def wandb_records(path: Path) -> list:
     """The protobuf records of a wandb run file (``run-<id>.wandb``): a 7-byte header
     (``:W&B``, magic, version), then 32 KiB blocks of records, each with a 7-byte header
@@ -61,6 +70,7 @@ def wandb_records(path: Path) -> list:
 def wandb_runs(directory: Path) -> list[dict]:
     """Each offline run under ``directory``: its id, name, group, job type, and the keys of
     its history rows and summary updates."""
+    flushed()
     runs = []
     for path in sorted(directory.rglob("offline-run-*/run-*.wandb")):
         run = {"history": set(), "summary": {}, "file": path}
@@ -177,6 +187,7 @@ def test_a_failed_job_closes_its_run_as_failed(tmp_path):
     )
     with pytest.raises(FloatingPointError), tracked_run(job):
         raise FloatingPointError("loss is nan")
+    flushed()
     exits = [
         record.exit.exit_code
         for path in (tmp_path / "t").rglob("run-*.wandb")
